@@ -1,0 +1,334 @@
+//! Channel grouping of a touch: where a visit came from, in the words marketers use.
+//!
+//! Precedence: explicit UTM medium first, then advertising click ids, then UTM source alone,
+//! then the referrer host, then direct. UTM always wins over the referrer (a tagged ad seen via
+//! `t.co` is the ad, not "t.co").
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Utm;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Direct,
+    OrganicSearch,
+    PaidSearch,
+    OrganicSocial,
+    PaidSocial,
+    Email,
+    Affiliate,
+    Display,
+    Video,
+    Referral,
+    /// Tagged traffic whose medium and source match no known group.
+    Other,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 11] = [
+        Channel::Direct,
+        Channel::OrganicSearch,
+        Channel::PaidSearch,
+        Channel::OrganicSocial,
+        Channel::PaidSocial,
+        Channel::Email,
+        Channel::Affiliate,
+        Channel::Display,
+        Channel::Video,
+        Channel::Referral,
+        Channel::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Direct => "direct",
+            Channel::OrganicSearch => "organic_search",
+            Channel::PaidSearch => "paid_search",
+            Channel::OrganicSocial => "organic_social",
+            Channel::PaidSocial => "paid_social",
+            Channel::Email => "email",
+            Channel::Affiliate => "affiliate",
+            Channel::Display => "display",
+            Channel::Video => "video",
+            Channel::Referral => "referral",
+            Channel::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown channel {0:?}")]
+pub struct UnknownChannel(pub String);
+
+impl FromStr for Channel {
+    type Err = UnknownChannel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownChannel(s.to_owned()))
+    }
+}
+
+/// Click-id query parameters and the kind of ad network that sets them.
+pub const CLICK_IDS: &[(&str, ClickIdKind)] = &[
+    ("gclid", ClickIdKind::Search),
+    ("gbraid", ClickIdKind::Search),
+    ("wbraid", ClickIdKind::Search),
+    ("dclid", ClickIdKind::Display),
+    ("msclkid", ClickIdKind::Search),
+    ("yclid", ClickIdKind::Search),
+    ("fbclid", ClickIdKind::Social),
+    ("ttclid", ClickIdKind::Social),
+    ("li_fat_id", ClickIdKind::Social),
+    ("twclid", ClickIdKind::Social),
+    ("rdt_cid", ClickIdKind::Social),
+    ("scclid", ClickIdKind::Social),
+    ("epik", ClickIdKind::Social),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickIdKind {
+    Search,
+    Social,
+    Display,
+}
+
+const SEARCH_ENGINES: &[&str] = &[
+    "google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "qwant", "naver",
+    "seznam", "startpage", "brave", "kagi", "ask", "aol",
+];
+
+const SOCIAL_NETWORKS: &[&str] = &[
+    "facebook",
+    "fb",
+    "instagram",
+    "twitter",
+    "x",
+    "t",
+    "linkedin",
+    "lnkd",
+    "reddit",
+    "pinterest",
+    "tiktok",
+    "snapchat",
+    "threads",
+    "bsky",
+    "mastodon",
+    "news.ycombinator",
+    "ycombinator",
+    "quora",
+    "tumblr",
+    "vk",
+    "weibo",
+    "discord",
+    "telegram",
+    "whatsapp",
+    "producthunt",
+];
+
+const VIDEO_SITES: &[&str] = &["youtube", "youtu", "vimeo", "twitch", "dailymotion"];
+
+const EMAIL_HOSTS: &[&str] = &[
+    "mail.google",
+    "outlook.live",
+    "mail.yahoo",
+    "mail.proton",
+    "webmail",
+    "mail",
+];
+
+/// Names a social network, search engine or video site by a host (`www.` already stripped) or a
+/// UTM source such as `twitter`, `x.com` or `news.ycombinator.com`.
+fn matches_any(name: &str, list: &[&str]) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_prefix("www.").unwrap_or(&name);
+    let name = name.strip_prefix("m.").unwrap_or(name);
+    list.iter().any(|known| {
+        name == *known
+            || name
+                .strip_prefix(known)
+                .is_some_and(|rest| rest.starts_with('.') && is_public_suffix_like(&rest[1..]))
+    })
+}
+
+/// `com`, `co.uk`, `de`: the tail of a host after the brand name.
+fn is_public_suffix_like(rest: &str) -> bool {
+    !rest.is_empty()
+        && rest.split('.').count() <= 2
+        && rest.split('.').all(|label| label.len() <= 3)
+}
+
+/// Everything that decides the channel of one touch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TouchSignals<'a> {
+    pub utm: Option<&'a Utm>,
+    /// Names of the click-id parameters present on the landing URL.
+    pub click_ids: &'a [&'a str],
+    /// Normalised external referrer host (`www.` stripped), if any.
+    pub referrer_host: Option<&'a str>,
+}
+
+pub fn classify(signals: TouchSignals<'_>) -> Channel {
+    let utm = signals.utm.filter(|u| !u.is_empty());
+    let medium = utm
+        .and_then(|u| u.medium.as_deref())
+        .map(|m| m.trim().to_ascii_lowercase());
+    let source = utm.and_then(|u| u.source.as_deref()).map(str::trim);
+    let source_is_social = source.is_some_and(|s| matches_any(s, SOCIAL_NETWORKS));
+    let source_is_search = source.is_some_and(|s| matches_any(s, SEARCH_ENGINES));
+    let source_is_video = source.is_some_and(|s| matches_any(s, VIDEO_SITES));
+
+    if let Some(medium) = medium.as_deref() {
+        if let Some(channel) = channel_from_medium(medium, source_is_social, source_is_search) {
+            return channel;
+        }
+    }
+
+    if let Some(kind) = click_id_kind(signals.click_ids) {
+        return match kind {
+            ClickIdKind::Search => Channel::PaidSearch,
+            ClickIdKind::Social => Channel::PaidSocial,
+            ClickIdKind::Display => Channel::Display,
+        };
+    }
+
+    if source.is_some() || medium.is_some() {
+        return if source_is_social {
+            Channel::OrganicSocial
+        } else if source_is_search {
+            Channel::OrganicSearch
+        } else if source_is_video {
+            Channel::Video
+        } else if source.is_some_and(|s| s.eq_ignore_ascii_case("newsletter")) {
+            Channel::Email
+        } else {
+            Channel::Other
+        };
+    }
+
+    match signals.referrer_host {
+        Some(host) if matches_any(host, SEARCH_ENGINES) => Channel::OrganicSearch,
+        Some(host) if matches_any(host, SOCIAL_NETWORKS) => Channel::OrganicSocial,
+        Some(host) if matches_any(host, VIDEO_SITES) => Channel::Video,
+        Some(host) if matches_any(host, EMAIL_HOSTS) => Channel::Email,
+        Some(_) => Channel::Referral,
+        None => Channel::Direct,
+    }
+}
+
+fn channel_from_medium(medium: &str, social: bool, search: bool) -> Option<Channel> {
+    let paid = matches!(
+        medium,
+        "cpc" | "ppc" | "paid" | "paidsearch" | "paid_search" | "paid-search" | "cpm" | "cpv"
+            | "cpa" | "paid_social" | "paidsocial" | "paid-social" | "ads" | "ad"
+    ) || medium.starts_with("paid");
+    if paid {
+        return Some(if medium.contains("social") || social {
+            Channel::PaidSocial
+        } else if matches!(medium, "cpm" | "cpv") && !search {
+            Channel::Display
+        } else {
+            Channel::PaidSearch
+        });
+    }
+    match medium {
+        "organic" => Some(if social {
+            Channel::OrganicSocial
+        } else {
+            Channel::OrganicSearch
+        }),
+        "social" | "social-network" | "social-media" | "sm" | "social_media" => {
+            Some(Channel::OrganicSocial)
+        }
+        "email" | "e-mail" | "e_mail" | "newsletter" => Some(Channel::Email),
+        "affiliate" | "affiliates" | "partner" => Some(Channel::Affiliate),
+        "display" | "banner" | "interstitial" | "expandable" => Some(Channel::Display),
+        "video" => Some(Channel::Video),
+        "referral" => Some(Channel::Referral),
+        _ => None,
+    }
+}
+
+fn click_id_kind(present: &[&str]) -> Option<ClickIdKind> {
+    CLICK_IDS
+        .iter()
+        .find(|(name, _)| present.contains(name))
+        .map(|(_, kind)| *kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utm(source: Option<&str>, medium: Option<&str>) -> Utm {
+        Utm {
+            source: source.map(str::to_owned),
+            medium: medium.map(str::to_owned),
+            ..Utm::default()
+        }
+    }
+
+    #[test]
+    fn classifies_table() {
+        let cases: &[(Option<&str>, Option<&str>, &[&str], Option<&str>, Channel)] = &[
+            (None, None, &[], None, Channel::Direct),
+            (None, None, &[], Some("google.com"), Channel::OrganicSearch),
+            (None, None, &[], Some("google.co.uk"), Channel::OrganicSearch),
+            (None, None, &[], Some("duckduckgo.com"), Channel::OrganicSearch),
+            (None, None, &[], Some("t.co"), Channel::OrganicSocial),
+            (None, None, &[], Some("x.com"), Channel::OrganicSocial),
+            (None, None, &[], Some("news.ycombinator.com"), Channel::OrganicSocial),
+            (None, None, &[], Some("l.facebook.com"), Channel::Referral),
+            (None, None, &[], Some("youtube.com"), Channel::Video),
+            (None, None, &[], Some("blog.example.org"), Channel::Referral),
+            (None, None, &[], Some("mail.google.com"), Channel::Email),
+            (None, None, &["gclid"], None, Channel::PaidSearch),
+            (None, None, &["msclkid"], Some("bing.com"), Channel::PaidSearch),
+            (None, None, &["fbclid"], Some("facebook.com"), Channel::PaidSocial),
+            (None, None, &["ttclid"], None, Channel::PaidSocial),
+            (None, None, &["li_fat_id"], None, Channel::PaidSocial),
+            (Some("twitter"), None, &[], Some("t.co"), Channel::OrganicSocial),
+            (Some("twitter"), Some("cpc"), &[], Some("t.co"), Channel::PaidSocial),
+            (Some("google"), Some("cpc"), &[], None, Channel::PaidSearch),
+            (Some("google"), Some("organic"), &[], None, Channel::OrganicSearch),
+            (Some("newsletter"), None, &[], None, Channel::Email),
+            (Some("mailchimp"), Some("email"), &[], None, Channel::Email),
+            (Some("partner-x"), Some("affiliate"), &[], None, Channel::Affiliate),
+            (Some("dsp"), Some("display"), &[], None, Channel::Display),
+            (Some("acme"), Some("weird"), &[], Some("google.com"), Channel::Other),
+            (Some("facebook"), Some("paid_social"), &[], None, Channel::PaidSocial),
+            (Some("launch"), None, &["gclid"], None, Channel::PaidSearch),
+        ];
+        for (source, medium, ids, referrer, expected) in cases {
+            let u = utm(*source, *medium);
+            let got = classify(TouchSignals {
+                utm: Some(&u),
+                click_ids: ids,
+                referrer_host: *referrer,
+            });
+            assert_eq!(
+                got, *expected,
+                "source={source:?} medium={medium:?} ids={ids:?} referrer={referrer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_trips_names() {
+        for c in Channel::ALL {
+            assert_eq!(c.as_str().parse::<Channel>().ok(), Some(c));
+        }
+        assert!("nope".parse::<Channel>().is_err());
+    }
+}

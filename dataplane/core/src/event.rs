@@ -1,0 +1,263 @@
+//! The event model: what browsers send (tolerant wire types) and what travels through the
+//! stream once enriched (strict, versioned types shared by ingest and api).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::channel::Channel;
+
+/// Subject suffix carrying everything ingest accepted; the api consumes it.
+pub const INGRESS_SUBJECT_SUFFIX: &str = "ingress";
+/// Subject suffix of the dead-letter queue for messages that kept failing.
+pub const DEAD_LETTER_SUBJECT_SUFFIX: &str = "dead";
+
+/// The stream subjects of one tenant, derived from its id (`acme_shop` → `zori.acme_shop.>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    pub stream: String,
+    pub wildcard: String,
+    pub ingress: String,
+    pub dead_letter: String,
+}
+
+impl Subjects {
+    pub fn for_tenant(tenant_id: &str) -> Self {
+        Self {
+            stream: format!("ZORI_{}", tenant_id.to_ascii_uppercase()),
+            wildcard: format!("zori.{tenant_id}.>"),
+            ingress: format!("zori.{tenant_id}.{INGRESS_SUBJECT_SUFFIX}"),
+            dead_letter: format!("zori.{tenant_id}.{DEAD_LETTER_SUBJECT_SUFFIX}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types: what the browser script (original and ours) sends. Tolerant: unknown fields are
+// ignored, every field is optional, sizes are bounded during enrichment.
+// ---------------------------------------------------------------------------------------------
+
+/// Body of `POST /ingest` (the original script's format, see zori-spec §1.3) and one element of
+/// the `events` array of `POST /batch`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawEvent {
+    pub event_name: Option<String>,
+    pub client_generated_event_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub session_id: Option<String>,
+    pub client_timestamp_utc: Option<String>,
+    pub user_agent: Option<String>,
+    pub referrer: Option<String>,
+    /// The original sends the path only; ours sends the full URL. Both are accepted.
+    pub page_url: Option<String>,
+    pub host: Option<String>,
+    pub page_title: Option<String>,
+    pub utm_parameters: Option<BTreeMap<String, Value>>,
+    pub custom_properties: Option<Map<String, Value>>,
+    pub click_element: Option<RawClickElement>,
+    pub click_position: Option<RawClickPosition>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawClickElement {
+    pub tag: Option<String>,
+    pub selector: Option<String>,
+    pub text: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub href: Option<String>,
+    pub target: Option<String>,
+    pub data_attributes: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawClickPosition {
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub screen_width: Option<f64>,
+    pub screen_height: Option<f64>,
+}
+
+/// Body of `POST /identify` (zori-spec §1.5) and one element of the `identifies` array of
+/// `POST /batch`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawIdentify {
+    pub client_generated_event_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub session_id: Option<String>,
+    pub client_timestamp_utc: Option<String>,
+    pub page_url: Option<String>,
+    pub host: Option<String>,
+    pub app_id: Option<String>,
+    pub email: Option<String>,
+    pub fullname: Option<String>,
+    pub full_name: Option<String>,
+    pub additional_properties: Option<Map<String, Value>>,
+}
+
+/// Body of `POST /batch`: our batched form, one request for many events.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawBatch {
+    pub events: Vec<RawEvent>,
+    pub identifies: Vec<RawIdentify>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream types: enriched by ingest, published with `Nats-Msg-Id` = `id`, consumed by api.
+// ---------------------------------------------------------------------------------------------
+
+/// One message on the tenant's ingress subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamMessage {
+    Event(TrackedEvent),
+    Identify(IdentifyRecord),
+}
+
+impl StreamMessage {
+    /// The id used as `Nats-Msg-Id` and as the dedup key downstream.
+    pub fn id(&self) -> &str {
+        match self {
+            StreamMessage::Event(e) => &e.id,
+            StreamMessage::Identify(i) => &i.id,
+        }
+    }
+}
+
+/// A tracked event after validation and enrichment. Contains no raw IP and no email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackedEvent {
+    /// Client-made id (or one made by ingest when the client sent none).
+    pub id: String,
+    pub name: String,
+    pub visitor_id: String,
+    pub session_id: String,
+    /// When it happened: the client's clock, clamped into the allowed skew around `received_at`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub page: Page,
+    pub referrer: Option<Referrer>,
+    pub utm: Utm,
+    /// Advertising click ids found in the page URL (`gclid`, `fbclid`, …), name → value.
+    pub click_ids: BTreeMap<String, String>,
+    /// Channel of this touch, from UTM, click ids and referrer.
+    pub channel: Channel,
+    pub client: ClientInfo,
+    /// ISO 3166-1 alpha-2 country of the client IP, when known.
+    pub country: Option<String>,
+    /// Custom properties (`track(name, props)`, page title, durations, …), kept whole.
+    pub properties: Map<String, Value>,
+    pub click: Option<Click>,
+}
+
+/// The page an event happened on. `url` keeps the query string minus parameters that look like
+/// personal data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub url: String,
+    pub host: String,
+    pub path: String,
+    pub query: String,
+    pub title: Option<String>,
+}
+
+/// A normalised external referrer (self-referrals are dropped before this exists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referrer {
+    pub url: String,
+    /// Host without `www.` and port, lower case.
+    pub host: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Utm {
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub term: Option<String>,
+    pub content: Option<String>,
+}
+
+impl Utm {
+    pub fn is_empty(&self) -> bool {
+        self.source.is_none()
+            && self.medium.is_none()
+            && self.campaign.is_none()
+            && self.term.is_none()
+            && self.content.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub browser: String,
+    pub os: String,
+    pub device: DeviceType,
+    pub is_bot: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceType {
+    Desktop,
+    Mobile,
+    Tablet,
+    Bot,
+    #[default]
+    Unknown,
+}
+
+impl DeviceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::Desktop => "desktop",
+            DeviceType::Mobile => "mobile",
+            DeviceType::Tablet => "tablet",
+            DeviceType::Bot => "bot",
+            DeviceType::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Click {
+    pub tag: String,
+    pub selector: String,
+    pub text: String,
+    pub kind: String,
+    pub href: Option<String>,
+    pub target: Option<String>,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub viewport_width: Option<f64>,
+    pub viewport_height: Option<f64>,
+    pub data_attributes: BTreeMap<String, String>,
+}
+
+/// `identify()`: links a visitor to a user of the site. The email is kept only as a salted hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentifyRecord {
+    pub id: String,
+    pub visitor_id: String,
+    pub session_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// The site's own user id.
+    pub app_id: Option<String>,
+    /// Salted SHA-256 of the normalised email, hex (see [`crate::email`]).
+    pub email_hash: Option<String>,
+    pub fullname: Option<String>,
+    pub traits: Map<String, Value>,
+}
