@@ -1,1 +1,382 @@
+//! Test kit for end-to-end journeys: a fresh tenant on the real services, the real `zori-ingest`
+//! and `zori-api` binaries started with exactly the settings an operator would give them, and
+//! helpers to send what browsers and Stripe send.
+//!
+//! The binaries are the ones `cargo build --workspace --bins` produced (scripts/test.sh builds
+//! them first).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rand::{distr::Alphanumeric, Rng};
+use serde_json::Value;
+
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+/// The site every test tenant tracks.
+pub const SITE_ORIGIN: &str = "https://shop.example";
+
+fn random(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// One tenant's names and secrets, unique per test so tests run in parallel.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub publishable_key: String,
+    pub api_token: String,
+    pub email_salt: String,
+    pub stripe_secret: String,
+}
+
+impl Tenant {
+    pub fn new(prefix: &str) -> Self {
+        let id = format!("{prefix}_{}", random(10).to_ascii_lowercase());
+        Self {
+            id,
+            publishable_key: format!("zori_pt_{}", random(24)),
+            api_token: format!("zori_at_{}", random(32)),
+            email_salt: random(24),
+            stripe_secret: format!("whsec_{}", random(32)),
+        }
+    }
+
+    pub fn stream(&self) -> String {
+        format!("ZORI_{}", self.id.to_ascii_uppercase())
+    }
+
+    pub fn schema(&self) -> String {
+        format!("zori_{}", self.id)
+    }
+
+    /// Settings of `zori-ingest` for this tenant, as flag/value pairs.
+    pub fn ingest_args(&self, port: u16) -> Vec<String> {
+        [
+            ("--tenant-id", self.id.as_str()),
+            ("--listen", &format!("127.0.0.1:{port}")),
+            ("--publishable-key", &self.publishable_key),
+            ("--allowed-origins", SITE_ORIGIN),
+            ("--nats-url", NATS_URL),
+            ("--redis-url", REDIS_URL),
+            ("--email-salt", &self.email_salt),
+            ("--max-past-skew", "30d"),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .chain(["--create-stream".to_owned()])
+        .collect()
+    }
+
+    /// Settings of `zori-api` for this tenant, as flag/value pairs.
+    pub fn api_args(&self, port: u16) -> Vec<String> {
+        [
+            ("--tenant-id", self.id.as_str()),
+            ("--listen", &format!("127.0.0.1:{port}")),
+            ("--api-token", &self.api_token),
+            ("--nats-url", NATS_URL),
+            ("--postgres-url", POSTGRES_URL),
+            ("--clickhouse-url", CLICKHOUSE_URL),
+            ("--stripe-webhook-secrets", &self.stripe_secret),
+            ("--email-salt", &self.email_salt),
+            ("--batch-wait", "200ms"),
+            ("--ack-wait", "5s"),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .chain(["--create-schema".to_owned(), "--create-stream".to_owned()])
+        .collect()
+    }
+
+    /// Drops everything this tenant created on the services (best effort).
+    pub async fn cleanup(&self) {
+        if let Ok(pool) = sqlx::PgPool::connect(POSTGRES_URL).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema()))
+                .execute(&pool)
+                .await;
+        }
+        let _ = reqwest::Client::new()
+            .post(CLICKHOUSE_URL)
+            .body(format!("DROP DATABASE IF EXISTS {}", self.schema()))
+            .send()
+            .await;
+        if let Ok(client) = async_nats::connect(NATS_URL).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(self.stream())
+                .await;
+        }
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Which build of the binaries to start: `debug` for tests, `release` for benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+fn binary(name: &str, profile: Profile) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let (dir, build) = match profile {
+        Profile::Debug => ("debug", "cargo build --workspace --bins"),
+        Profile::Release => ("release", "cargo build --release --workspace --bins"),
+    };
+    let path = target.join(dir).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `{build}` first (scripts/test.sh and scripts/bench.sh do)",
+        path.display()
+    );
+    path
+}
+
+/// A running binary; killed when dropped.
+pub struct Process {
+    pub name: &'static str,
+    pub base_url: String,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `name` with `args` and waits until its `/readyz` answers 200.
+    pub async fn start(name: &'static str, port: u16, args: &[String]) -> Process {
+        Self::start_profile(name, Profile::Debug, port, args).await
+    }
+
+    /// Like [`Process::start`], with the given build profile.
+    pub async fn start_profile(
+        name: &'static str,
+        profile: Profile,
+        port: u16,
+        args: &[String],
+    ) -> Process {
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = std::fs::File::create(log_dir.join(format!("{name}-{port}.log"))).unwrap();
+        let child = Command::new(binary(name, profile))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {name}: {e}"));
+        let mut process = Process {
+            name,
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        process.wait_ready(Duration::from_secs(60)).await;
+        process
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited with {status} before becoming ready; see target/e2e-logs",
+                    self.name
+                );
+            }
+            let ready = client
+                .get(format!("{}/readyz", self.base_url))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready after {timeout:?}; see target/e2e-logs",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no draining, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tenant with both binaries running.
+pub struct Stack {
+    pub tenant: Tenant,
+    pub ingest: Process,
+    pub api: Process,
+    pub api_port: u16,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start(prefix: &str) -> Stack {
+        let tenant = Tenant::new(prefix);
+        let ingest_port = free_port();
+        let api_port = free_port();
+        let ingest =
+            Process::start("zori-ingest", ingest_port, &tenant.ingest_args(ingest_port)).await;
+        let api = Process::start("zori-api", api_port, &tenant.api_args(api_port)).await;
+        Stack {
+            tenant,
+            ingest,
+            api,
+            api_port,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Kills the api with SIGKILL and starts a new one with the same settings.
+    pub async fn restart_api_hard(&mut self) {
+        self.api.kill();
+        self.api = Process::start(
+            "zori-api",
+            self.api_port,
+            &self.tenant.api_args(self.api_port),
+        )
+        .await;
+    }
+
+    /// Sends one event in the original script's wire format; returns the HTTP status.
+    pub async fn track(&self, event: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/ingest", self.ingest.base_url))
+            .header("X-Zori-PT", &self.tenant.publishable_key)
+            .header("Origin", SITE_ORIGIN)
+            .header(
+                "User-Agent",
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+            )
+            .json(event)
+            .send()
+            .await
+            .expect("ingest answers")
+    }
+
+    /// Posts a Stripe event body signed exactly as Stripe signs it.
+    pub async fn stripe_webhook(&self, body: &str) -> reqwest::Response {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature =
+            zori_core::stripe::signature::sign(body.as_bytes(), &self.tenant.stripe_secret, now);
+        self.http
+            .post(format!("{}/webhooks/stripe", self.api.base_url))
+            .header("Stripe-Signature", signature)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("api answers")
+    }
+
+    /// GET on the reports API with the tenant's token; panics unless 200.
+    pub async fn report(&self, path_and_query: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.api.base_url))
+            .bearer_auth(&self.tenant.api_token)
+            .send()
+            .await
+            .expect("api answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "GET {path_and_query} → {status}: {body}"
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    }
+
+    /// Polls a report until `done` holds (events flow through the stream asynchronously).
+    pub async fn report_until(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.report(path_and_query).await;
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path_and_query} did not reach the expected state within {timeout:?}; last: {value:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A page view as the tracker sends it, at `at` (client clock).
+pub fn page_view(
+    visitor: &str,
+    session: &str,
+    url: &str,
+    referrer: Option<&str>,
+    at: time::OffsetDateTime,
+) -> Value {
+    let parsed = url::Url::parse(url).expect("absolute url");
+    serde_json::json!({
+        "event_name": "page_view",
+        "client_generated_event_id": uuid::Uuid::new_v4().to_string(),
+        "visitor_id": visitor,
+        "session_id": session,
+        "client_timestamp_utc": at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "referrer": referrer,
+        "page_url": url,
+        "host": parsed.host_str().unwrap_or_default(),
+        "custom_properties": {"page_title": "Shop", "page_path": parsed.path()},
+    })
+}
+
+/// A new visitor id in the tracker's shape.
+pub fn visitor_id() -> String {
+    format!("vis_{}", uuid::Uuid::new_v4())
+}
+
+/// A new session id.
+pub fn session_id() -> String {
+    format!("ses_{}", random(12).to_ascii_lowercase())
+}

@@ -105,8 +105,21 @@ pub enum ClickIdKind {
 }
 
 const SEARCH_ENGINES: &[&str] = &[
-    "google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "qwant", "naver",
-    "seznam", "startpage", "brave", "kagi", "ask", "aol",
+    "google",
+    "bing",
+    "yahoo",
+    "duckduckgo",
+    "baidu",
+    "yandex",
+    "ecosia",
+    "qwant",
+    "naver",
+    "seznam",
+    "startpage",
+    "brave",
+    "kagi",
+    "ask",
+    "aol",
 ];
 
 const SOCIAL_NETWORKS: &[&str] = &[
@@ -230,8 +243,20 @@ pub fn classify(signals: TouchSignals<'_>) -> Channel {
 fn channel_from_medium(medium: &str, social: bool, search: bool) -> Option<Channel> {
     let paid = matches!(
         medium,
-        "cpc" | "ppc" | "paid" | "paidsearch" | "paid_search" | "paid-search" | "cpm" | "cpv"
-            | "cpa" | "paid_social" | "paidsocial" | "paid-social" | "ads" | "ad"
+        "cpc"
+            | "ppc"
+            | "paid"
+            | "paidsearch"
+            | "paid_search"
+            | "paid-search"
+            | "cpm"
+            | "cpv"
+            | "cpa"
+            | "paid_social"
+            | "paidsocial"
+            | "paid-social"
+            | "ads"
+            | "ad"
     ) || medium.starts_with("paid");
     if paid {
         return Some(if medium.contains("social") || social {
@@ -281,33 +306,107 @@ mod tests {
 
     #[test]
     fn classifies_table() {
-        let cases: &[(Option<&str>, Option<&str>, &[&str], Option<&str>, Channel)] = &[
+        // (utm_source, utm_medium, click ids, referrer host, expected)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [&'a str],
+            Option<&'a str>,
+            Channel,
+        );
+        let cases: &[Case] = &[
             (None, None, &[], None, Channel::Direct),
             (None, None, &[], Some("google.com"), Channel::OrganicSearch),
-            (None, None, &[], Some("google.co.uk"), Channel::OrganicSearch),
-            (None, None, &[], Some("duckduckgo.com"), Channel::OrganicSearch),
+            (
+                None,
+                None,
+                &[],
+                Some("google.co.uk"),
+                Channel::OrganicSearch,
+            ),
+            (
+                None,
+                None,
+                &[],
+                Some("duckduckgo.com"),
+                Channel::OrganicSearch,
+            ),
             (None, None, &[], Some("t.co"), Channel::OrganicSocial),
             (None, None, &[], Some("x.com"), Channel::OrganicSocial),
-            (None, None, &[], Some("news.ycombinator.com"), Channel::OrganicSocial),
+            (
+                None,
+                None,
+                &[],
+                Some("news.ycombinator.com"),
+                Channel::OrganicSocial,
+            ),
             (None, None, &[], Some("l.facebook.com"), Channel::Referral),
             (None, None, &[], Some("youtube.com"), Channel::Video),
             (None, None, &[], Some("blog.example.org"), Channel::Referral),
             (None, None, &[], Some("mail.google.com"), Channel::Email),
             (None, None, &["gclid"], None, Channel::PaidSearch),
-            (None, None, &["msclkid"], Some("bing.com"), Channel::PaidSearch),
-            (None, None, &["fbclid"], Some("facebook.com"), Channel::PaidSocial),
+            (
+                None,
+                None,
+                &["msclkid"],
+                Some("bing.com"),
+                Channel::PaidSearch,
+            ),
+            (
+                None,
+                None,
+                &["fbclid"],
+                Some("facebook.com"),
+                Channel::PaidSocial,
+            ),
             (None, None, &["ttclid"], None, Channel::PaidSocial),
             (None, None, &["li_fat_id"], None, Channel::PaidSocial),
-            (Some("twitter"), None, &[], Some("t.co"), Channel::OrganicSocial),
-            (Some("twitter"), Some("cpc"), &[], Some("t.co"), Channel::PaidSocial),
+            (
+                Some("twitter"),
+                None,
+                &[],
+                Some("t.co"),
+                Channel::OrganicSocial,
+            ),
+            (
+                Some("twitter"),
+                Some("cpc"),
+                &[],
+                Some("t.co"),
+                Channel::PaidSocial,
+            ),
             (Some("google"), Some("cpc"), &[], None, Channel::PaidSearch),
-            (Some("google"), Some("organic"), &[], None, Channel::OrganicSearch),
+            (
+                Some("google"),
+                Some("organic"),
+                &[],
+                None,
+                Channel::OrganicSearch,
+            ),
             (Some("newsletter"), None, &[], None, Channel::Email),
             (Some("mailchimp"), Some("email"), &[], None, Channel::Email),
-            (Some("partner-x"), Some("affiliate"), &[], None, Channel::Affiliate),
+            (
+                Some("partner-x"),
+                Some("affiliate"),
+                &[],
+                None,
+                Channel::Affiliate,
+            ),
             (Some("dsp"), Some("display"), &[], None, Channel::Display),
-            (Some("acme"), Some("weird"), &[], Some("google.com"), Channel::Other),
-            (Some("facebook"), Some("paid_social"), &[], None, Channel::PaidSocial),
+            (
+                Some("acme"),
+                Some("weird"),
+                &[],
+                Some("google.com"),
+                Channel::Other,
+            ),
+            (
+                Some("facebook"),
+                Some("paid_social"),
+                &[],
+                None,
+                Channel::PaidSocial,
+            ),
             (Some("launch"), None, &["gclid"], None, Channel::PaidSearch),
         ];
         for (source, medium, ids, referrer, expected) in cases {

@@ -116,6 +116,8 @@ pub struct RawBatch {
 /// One message on the tenant's ingress subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Short-lived (built, serialised, dropped): the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamMessage {
     Event(TrackedEvent),
     Identify(IdentifyRecord),

@@ -13,5 +13,6 @@ pub mod geo;
 pub mod pageurl;
 pub mod referrer;
 pub mod stripe;
+pub mod text;
 pub mod touch;
 pub mod useragent;

@@ -1,1 +1,23 @@
+//! `zori-ingest`: the tracking endpoint of one Zori tenant.
+//!
+//! The hot path does little, in the manner of PostHog's capture: check origin and key, read a
+//! bounded body, parse, enrich cheaply ([`zori_core::enrich`]), rate-limit (Redis, failing
+//! open), publish to the tenant's JetStream stream with `Nats-Msg-Id` = event id, and answer 2xx
+//! only once JetStream has acknowledged. When the stream cannot take the event the answer is
+//! 503 with `Retry-After`, never a silent drop.
+//!
+//! Routes: `POST /ingest` (original wire format, answers `ACCEPTED <bytes>`), `POST /identify`
+//! (`IDENTIFIED <bytes>`), `POST /batch` (`{"events": [...], "identifies": [...]}`, answers
+//! `{"accepted": n, "rejected": [...]}`), `GET /zori.js` and `GET /v/<version>/zori.js` (the
+//! tracker), `GET /health`, and the shared `/healthz`, `/readyz`, `/metrics`.
 
+pub mod config;
+mod http;
+mod metrics;
+pub mod publish;
+pub mod ratelimit;
+mod server;
+pub mod tracker;
+
+pub use config::{BotTraffic, Config, ConfigError, LogFormat, RateLimits, Secret, Settings};
+pub use server::{run, Error};

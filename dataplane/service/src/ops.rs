@@ -38,7 +38,11 @@ pub fn router(registry: Arc<Registry>, readiness: Arc<dyn Readiness>) -> Router 
 async fn readyz(State(state): State<OpsState>) -> Response {
     match state.readiness.check().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response(),
     }
 }
 

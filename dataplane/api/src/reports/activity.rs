@@ -1,0 +1,228 @@
+//! Behaviour reports, computed in ClickHouse: top pages, events by name, values of a custom
+//! property. Counts are exact before merges: `uniqExact(event_id)`, `uniqExact(visitor_id)`.
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    Json,
+};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{path_segment, DayRange, Params, ReportError, ReportsState};
+use crate::ch::datetime_secs;
+
+/// Events the tracker sends by itself (zori-spec §3.1); every other name is custom.
+pub const AUTOMATIC_EVENTS: &[&str] = &[
+    "session_start",
+    "page_view",
+    "click",
+    "user_comeback",
+    "page_hidden",
+    "page_visible",
+    "left_while_hidden",
+    "session_end",
+    "scroll_depth_milestone",
+    "scroll_depth_final",
+    "session_recording_started",
+    "session_recording_stopped",
+];
+
+/// `occurred_at` bounds of a day range as ClickHouse `DateTime` seconds: [start, end).
+fn bounds(range: &DayRange) -> (u32, u32) {
+    (
+        datetime_secs(range.start()),
+        datetime_secs(range.end_exclusive()),
+    )
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PageRow {
+    path: String,
+    views: u64,
+    visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct Page {
+    pub path: String,
+    pub views: u64,
+    pub visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct Pages {
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<Page>,
+}
+
+pub async fn pages(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Pages>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let limit = params.int("limit", 50, 1, 1000)?;
+    let (start, end) = bounds(&range);
+    let query = state
+        .events
+        .client()
+        .query(
+            "SELECT page_path AS path, uniqExact(event_id) AS views, uniqExact(visitor_id) AS visitors
+             FROM events
+             WHERE name = 'page_view' AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+             GROUP BY page_path
+             ORDER BY views DESC, path ASC
+             LIMIT ?",
+        )
+        .bind(start)
+        .bind(end)
+        .bind(limit);
+    let rows: Vec<PageRow> = state.events.fetch_all("top pages", query).await?;
+    Ok(Json(Pages {
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        rows: rows
+            .into_iter()
+            .map(|r| Page {
+                path: r.path,
+                views: r.views,
+                visitors: r.visitors,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EventCountRow {
+    name: String,
+    n: u64,
+    visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct EventCount {
+    pub name: String,
+    pub automatic: bool,
+    pub count: u64,
+    pub visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct Events {
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<EventCount>,
+}
+
+pub async fn events(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Events>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let limit = params.int("limit", 1000, 1, 10_000)?;
+    let (start, end) = bounds(&range);
+    let query = state
+        .events
+        .client()
+        .query(
+            "SELECT name, uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
+             FROM events
+             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+             GROUP BY name
+             ORDER BY n DESC, name ASC
+             LIMIT ?",
+        )
+        .bind(start)
+        .bind(end)
+        .bind(limit);
+    let rows: Vec<EventCountRow> = state.events.fetch_all("events by name", query).await?;
+    Ok(Json(Events {
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        rows: rows
+            .into_iter()
+            .map(|r| EventCount {
+                automatic: AUTOMATIC_EVENTS.contains(&r.name.as_str()),
+                name: r.name,
+                count: r.n,
+                visitors: r.visitors,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PropertyRow {
+    raw: String,
+    n: u64,
+    visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct PropertyValue {
+    /// The value as JSON (string, number, boolean, null, object or array).
+    pub value: Value,
+    pub count: u64,
+    pub visitors: u64,
+}
+
+#[derive(Serialize)]
+pub struct PropertyValues {
+    pub event: String,
+    pub property: String,
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<PropertyValue>,
+}
+
+pub async fn property_values(
+    State(state): State<ReportsState>,
+    Path((name, key)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<PropertyValues>, ReportError> {
+    path_segment("name", &name, 200)?;
+    path_segment("key", &key, 200)?;
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let limit = params.int("limit", 100, 1, 1000)?;
+    let (start, end) = bounds(&range);
+    // Top-level properties are stored as parallel key/value arrays next to the JSON text, so
+    // a key is matched exactly (no nested look-alikes) on every ClickHouse version.
+    let query = state
+        .events
+        .client()
+        .query(
+            "SELECT prop_values[indexOf(prop_keys, ?)] AS raw,
+                    uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
+             FROM events
+             WHERE name = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+               AND has(prop_keys, ?)
+             GROUP BY raw
+             ORDER BY n DESC, raw ASC
+             LIMIT ?",
+        )
+        .bind(key.as_str())
+        .bind(name.as_str())
+        .bind(start)
+        .bind(end)
+        .bind(key.as_str())
+        .bind(limit);
+    let rows: Vec<PropertyRow> = state.events.fetch_all("property values", query).await?;
+    Ok(Json(PropertyValues {
+        event: name,
+        property: key,
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        rows: rows
+            .into_iter()
+            .map(|r| PropertyValue {
+                value: serde_json::from_str(&r.raw).unwrap_or(Value::String(r.raw)),
+                count: r.n,
+                visitors: r.visitors,
+            })
+            .collect(),
+    }))
+}

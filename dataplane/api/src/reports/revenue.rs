@@ -1,0 +1,555 @@
+//! Revenue reports, computed in PostgreSQL: attribution by first touch, overview, time series.
+//!
+//! A payment's first touch (zori-spec §9.4, §9.29): its `visitor_id` → if that visitor is
+//! identified, the earliest first touch among all visitors of the user; else the visitor's own
+//! first touch; else (no visitor id, or one never seen) its `email_hash` → the matching user's
+//! earliest first touch; else the payment is *unattributed* — a bucket of its own, never folded
+//! into direct. Net = amount − amount_refunded. Currencies are never summed together (§9.5).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::{
+    extract::{RawQuery, State},
+    Json,
+};
+use serde::Serialize;
+use sqlx::PgPool;
+use time::Date;
+use zori_core::{
+    currency::format_minor,
+    touch::{Dimension, DIRECT, NOT_SET},
+};
+
+use super::{DayRange, Params, ReportError, ReportsState};
+
+/// Money of one currency, in minor units (`formatted`: the net amount as a decimal string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Money {
+    pub currency: String,
+    pub payments: i64,
+    pub gross: i64,
+    pub refunded: i64,
+    pub net: i64,
+    pub formatted: String,
+}
+
+impl Money {
+    fn new(currency: String, payments: i64, gross: i64, refunded: i64) -> Self {
+        let net = gross.saturating_sub(refunded);
+        Money {
+            formatted: format_minor(net, &currency),
+            currency,
+            payments,
+            gross,
+            refunded,
+            net,
+        }
+    }
+}
+
+/// Net revenue per visitor of one currency, in (fractional) minor units.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerVisitor {
+    pub currency: String,
+    pub amount: f64,
+    pub formatted: String,
+}
+
+/// Share of the currency's total net revenue (0–1; null when the total is zero).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Share {
+    pub currency: String,
+    pub share: Option<f64>,
+}
+
+fn per_visitor(revenue: &[Money], visitors: i64) -> Vec<PerVisitor> {
+    if visitors <= 0 {
+        return Vec::new();
+    }
+    revenue
+        .iter()
+        .map(|m| {
+            let amount = m.net as f64 / visitors as f64;
+            PerVisitor {
+                currency: m.currency.clone(),
+                amount,
+                formatted: format_minor(amount.round() as i64, &m.currency),
+            }
+        })
+        .collect()
+}
+
+fn shares(revenue: &[Money], totals: &[Money]) -> Vec<Share> {
+    revenue
+        .iter()
+        .map(|m| {
+            let total = totals
+                .iter()
+                .find(|t| t.currency == m.currency)
+                .map_or(0, |t| t.net);
+            Share {
+                currency: m.currency.clone(),
+                share: (total != 0).then(|| m.net as f64 / total as f64),
+            }
+        })
+        .collect()
+}
+
+fn rate(customers: i64, visitors: i64) -> Option<f64> {
+    (visitors > 0).then(|| customers as f64 / visitors as f64)
+}
+
+/// SQL for the value of a dimension on the visitors row `v` (NULL when there is no row), with
+/// the same labels as [`zori_core::touch::Touch::dimension`].
+fn dimension_sql(dimension: Option<Dimension>) -> String {
+    let expr = match dimension {
+        None => "'all'".to_owned(),
+        Some(Dimension::Channel) => "v.ft_channel".to_owned(),
+        Some(Dimension::Source) => "v.ft_source".to_owned(),
+        Some(Dimension::Medium) => format!("COALESCE(v.ft_medium, '{NOT_SET}')"),
+        Some(Dimension::Campaign) => format!("COALESCE(v.ft_campaign, '{NOT_SET}')"),
+        Some(Dimension::Referrer) => format!("COALESCE(v.ft_referrer_host, '{DIRECT}')"),
+        Some(Dimension::LandingPage) => "v.ft_landing_page".to_owned(),
+    };
+    format!("CASE WHEN v.visitor_id IS NULL THEN NULL ELSE {expr} END")
+}
+
+/// Payments in range with the visitor carrying their first touch (`ft_visitor_id`, NULL when
+/// unattributed) and a payer key (user, else visitor, else email hash, customer, payment).
+/// Parameters: $1 start, $2 end (exclusive), $3 livemode filter (NULL: all).
+const RESOLVED_PAYMENTS: &str = "
+    pay AS (
+        SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.currency, p.visitor_id,
+               p.email_hash, p.customer_id,
+               vi.user_id AS visitor_user_id,
+               eu.user_id AS email_user_id,
+               EXISTS (SELECT 1 FROM visitors ov WHERE ov.visitor_id = p.visitor_id) AS own_visitor
+        FROM payments p
+        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
+        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
+        WHERE p.paid_at >= $1 AND p.paid_at < $2
+          AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
+    ),
+    resolved AS (
+        SELECT pay.*,
+               COALESCE(
+                   (SELECT v.visitor_id
+                      FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
+                     WHERE i.user_id = pay.visitor_user_id
+                     ORDER BY v.first_seen_at, v.ft_event_id
+                     LIMIT 1),
+                   CASE WHEN pay.own_visitor THEN pay.visitor_id END,
+                   (SELECT v.visitor_id
+                      FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
+                     WHERE i.user_id = pay.email_user_id
+                     ORDER BY v.first_seen_at, v.ft_event_id
+                     LIMIT 1)
+               ) AS ft_visitor_id,
+               COALESCE(
+                   'u:' || COALESCE(pay.visitor_user_id, pay.email_user_id)::text,
+                   'v:' || pay.visitor_id,
+                   'e:' || pay.email_hash,
+                   'c:' || pay.customer_id,
+                   'p:' || pay.payment_id::text
+               ) AS payer
+        FROM pay
+    )";
+
+fn breakdown_sql(dimension: Option<Dimension>) -> String {
+    let dim = dimension_sql(dimension);
+    format!(
+        "WITH {RESOLVED_PAYMENTS},
+        labelled AS (
+            SELECT r.payer, r.amount, r.amount_refunded, r.currency,
+                   (r.ft_visitor_id IS NOT NULL) AS attributed,
+                   {dim} AS value
+            FROM resolved r
+            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+        )
+        SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
+               attributed, value, currency,
+               count(DISTINCT payer)::int8 AS customers,
+               count(*)::int8 AS payments,
+               COALESCE(sum(amount), 0)::int8 AS gross,
+               COALESCE(sum(amount_refunded), 0)::int8 AS refunded
+        FROM labelled
+        GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))"
+    )
+}
+
+/// Distinct visitors active in range (visitor_days), by the value of their own first touch.
+/// Parameters: $1 first day, $2 last day.
+fn visitors_sql(dimension: Option<Dimension>) -> String {
+    let dim = dimension_sql(dimension);
+    format!(
+        "SELECT {dim} AS value, count(*)::int8 AS visitors
+         FROM visitors v
+         WHERE v.visitor_id IN (SELECT d.visitor_id FROM visitor_days d WHERE d.day >= $1 AND d.day <= $2)
+         GROUP BY 1"
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    grouping: i32,
+    attributed: Option<bool>,
+    value: Option<String>,
+    currency: Option<String>,
+    customers: i64,
+    payments: i64,
+    gross: i64,
+    refunded: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    customers: i64,
+    payments: i64,
+    revenue: Vec<Money>,
+}
+
+#[derive(Debug, Default)]
+struct Breakdown {
+    visitors: BTreeMap<String, i64>,
+    rows: BTreeMap<String, Bucket>,
+    unattributed: Bucket,
+    totals: Bucket,
+}
+
+async fn breakdown(
+    pool: &PgPool,
+    dimension: Option<Dimension>,
+    range: DayRange,
+    livemode: Option<bool>,
+) -> Result<Breakdown, ReportError> {
+    let visitors: Vec<(Option<String>, i64)> = sqlx::query_as(&visitors_sql(dimension))
+        .bind(range.from)
+        .bind(range.to)
+        .fetch_all(pool)
+        .await
+        .map_err(ReportError::pg("visitors"))?;
+    let groups: Vec<GroupRow> = sqlx::query_as(&breakdown_sql(dimension))
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode)
+        .fetch_all(pool)
+        .await
+        .map_err(ReportError::pg("payments"))?;
+
+    let mut out = Breakdown {
+        visitors: visitors
+            .into_iter()
+            .map(|(value, n)| (value.unwrap_or_default(), n))
+            .collect(),
+        ..Breakdown::default()
+    };
+    for g in groups {
+        let bucket = match (g.grouping, g.attributed) {
+            (0 | 1, Some(true)) => out.rows.entry(g.value.unwrap_or_default()).or_default(),
+            (0 | 1, _) => &mut out.unattributed,
+            (6 | 7, _) => &mut out.totals,
+            _ => continue,
+        };
+        match g.grouping {
+            1 | 7 => {
+                bucket.customers = g.customers;
+                bucket.payments = g.payments;
+            }
+            _ => {
+                if let Some(currency) = g.currency {
+                    bucket
+                        .revenue
+                        .push(Money::new(currency, g.payments, g.gross, g.refunded));
+                }
+            }
+        }
+    }
+    for bucket in out
+        .rows
+        .values_mut()
+        .chain([&mut out.unattributed, &mut out.totals])
+    {
+        bucket.revenue.sort_by(|a, b| a.currency.cmp(&b.currency));
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+pub struct AttributionRow {
+    pub value: String,
+    pub visitors: i64,
+    pub customers: i64,
+    pub payments: i64,
+    pub conversion_rate: Option<f64>,
+    pub revenue: Vec<Money>,
+    pub revenue_per_visitor: Vec<PerVisitor>,
+    pub revenue_share: Vec<Share>,
+}
+
+#[derive(Serialize)]
+pub struct Unattributed {
+    pub customers: i64,
+    pub payments: i64,
+    pub revenue: Vec<Money>,
+    pub revenue_share: Vec<Share>,
+}
+
+#[derive(Serialize)]
+pub struct Totals {
+    pub visitors: i64,
+    pub customers: i64,
+    pub payments: i64,
+    pub conversion_rate: Option<f64>,
+    pub revenue: Vec<Money>,
+    pub revenue_per_visitor: Vec<PerVisitor>,
+}
+
+#[derive(Serialize)]
+pub struct Attribution {
+    pub dimension: &'static str,
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<AttributionRow>,
+    pub unattributed: Unattributed,
+    pub totals: Totals,
+}
+
+fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
+    params.bool("livemode")
+}
+
+pub async fn attribution(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Attribution>, ReportError> {
+    let params = Params::parse(query)?;
+    let dimension: Dimension = params
+        .get("dimension")
+        .unwrap_or("channel")
+        .parse()
+        .map_err(|e: String| ReportError::bad("dimension", e))?;
+    let range = params.range()?;
+    let livemode = livemode(&params)?;
+    let b = breakdown(&state.pool, Some(dimension), range, livemode).await?;
+
+    let values: BTreeSet<&String> = b.visitors.keys().chain(b.rows.keys()).collect();
+    let empty = Bucket::default();
+    let mut rows: Vec<AttributionRow> = values
+        .into_iter()
+        .map(|value| {
+            let visitors = b.visitors.get(value).copied().unwrap_or(0);
+            let bucket = b.rows.get(value).unwrap_or(&empty);
+            AttributionRow {
+                value: value.clone(),
+                visitors,
+                customers: bucket.customers,
+                payments: bucket.payments,
+                conversion_rate: rate(bucket.customers, visitors),
+                revenue_per_visitor: per_visitor(&bucket.revenue, visitors),
+                revenue_share: shares(&bucket.revenue, &b.totals.revenue),
+                revenue: bucket.revenue.clone(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.customers
+            .cmp(&a.customers)
+            .then(b.visitors.cmp(&a.visitors))
+            .then(a.value.cmp(&b.value))
+    });
+    let total_visitors: i64 = b.visitors.values().sum();
+    Ok(Json(Attribution {
+        dimension: dimension.as_str(),
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        rows,
+        unattributed: Unattributed {
+            customers: b.unattributed.customers,
+            payments: b.unattributed.payments,
+            revenue_share: shares(&b.unattributed.revenue, &b.totals.revenue),
+            revenue: b.unattributed.revenue,
+        },
+        totals: Totals {
+            visitors: total_visitors,
+            customers: b.totals.customers,
+            payments: b.totals.payments,
+            conversion_rate: rate(b.totals.customers, total_visitors),
+            revenue_per_visitor: per_visitor(&b.totals.revenue, total_visitors),
+            revenue: b.totals.revenue,
+        },
+    }))
+}
+
+#[derive(Serialize)]
+pub struct UnattributedRevenue {
+    pub customers: i64,
+    pub payments: i64,
+    pub revenue: Vec<Money>,
+}
+
+#[derive(Serialize)]
+pub struct Overview {
+    pub from: String,
+    pub to: String,
+    pub visitors: i64,
+    pub customers: i64,
+    pub payments: i64,
+    pub conversion_rate: Option<f64>,
+    pub revenue: Vec<Money>,
+    pub revenue_per_visitor: Vec<PerVisitor>,
+    pub unattributed: UnattributedRevenue,
+}
+
+pub async fn overview(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Overview>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let livemode = livemode(&params)?;
+    let b = breakdown(&state.pool, None, range, livemode).await?;
+    let visitors: i64 = b.visitors.values().sum();
+    Ok(Json(Overview {
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        visitors,
+        customers: b.totals.customers,
+        payments: b.totals.payments,
+        conversion_rate: rate(b.totals.customers, visitors),
+        revenue_per_visitor: per_visitor(&b.totals.revenue, visitors),
+        revenue: b.totals.revenue,
+        unattributed: UnattributedRevenue {
+            customers: b.unattributed.customers,
+            payments: b.unattributed.payments,
+            revenue: b.unattributed.revenue,
+        },
+    }))
+}
+
+#[derive(Serialize)]
+pub struct Day {
+    pub date: String,
+    pub visitors: i64,
+    pub payments: i64,
+    pub revenue: Vec<Money>,
+}
+
+#[derive(Serialize)]
+pub struct Timeseries {
+    pub from: String,
+    pub to: String,
+    pub currencies: Vec<String>,
+    pub days: Vec<Day>,
+}
+
+pub async fn timeseries(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Timeseries>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let livemode = livemode(&params)?;
+    let visitors: Vec<(Date, i64)> = sqlx::query_as(
+        "SELECT day, count(*)::int8 FROM visitor_days WHERE day >= $1 AND day <= $2 GROUP BY day",
+    )
+    .bind(range.from)
+    .bind(range.to)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ReportError::pg("visitor days"))?;
+    let revenue: Vec<(Date, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, currency, count(*)::int8,
+                COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8
+         FROM payments
+         WHERE paid_at >= $1 AND paid_at < $2 AND ($3::boolean IS NULL OR livemode = $3::boolean)
+         GROUP BY 1, 2",
+    )
+    .bind(range.start())
+    .bind(range.end_exclusive())
+    .bind(livemode)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ReportError::pg("payments"))?;
+
+    let visitors: BTreeMap<Date, i64> = visitors.into_iter().collect();
+    let currencies: Vec<String> = revenue
+        .iter()
+        .map(|(_, c, ..)| c.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut money: BTreeMap<(Date, String), (i64, i64, i64)> = BTreeMap::new();
+    for (day, currency, payments, gross, refunded) in revenue {
+        money.insert((day, currency), (payments, gross, refunded));
+    }
+    let days = range
+        .days()
+        .map(|date| {
+            let revenue: Vec<Money> = currencies
+                .iter()
+                .map(|c| {
+                    let (p, g, r) = money.get(&(date, c.clone())).copied().unwrap_or_default();
+                    Money::new(c.clone(), p, g, r)
+                })
+                .collect();
+            Day {
+                date: date.to_string(),
+                visitors: visitors.get(&date).copied().unwrap_or(0),
+                payments: revenue.iter().map(|m| m.payments).sum(),
+                revenue,
+            }
+        })
+        .collect();
+    Ok(Json(Timeseries {
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        currencies,
+        days,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_formats_net_per_currency() {
+        let usd = Money::new("usd".into(), 2, 9900, 900);
+        assert_eq!((usd.net, usd.formatted.as_str()), (9000, "90.00"));
+        let jpy = Money::new("jpy".into(), 1, 5000, 0);
+        assert_eq!(jpy.formatted, "5000");
+        let kwd = Money::new("kwd".into(), 1, 1234, 0);
+        assert_eq!(kwd.formatted, "1.234");
+    }
+
+    #[test]
+    fn per_visitor_and_shares() {
+        let rev = vec![
+            Money::new("eur".into(), 1, 1000, 0),
+            Money::new("usd".into(), 1, 3000, 0),
+        ];
+        let per = per_visitor(&rev, 4);
+        assert_eq!(per[0].amount, 250.0);
+        assert_eq!(per[0].formatted, "2.50");
+        assert_eq!(per[1].formatted, "7.50");
+        assert!(per_visitor(&rev, 0).is_empty());
+        let totals = vec![
+            Money::new("eur".into(), 1, 1000, 0),
+            Money::new("usd".into(), 2, 6000, 0),
+        ];
+        let s = shares(&rev, &totals);
+        assert_eq!(s[0].share, Some(1.0));
+        assert_eq!(s[1].share, Some(0.5));
+        let zero = vec![Money::new("usd".into(), 1, 100, 100)];
+        assert_eq!(shares(&zero, &zero)[0].share, None);
+        assert_eq!(rate(1, 4), Some(0.25));
+        assert_eq!(rate(1, 0), None);
+    }
+
+    #[test]
+    fn dimension_labels_match_the_domain() {
+        assert!(dimension_sql(Some(Dimension::Medium)).contains("'(not set)'"));
+        assert!(dimension_sql(Some(Dimension::Referrer)).contains("'(direct)'"));
+        assert!(dimension_sql(None).contains("'all'"));
+    }
+}
