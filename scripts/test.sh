@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 scripts/browsers.sh
+scripts/tracker.sh
 if [ -x scripts/python-tools.sh ]; then scripts/python-tools.sh; fi
 
 echo "==> building the binaries the end-to-end tests start"

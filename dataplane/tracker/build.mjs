@@ -1,22 +1,28 @@
-// Builds zori.js (served by zori-ingest, committed) from src/zori.js with the pinned esbuild.
+// Builds zori.js (served by zori-ingest, committed) from src/zori.js with the pinned terser.
 //   node build.mjs          write zori.js
 //   node build.mjs --check  exit 1 if zori.js is not what the build produces
-// The version is the workspace version in ../../Cargo.toml, i.e. zori-ingest's crate version.
+// VERSION is the workspace version in ../../Cargo.toml, i.e. zori-ingest's crate version.
 import { readFileSync, writeFileSync } from "node:fs";
-import { transform } from "esbuild";
+import { minify } from "terser";
 
 const here = new URL(".", import.meta.url);
 const cargo = readFileSync(new URL("../../Cargo.toml", here), "utf8");
 const version = /\[workspace\.package\][^[]*?\bversion\s*=\s*"([^"]+)"/.exec(cargo)?.[1];
-if (!version) throw new Error("no [workspace.package] version in Cargo.toml");
+if (!version) throw new Error("no [workspace.package] version in ../../Cargo.toml");
 
 const source = readFileSync(new URL("src/zori.js", here), "utf8");
-const { code } = await transform(source, {
-  minify: true,
-  target: "es2022",
-  legalComments: "none",
-  banner: `/*! zori.js ${version} Apache-2.0 */`,
-  define: { VERSION: JSON.stringify(version) },
+const { code } = await minify(source, {
+  ecma: 2022,
+  compress: {
+    ecma: 2022,
+    passes: 3,
+    unsafe: true,
+    unsafe_arrows: true,
+    pure_getters: true,
+    global_defs: { VERSION: version },
+  },
+  mangle: true,
+  format: { comments: false },
 });
 
 const out = new URL("zori.js", here);

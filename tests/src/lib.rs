@@ -17,6 +17,9 @@ use std::{
 use rand::{distr::Alphanumeric, Rng};
 use serde_json::Value;
 
+pub mod browser;
+pub mod tracker;
+
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -64,11 +67,21 @@ impl Tenant {
 
     /// Settings of `zori-ingest` for this tenant, as flag/value pairs.
     pub fn ingest_args(&self, port: u16) -> Vec<String> {
+        self.ingest_args_with(port, &[])
+    }
+
+    /// [`Tenant::ingest_args`] with more allowed origins than [`SITE_ORIGIN`] (browser tests
+    /// serve their pages from `http://127.0.0.1:<port>`).
+    pub fn ingest_args_with(&self, port: u16, extra_origins: &[String]) -> Vec<String> {
+        let origins = std::iter::once(SITE_ORIGIN.to_owned())
+            .chain(extra_origins.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
         [
             ("--tenant-id", self.id.as_str()),
             ("--listen", &format!("127.0.0.1:{port}")),
             ("--publishable-key", &self.publishable_key),
-            ("--allowed-origins", SITE_ORIGIN),
+            ("--allowed-origins", &origins),
             ("--nats-url", NATS_URL),
             ("--redis-url", REDIS_URL),
             ("--email-salt", &self.email_salt),
@@ -172,11 +185,32 @@ impl Process {
         port: u16,
         args: &[String],
     ) -> Process {
+        Self::spawn(name, profile, port, args, &[]).await
+    }
+
+    /// Starts a debug build configured only through environment variables, the way a
+    /// Deployment configures it, and waits until `/readyz` answers 200.
+    pub async fn start_with_env(
+        name: &'static str,
+        port: u16,
+        env: &[(String, String)],
+    ) -> Process {
+        Self::spawn(name, Profile::Debug, port, &[], env).await
+    }
+
+    async fn spawn(
+        name: &'static str,
+        profile: Profile,
+        port: u16,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Process {
         let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = std::fs::File::create(log_dir.join(format!("{name}-{port}.log"))).unwrap();
         let child = Command::new(binary(name, profile))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -247,24 +281,62 @@ pub struct Stack {
     pub ingest: Process,
     pub api: Process,
     pub api_port: u16,
+    pub ingest_port: u16,
+    pub options: StackOptions,
     pub http: reqwest::Client,
+}
+
+/// How [`Stack::start_with`] sets the tenant up beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Origins allowed besides [`SITE_ORIGIN`], e.g. `http://127.0.0.1:8080`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Stack {
     pub async fn start(prefix: &str) -> Stack {
+        Self::start_with(prefix, StackOptions::default()).await
+    }
+
+    /// Like [`Stack::start`], with [`StackOptions`].
+    pub async fn start_with(prefix: &str, options: StackOptions) -> Stack {
         let tenant = Tenant::new(prefix);
         let ingest_port = free_port();
         let api_port = free_port();
-        let ingest =
-            Process::start("zori-ingest", ingest_port, &tenant.ingest_args(ingest_port)).await;
+        let ingest = Process::start(
+            "zori-ingest",
+            ingest_port,
+            &tenant.ingest_args_with(ingest_port, &options.allowed_origins),
+        )
+        .await;
         let api = Process::start("zori-api", api_port, &tenant.api_args(api_port)).await;
         Stack {
             tenant,
             ingest,
             api,
             api_port,
+            ingest_port,
+            options,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Kills zori-ingest with SIGKILL (clients then get connection errors).
+    pub fn stop_ingest(&mut self) {
+        self.ingest.kill();
+    }
+
+    /// Starts zori-ingest again on the same port with the same settings.
+    pub async fn start_ingest(&mut self) {
+        self.ingest.kill();
+        self.ingest = Process::start(
+            "zori-ingest",
+            self.ingest_port,
+            &self
+                .tenant
+                .ingest_args_with(self.ingest_port, &self.options.allowed_origins),
+        )
+        .await;
     }
 
     /// Kills the api with SIGKILL and starts a new one with the same settings.

@@ -93,11 +93,23 @@ pub struct BatchWritten {
 }
 
 impl Backends {
-    /// Writes decoded messages: ClickHouse first, then one PostgreSQL transaction.
+    /// Writes decoded messages to ClickHouse and, in one transaction, to PostgreSQL, both at
+    /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
     pub async fn write(&self, messages: &[StreamMessage]) -> Result<BatchWritten, ConsumerError> {
         let plan = batch::plan(messages);
-        self.events.insert(&plan.events).await?;
-        let postgres = pg::write_batch(&self.pool, &plan).await?;
+        let (_, postgres) = tokio::try_join!(
+            async {
+                self.events
+                    .insert(&plan.events)
+                    .await
+                    .map_err(ConsumerError::from)
+            },
+            async {
+                pg::write_batch(&self.pool, &plan)
+                    .await
+                    .map_err(ConsumerError::from)
+            },
+        )?;
         Ok(BatchWritten {
             events: plan.events.len() as u64,
             postgres,
@@ -264,32 +276,61 @@ impl Consumer {
             shutdown.clone(),
         ));
         let mut fetch_failures: u32 = 0;
+        let mut prefetched: Option<Vec<Message>> = None;
         while !is_stopped(&shutdown) {
-            let messages = match self.fetch(&mut shutdown).await {
-                Ok(messages) => {
-                    fetch_failures = 0;
-                    messages
-                }
-                Err(error) => {
-                    fetch_failures = fetch_failures.saturating_add(1);
-                    let pause = Duration::from_millis(250 * u64::from(fetch_failures.min(20)));
-                    tracing::warn!(%error, retry_in = ?pause, "failed to fetch from the stream");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = stopped(&mut shutdown) => {}
+            let messages = match prefetched.take() {
+                Some(messages) => messages,
+                None => match self.fetch(&mut shutdown).await {
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        self.back_off(&mut fetch_failures, &error, &mut shutdown)
+                            .await;
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
-            if !messages.is_empty() {
-                self.process(messages, &mut shutdown).await;
+            fetch_failures = 0;
+            if messages.is_empty() {
+                continue;
             }
+            // The next batch travels from the stream while this one is written.
+            let mut fetch_shutdown = shutdown.clone();
+            let ((), next) = tokio::join!(
+                self.process(messages, &mut shutdown),
+                self.fetch(&mut fetch_shutdown)
+            );
+            match next {
+                Ok(messages) => prefetched = Some(messages),
+                Err(error) => {
+                    self.back_off(&mut fetch_failures, &error, &mut shutdown)
+                        .await
+                }
+            }
+        }
+        // A batch fetched while the last one was written is finished too, not left to redeliver.
+        if let Some(messages) = prefetched.filter(|m| !m.is_empty()) {
+            self.process(messages, &mut shutdown).await;
         }
         if let Err(error) = self.client.flush().await {
             tracing::warn!(%error, "failed to flush acknowledgements to NATS");
         }
         lag.abort();
         tracing::info!("consumer stopped");
+    }
+
+    async fn back_off(
+        &self,
+        failures: &mut u32,
+        error: &async_nats::Error,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        *failures = failures.saturating_add(1);
+        let pause = Duration::from_millis(250 * u64::from((*failures).min(20)));
+        tracing::warn!(%error, retry_in = ?pause, "failed to fetch from the stream");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(shutdown) => {}
+        }
     }
 
     /// Up to `batch_size` messages, waiting at most `batch_wait`. On shutdown, stops waiting and

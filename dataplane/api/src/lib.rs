@@ -6,7 +6,8 @@
 //!                                          └──▶ PostgreSQL visitors, touches, visitor_days,
 //!                                               users, identities (one transaction) ──▶ ack
 //! Stripe ──POST /webhooks/stripe──▶ PostgreSQL payments
-//! GET /api/v1/… (bearer token) ◀── reports over both stores
+//! GET /api/v1/… (bearer token or session cookie) ◀── reports over both stores
+//! GET / ◀── the dashboard (embedded static page rendering those reports)
 //! ```
 //!
 //! [`run`] wires it together; `main.rs` only parses [`Config`], sets up logging and calls it.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod ch;
 pub mod config;
 pub mod consumer;
+pub mod dashboard;
 pub mod identity;
 pub mod metrics;
 pub mod pg;
@@ -154,9 +156,11 @@ pub async fn run(
         email_salt: settings.email_salt.expose().to_owned(),
         metrics: stripe_metrics,
     };
+    let auth = dashboard::Auth::new(&settings.api_token);
     let reports_state =
-        reports::ReportsState::new(pool.clone(), events.clone(), &settings.api_token, metrics);
+        reports::ReportsState::new(pool.clone(), events.clone(), auth.clone(), metrics);
     let app = Router::new()
+        .merge(dashboard::router(auth))
         .merge(reports::router(reports_state))
         .merge(stripe::router(stripe_state))
         .layer(TimeoutLayer::with_status_code(

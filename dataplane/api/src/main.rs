@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use zori_api::{Config, Settings};
 
+/// mimalloc: the hot paths allocate many small, short-lived buffers (JSON in and out); the
+/// system allocator spent about a fifth of ingest's CPU on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let settings = match Config::parse().validate() {
         Ok(settings) => settings,

@@ -41,23 +41,37 @@ impl Subjects {
 
 /// Body of `POST /ingest` (the original script's format, see zori-spec §1.3) and one element of
 /// the `events` array of `POST /batch`.
+///
+/// The fields our tracker (dataplane/tracker) sends also have one-letter aliases (`n`, `i`, `v`,
+/// `s`, `t`, `r`, `u`, `p`, `e`, `c`): compact keys keep it within its size budget
+/// (docs/tracker.md lists them). The long names stay accepted for the original script.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RawEvent {
+    #[serde(alias = "n")]
     pub event_name: Option<String>,
+    #[serde(alias = "i")]
     pub client_generated_event_id: Option<String>,
+    #[serde(alias = "v")]
     pub visitor_id: Option<String>,
+    #[serde(alias = "s")]
     pub session_id: Option<String>,
+    #[serde(alias = "t")]
     pub client_timestamp_utc: Option<String>,
     pub user_agent: Option<String>,
+    #[serde(alias = "r")]
     pub referrer: Option<String>,
     /// The original sends the path only; ours sends the full URL. Both are accepted.
+    #[serde(alias = "u")]
     pub page_url: Option<String>,
     pub host: Option<String>,
     pub page_title: Option<String>,
     pub utm_parameters: Option<BTreeMap<String, Value>>,
+    #[serde(alias = "p")]
     pub custom_properties: Option<Map<String, Value>>,
+    #[serde(alias = "e")]
     pub click_element: Option<RawClickElement>,
+    #[serde(alias = "c")]
     pub click_position: Option<RawClickPosition>,
 }
 
@@ -71,6 +85,7 @@ pub struct RawClickElement {
     pub kind: Option<String>,
     pub href: Option<String>,
     pub target: Option<String>,
+    #[serde(alias = "d")]
     pub data_attributes: Option<BTreeMap<String, Value>>,
 }
 
@@ -79,25 +94,33 @@ pub struct RawClickElement {
 pub struct RawClickPosition {
     pub x: Option<f64>,
     pub y: Option<f64>,
+    #[serde(alias = "w")]
     pub screen_width: Option<f64>,
+    #[serde(alias = "h")]
     pub screen_height: Option<f64>,
 }
 
 /// Body of `POST /identify` (zori-spec §1.5) and one element of the `identifies` array of
-/// `POST /batch`.
+/// `POST /batch`. Compact aliases as in [`RawEvent`], and `a` for `additional_properties`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RawIdentify {
+    #[serde(alias = "i")]
     pub client_generated_event_id: Option<String>,
+    #[serde(alias = "v")]
     pub visitor_id: Option<String>,
+    #[serde(alias = "s")]
     pub session_id: Option<String>,
+    #[serde(alias = "t")]
     pub client_timestamp_utc: Option<String>,
+    #[serde(alias = "u")]
     pub page_url: Option<String>,
     pub host: Option<String>,
     pub app_id: Option<String>,
     pub email: Option<String>,
     pub fullname: Option<String>,
     pub full_name: Option<String>,
+    #[serde(alias = "a")]
     pub additional_properties: Option<Map<String, Value>>,
 }
 
@@ -262,4 +285,52 @@ pub struct IdentifyRecord {
     pub email_hash: Option<String>,
     pub fullname: Option<String>,
     pub traits: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn compact_keys_read_like_the_long_ones() {
+        let compact: RawBatch = serde_json::from_value(json!({
+            "events": [{
+                "n": "click", "i": "id1", "v": "vis_1", "s": "ses_1", "t": "2025-11-02T09:30:00Z",
+                "r": "https://t.co/", "u": "https://shop.example/?a=1", "p": {"k": 1},
+                "e": {"tag": "a", "selector": "a.cta", "text": "Buy", "type": "link",
+                      "href": "https://shop.example/buy", "d": {"plan": "pro"}},
+                "c": {"x": 1.0, "y": 2.0, "w": 1280.0, "h": 720.0}
+            }],
+            "identifies": [{
+                "i": "id2", "v": "vis_1", "s": "ses_1", "t": "2025-11-02T09:31:00Z",
+                "u": "https://shop.example/account", "app_id": "u1", "a": {"plan": "pro"},
+                "n": "identify", "r": null, "p": {}
+            }]
+        }))
+        .expect("compact batch");
+        let long: RawBatch = serde_json::from_value(json!({
+            "events": [{
+                "event_name": "click", "client_generated_event_id": "id1", "visitor_id": "vis_1",
+                "session_id": "ses_1", "client_timestamp_utc": "2025-11-02T09:30:00Z",
+                "referrer": "https://t.co/", "page_url": "https://shop.example/?a=1",
+                "custom_properties": {"k": 1},
+                "click_element": {"tag": "a", "selector": "a.cta", "text": "Buy", "type": "link",
+                      "href": "https://shop.example/buy", "data_attributes": {"plan": "pro"}},
+                "click_position": {"x": 1.0, "y": 2.0, "screen_width": 1280.0, "screen_height": 720.0}
+            }],
+            "identifies": [{
+                "client_generated_event_id": "id2", "visitor_id": "vis_1", "session_id": "ses_1",
+                "client_timestamp_utc": "2025-11-02T09:31:00Z",
+                "page_url": "https://shop.example/account", "app_id": "u1",
+                "additional_properties": {"plan": "pro"}
+            }]
+        }))
+        .expect("long batch");
+        assert_eq!(
+            serde_json::to_value(&compact).expect("json"),
+            serde_json::to_value(&long).expect("json")
+        );
+    }
 }

@@ -1,4 +1,4 @@
-// The Zori browser tracker. build.mjs minifies it (pinned esbuild) into ../zori.js, which
+// The Zori browser tracker. build.mjs minifies it (pinned terser) into ../zori.js, which
 // zori-ingest serves at /zori.js and /v/<version>/zori.js. Documented in docs/tracker.md; the
 // gzipped size is held under 2,500 bytes by tests/tests/tracker_size.rs.
 //
@@ -21,12 +21,7 @@
   const script = d.currentScript || d.querySelector("script[data-key]");
   const attr = (name) => script?.getAttribute("data-" + name);
   const key = attr("key");
-  if (!key) {
-    console.error("zori: no data-key");
-    // A queued getVisitorId callback always fires, so checkout code never waits forever.
-    for (const c of w.ZoriHQ || []) c[0] == "getVisitorId" && c[1](null);
-    return;
-  }
+  if (!key) return console.error("zori: no data-key");
   const endpoint =
     (attr("base-url") || new URL(script.src).origin).replace(/\/(ingest)?\/?$/, "") +
     "/batch?key=" +
@@ -66,7 +61,7 @@
     (d.cookie =
       k +
       "=" +
-      encodeURIComponent(v) +
+      v +
       ";path=/;SameSite=Lax" +
       (days ? ";max-age=" + days * 864e2 : "") +
       (domain ? ";domain=" + domain : "") +
@@ -75,7 +70,7 @@
   // the shortest parent the browser accepts a cookie on (www.shop.com → shop.com: www. and app.
   // share a visitor); data-cookie-domain overrides it. In cookieless mode the tab's
   // sessionStorage holds them (consent: localStorage, so that a refusal lasts).
-  const get = (k) => (cookieless ? read(k == CONSENT ? local : tab, k) : decodeURIComponent(readCookie(k) || ""));
+  const get = (k) => (cookieless ? read(k == CONSENT ? local : tab, k) : readCookie(k));
   const set = (k, v, days) => {
     if (cookieless) return write(k == CONSENT ? local : tab, k, days < 0 ? undef : v);
     if (cookieDomain == undef)
@@ -93,21 +88,21 @@
   const visitor = (v) => (refused() ? null : (set(VISITOR, (v = get(VISITOR) || "vis_" + uuid()), 730), v));
 
   // --- sessions -------------------------------------------------------------------------------
-  // State "id\nstart\nlast\npages\ncampaign" lives in a session cookie (shared by subdomains,
-  // gone when the browser closes), mirrored in storage so that the end of a session whose
-  // browser was closed is still reported, once, on the next visit.
+  // State "id.start.last.pages.campaign" (cookie-safe characters only) lives in a session
+  // cookie (shared by subdomains, gone when the browser closes), mirrored in storage so that
+  // the end of a session whose browser was closed is still reported, once, on the next visit.
   const saveSession = (s) => {
-    set(SESSION, (s = s.join("\n")));
+    set(SESSION, (s = s.join(".")));
     write(store, SESSION, s);
   };
   // The live session, after ending the stored one if it is over (30 minutes idle, the browser
   // was closed, or the URL brings other UTM parameters). `keep`: events that are not activity
-  // (the page being hidden or left) neither extend nor start a session.
+  // (the page being hidden or left) neither extend nor end the session.
   const session = (keep) => {
     const t = now();
-    const campaign = loc.search.match(/utm_[^&]+/g)?.join();
+    const campaign = loc.search.match(/utm_[^&]+/g)?.join().replace(/\W/g, "");
     const live = get(SESSION);
-    let s = (live || read(store, SESSION) || "").split("\n");
+    let s = (live || read(store, SESSION) || "").split(".");
     if (keep && s[1]) return s;
     if (s[1] && !(live && t - s[2] <= SESSION_MS && (!campaign || campaign == s[4]))) {
       enqueue(event("session_end", { duration_ms: s[2] - s[1], page_count: +s[3] }, s, +s[2], "end_" + s[0]));
@@ -122,15 +117,18 @@
   // --- events ---------------------------------------------------------------------------------
   let referrer = d.referrer || null;
   let lastUrl;
+  // Compact keys (dataplane/core/src/event.rs): n event_name, i client_generated_event_id,
+  // v visitor_id, s session_id, t client_timestamp_utc, r referrer, u page_url,
+  // p custom_properties, e click_element, c click_position, a additional_properties.
   const event = (name, props, s, t = now(), id = uuid()) => ({
-    event_name: "" + name,
-    client_generated_event_id: id,
-    visitor_id: visitor(),
-    session_id: s[0],
-    client_timestamp_utc: new Date(t).toISOString(),
-    referrer,
-    page_url: loc.href,
-    custom_properties: props?.constructor == Object ? props : undef,
+    n: "" + name,
+    i: id,
+    v: visitor(),
+    s: s[0],
+    t: new Date(t).toISOString(),
+    r: referrer,
+    u: loc.href,
+    p: { ...props },
   });
   const send = (name, props, extra, keep, pageView) => {
     if (refused()) return false;
@@ -140,7 +138,6 @@
     return true;
   };
   const pageView = () => {
-    lastUrl && (referrer = lastUrl); // in a single-page app, the previous page
     lastUrl = loc.href;
     send(
       "page_view",
@@ -161,16 +158,16 @@
       tag == "a" ? "link" : el.role == "button" || /^(bu|su|re|im)/.test(el.type) ? "button" : el.type && "input";
     tag &&
       send("click", 0, {
-        click_element: {
+        e: {
           tag,
           selector: el.id ? "#" + el.id : tag + [...el.classList].slice(0, 2).map((c) => "." + c).join(""),
           // Never the value of a form field: only text the page itself shows.
           text: type == "input" ? undef : el.textContent.trim().slice(0, 100),
           type,
           href: typeof el.href == "string" ? el.href : undef,
-          data_attributes: { ...el.dataset },
+          d: { ...el.dataset }, // data-* attributes
         },
-        click_position: { x, y, screen_width: w.innerWidth, screen_height: w.innerHeight },
+        c: { x, y, w: w.innerWidth, h: w.innerHeight }, // viewport size
       });
   };
 
@@ -181,42 +178,38 @@
   let busy = 0;
   let failures = 0;
   let timer = 0;
-  const waiting = {};
-  const saveQueue = () => write(store, QUEUE, JSON.stringify(queue));
+  const saveQueue = () => write(store, QUEUE, queue[0] && JSON.stringify(queue));
   const schedule = (ms) => (timer ||= setTimeout(flush, ms));
   const enqueue = (item) => {
     queue.push(item);
-    queue.splice(0, queue.length - 500);
     saveQueue();
     queue[19] ? flush() : schedule(1e3);
   };
-  // `all`: the page is being hidden or left: send everything now, with keepalive.
+  // `all`: the page is being hidden or left: send now, with keepalive, even if a request is
+  // still on its way (the server de-duplicates).
   const flush = (all) => {
     clearTimeout(timer);
     timer = 0;
     if (refused()) return saveQueue((queue = []));
-    if (nav.onLine === false || (busy && !all)) return;
-    for (let i = 0; queue[i] && (all || !i); i += 20) {
-      const batch = queue.slice(i, i + 20);
+    const batch = queue.slice(0, 20);
+    if (batch[0] && nav.onLine && (all || !busy)) {
       const body = JSON.stringify({
-        events: batch.filter((x) => !x.additional_properties),
-        identifies: batch.filter((x) => x.additional_properties),
+        events: batch.filter((x) => !x.a),
+        identifies: batch.filter((x) => x.a),
       });
-      busy++;
-      fetch(endpoint, { method: "POST", body, keepalive: body.length < 6e4 })
+      busy = 1;
+      fetch(endpoint, { method: "POST", body, keepalive: !body[6e4] })
         .then((r) => {
           if (r.status == 429 || r.status > 499) throw r;
           // 2xx, or a 4xx that no retry can fix: either way the batch is done.
-          busy--;
-          failures = 0;
+          busy = failures = 0;
           queue = queue.filter((x) => !batch.includes(x));
           saveQueue();
-          for (const x of batch) waiting[x.client_generated_event_id]?.(r.ok);
-          queue[0] && flush();
+          flush();
         })
         .catch(() => {
           // Network error, 429 or 5xx: back off 2 s, 4 s, … 60 s.
-          busy--;
+          busy = 0;
           clearTimeout(timer);
           timer = setTimeout(flush, Math.min(6e4, 1e3 * 2 ** ++failures));
         });
@@ -236,16 +229,14 @@
       const original = hist[m];
       hist[m] = (...args) => {
         const path = loc.pathname;
-        const result = original.apply(hist, args);
+        original.apply(hist, args);
         // A replaceState that keeps the path (dropping a query, updating a filter) is no
         // navigation.
-        setTimeout(() => (m[0] == "r" && loc.pathname == path ? (lastUrl = loc.href) : route()));
-        return result;
+        setTimeout(() => (m > "q" && loc.pathname == path ? (lastUrl = loc.href) : route()));
       };
     }
     on(w, "popstate", route);
     on(w, "hashchange", route);
-    on(w, "pageshow", (e) => e.persisted && pageView()); // back/forward cache
     on(w, "online", () => flush((failures = 0)));
     on(d, "visibilitychange", () => {
       const t = now() - hiddenAt;
@@ -274,22 +265,23 @@
     track: async (name, props) => (name == "page_view" ? !refused() && !route() : send(name, props)),
     identify: async ({ app_id, email, fullname, full_name, ...traits } = {}) => {
       if (refused() || !(app_id || email)) return false;
-      const item = assign(event("identify", 0, session()), {
-        app_id: app_id?.toString(),
-        email,
-        fullname: fullname || full_name,
-        additional_properties: traits,
-      });
-      enqueue(item);
+      enqueue(
+        assign(event("identify", 0, session()), {
+          app_id: app_id?.toString(),
+          email,
+          fullname: fullname || full_name,
+          a: traits,
+        }),
+      );
       flush();
-      // True once the server accepted it.
-      return new Promise((resolve) => (waiting[item.client_generated_event_id] = resolve));
+      return true; // queued: delivered, with retries, as soon as the server can take it
     },
     // Never creates an id against the visitor's choice: null when tracking is refused.
     getVisitorId: async (callback, id = visitor()) => (callback?.(id), id),
-    getSessionId: (s = get(SESSION)?.split("\n")) => (!refused() && now() - s?.[2] <= SESSION_MS ? s[0] : null),
+    getSessionId: (s = get(SESSION)?.split(".")) => (!refused() && now() - s?.[2] <= SESSION_MS ? s[0] : null),
     setConsent: (choice) => {
-      set(CONSENT, (choice?.analytics !== false) * 1 + "" + !!choice?.marketing * 1, 730);
+      // Only analytics consent changes what the tracker does; marketing is the site's business.
+      set(CONSENT, +(choice?.analytics !== false), 730);
       refused()
         ? (set(VISITOR, "", -1), set(SESSION, "", -1), write(store, SESSION), saveQueue((queue = [])))
         : start();
@@ -302,7 +294,6 @@
 
   // Queued commands: consent first, then the automatic page view, then the rest in order.
   const boot = (commands = w.ZoriHQ || []) => {
-    if (commands.version) return; // loaded twice
     const early = (c) => /^(setC|optO)/.test(c[0]);
     w.ZoriHQ = api;
     commands.filter(early).map(api.push);

@@ -8,8 +8,9 @@ use axum::{
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 
-use super::{path_segment, DayRange, Params, ReportError, ReportsState};
+use super::{filters::Filters, path_segment, DayRange, Params, ReportError, ReportsState};
 use crate::ch::datetime_secs;
 
 /// Events the tracker sends by itself (zori-spec §3.1); every other name is custom.
@@ -64,21 +65,23 @@ pub async fn pages(
     let params = Params::parse(query)?;
     let range = params.range()?;
     let limit = params.int("limit", 50, 1, 1000)?;
+    let filters = Filters::parse(&params)?;
     let (start, end) = bounds(&range);
     let query = state
         .events
         .client()
-        .query(
+        .query(&format!(
             "SELECT page_path AS path, uniqExact(event_id) AS views, uniqExact(visitor_id) AS visitors
              FROM events
-             WHERE name = 'page_view' AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+             WHERE name = 'page_view' AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
              GROUP BY page_path
              ORDER BY views DESC, path ASC
              LIMIT ?",
-        )
+            filters.ch_sql()
+        ))
         .bind(start)
-        .bind(end)
-        .bind(limit);
+        .bind(end);
+    let query = filters.bind_ch(query).bind(limit);
     let rows: Vec<PageRow> = state.events.fetch_all("top pages", query).await?;
     Ok(Json(Pages {
         from: range.from.to_string(),
@@ -123,21 +126,23 @@ pub async fn events(
     let params = Params::parse(query)?;
     let range = params.range()?;
     let limit = params.int("limit", 1000, 1, 10_000)?;
+    let filters = Filters::parse(&params)?;
     let (start, end) = bounds(&range);
     let query = state
         .events
         .client()
-        .query(
+        .query(&format!(
             "SELECT name, uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
              FROM events
-             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
              GROUP BY name
              ORDER BY n DESC, name ASC
              LIMIT ?",
-        )
+            filters.ch_sql()
+        ))
         .bind(start)
-        .bind(end)
-        .bind(limit);
+        .bind(end);
+    let query = filters.bind_ch(query).bind(limit);
     let rows: Vec<EventCountRow> = state.events.fetch_all("events by name", query).await?;
     Ok(Json(Events {
         from: range.from.to_string(),
@@ -188,28 +193,30 @@ pub async fn property_values(
     let params = Params::parse(query)?;
     let range = params.range()?;
     let limit = params.int("limit", 100, 1, 1000)?;
+    let filters = Filters::parse(&params)?;
     let (start, end) = bounds(&range);
     // Top-level properties are stored as parallel key/value arrays next to the JSON text, so
     // a key is matched exactly (no nested look-alikes) on every ClickHouse version.
     let query = state
         .events
         .client()
-        .query(
+        .query(&format!(
             "SELECT prop_values[indexOf(prop_keys, ?)] AS raw,
                     uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
              FROM events
              WHERE name = ? AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-               AND has(prop_keys, ?)
+               AND has(prop_keys, ?){}
              GROUP BY raw
              ORDER BY n DESC, raw ASC
              LIMIT ?",
-        )
+            filters.ch_sql()
+        ))
         .bind(key.as_str())
         .bind(name.as_str())
         .bind(start)
         .bind(end)
-        .bind(key.as_str())
-        .bind(limit);
+        .bind(key.as_str());
+    let query = filters.bind_ch(query).bind(limit);
     let rows: Vec<PropertyRow> = state.events.fetch_all("property values", query).await?;
     Ok(Json(PropertyValues {
         event: name,
@@ -224,5 +231,55 @@ pub async fn property_values(
                 visitors: r.visitors,
             })
             .collect(),
+    }))
+}
+
+/// Seconds a visitor counts as live after its latest event was received.
+pub const LIVE_WINDOW_SECS: i64 = 300;
+
+#[derive(Debug, Row, Deserialize)]
+struct CountRow {
+    n: u64,
+}
+
+#[derive(Serialize)]
+pub struct Live {
+    /// Distinct visitors with an event received in the window.
+    pub visitors: u64,
+    pub window_seconds: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub as_of: OffsetDateTime,
+}
+
+/// Visitors with events received in the last five minutes (filters apply; the date range does
+/// not). Events whose own time is more than a day old (replays, backfills) do not count.
+pub async fn live(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Live>, ReportError> {
+    let params = Params::parse(query)?;
+    let filters = Filters::parse(&params)?;
+    let as_of = OffsetDateTime::now_utc();
+    let since = as_of - time::Duration::seconds(LIVE_WINDOW_SECS);
+    let query = state
+        .events
+        .client()
+        .query(&format!(
+            "SELECT uniqExact(visitor_id) AS n
+             FROM events
+             WHERE received_at >= toDateTime(?) AND occurred_at >= toDateTime(?){}",
+            filters.ch_sql()
+        ))
+        .bind(datetime_secs(since))
+        .bind(datetime_secs(as_of - time::Duration::days(1)));
+    let query = filters.bind_ch(query);
+    let rows: Vec<CountRow> = state.events.fetch_all("live visitors", query).await?;
+    Ok(Json(Live {
+        visitors: rows.first().map_or(0, |r| r.n),
+        window_seconds: LIVE_WINDOW_SECS,
+        since: since.replace_nanosecond(0).unwrap_or(since),
+        as_of: as_of.replace_nanosecond(0).unwrap_or(as_of),
     }))
 }

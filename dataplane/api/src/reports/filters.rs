@@ -207,7 +207,10 @@ mod tests {
     fn clickhouse_conditions() {
         let f = parse("source=twitter&country=(unknown)").unwrap();
         let sql = f.ch_sql();
-        assert!(sql.starts_with(" AND country = ? AND visitor_id IN"), "{sql}");
+        assert!(
+            sql.starts_with(" AND country = ? AND visitor_id IN"),
+            "{sql}"
+        );
         assert!(sql.contains(DIRECT), "{sql}");
         assert_eq!(sql.matches('?').count(), 2);
         assert_eq!(Filters::default().ch_sql(), "");

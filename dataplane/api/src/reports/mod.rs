@@ -1,32 +1,33 @@
 //! The reports API (`GET /api/v1/…`, documented in docs/api.md): bearer-token auth compared in
-//! constant time, strict parameters (a bad one is a 400 naming it), JSON errors.
+//! constant time (or, for GET, the dashboard's signed session cookie), strict parameters (a bad
+//! one is a 400 naming it), JSON errors. Filters (`channel`, `source`, `country`, `device`)
+//! apply to every report; see [`filters`].
 //!
 //! Revenue reports are computed in PostgreSQL (visitors, first touch, identities, payments);
 //! behaviour reports in ClickHouse (events). Money is never summed across currencies.
 
 mod activity;
+pub mod filters;
 mod journey;
 mod revenue;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use subtle::ConstantTimeEq;
 use time::{
     format_description::BorrowedFormatItem, macros::format_description, Date, OffsetDateTime,
 };
 
-use crate::{ch::EventStore, config::Secret, metrics::ApiMetrics};
+use crate::{ch::EventStore, dashboard::Auth, metrics::ApiMetrics};
 
 /// Longest range a report accepts, in days.
 pub const MAX_RANGE_DAYS: i64 = 3660;
@@ -37,7 +38,7 @@ const DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("missing or invalid bearer token")]
+    #[error("missing or invalid bearer token (or dashboard session)")]
     Unauthorized,
     #[error("invalid {param}: {message}")]
     BadParam { param: String, message: String },
@@ -124,16 +125,16 @@ impl IntoResponse for ReportError {
 pub struct ReportsState {
     pub pool: PgPool,
     pub events: EventStore,
-    token_digest: Arc<[u8; 32]>,
+    auth: Auth,
     metrics: ApiMetrics,
 }
 
 impl ReportsState {
-    pub fn new(pool: PgPool, events: EventStore, api_token: &Secret, metrics: ApiMetrics) -> Self {
+    pub fn new(pool: PgPool, events: EventStore, auth: Auth, metrics: ApiMetrics) -> Self {
         Self {
             pool,
             events,
-            token_digest: Arc::new(Sha256::digest(api_token.expose().as_bytes()).into()),
+            auth,
             metrics,
         }
     }
@@ -145,6 +146,10 @@ pub fn router(state: ReportsState) -> Router {
         .route("/attribution", get(revenue::attribution))
         .route("/overview", get(revenue::overview))
         .route("/timeseries", get(revenue::timeseries))
+        .route("/countries", get(revenue::countries))
+        .route("/devices", get(revenue::devices))
+        .route("/customers", get(revenue::customers))
+        .route("/live", get(activity::live))
         .route("/pages", get(activity::pages))
         .route("/events", get(activity::events))
         .route(
@@ -159,30 +164,21 @@ pub fn router(state: ReportsState) -> Router {
     Router::new().nest("/api/v1", api)
 }
 
+/// The bearer token, or (for reads only) a valid dashboard session cookie.
 async fn authorize(State(state): State<ReportsState>, request: Request, next: Next) -> Response {
-    if bearer_matches(request.headers(), &state.token_digest) {
+    let headers = request.headers();
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if state.auth.bearer_matches(headers)
+        || (read
+            && state
+                .auth
+                .session(headers, OffsetDateTime::now_utc())
+                .is_some())
+    {
         next.run(request).await
     } else {
         ReportError::Unauthorized.into_response()
     }
-}
-
-/// Compares digests, so neither the token nor its length leaks through timing.
-fn bearer_matches(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
-    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    digest.ct_eq(expected).into()
 }
 
 async fn observe(State(state): State<ReportsState>, request: Request, next: Next) -> Response {
@@ -319,6 +315,15 @@ impl DayRange {
             .unwrap_or_else(|| self.to.midnight().assume_utc() + time::Duration::days(1))
     }
 
+    /// The range of the same length that ends the day before `from`.
+    pub fn previous(&self) -> DayRange {
+        let length = (self.to - self.from).whole_days() + 1;
+        DayRange {
+            from: self.from - time::Duration::days(length),
+            to: self.from - time::Duration::days(1),
+        }
+    }
+
     pub fn days(&self) -> impl Iterator<Item = Date> {
         let to = self.to;
         std::iter::successors(Some(self.from), move |d| d.next_day().filter(|n| *n <= to))
@@ -358,6 +363,14 @@ mod tests {
         assert_eq!(r.days().collect::<Vec<_>>(), vec![date!(2025 - 01 - 01)]);
         assert_eq!(r.start().unix_timestamp(), 1_735_689_600);
         assert_eq!(r.end_exclusive().unix_timestamp(), 1_735_689_600 + 86_400);
+        let r = params("from=2025-03-01&to=2025-03-07")
+            .range_at(today)
+            .unwrap()
+            .previous();
+        assert_eq!(
+            (r.from, r.to),
+            (date!(2025 - 02 - 22), date!(2025 - 02 - 28))
+        );
         let r = params("from=2025-04-10").range_at(today).unwrap();
         assert_eq!(
             (r.from, r.to),
@@ -394,24 +407,5 @@ mod tests {
             Some(true)
         );
         assert!(params("livemode=1").bool("livemode").is_err());
-    }
-
-    #[test]
-    fn bearer_tokens() {
-        let expected: [u8; 32] = Sha256::digest(b"0123456789abcdef").into();
-        let check = |value: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-            }
-            bearer_matches(&headers, &expected)
-        };
-        assert!(check(Some("Bearer 0123456789abcdef")));
-        assert!(check(Some("bearer 0123456789abcdef")));
-        assert!(!check(Some("Bearer 0123456789abcdeF")));
-        assert!(!check(Some("Bearer 0123456789abcde")));
-        assert!(!check(Some("Basic 0123456789abcdef")));
-        assert!(!check(Some("0123456789abcdef")));
-        assert!(!check(None));
     }
 }

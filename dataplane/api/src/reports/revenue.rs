@@ -14,13 +14,16 @@ use axum::{
 };
 use serde::Serialize;
 use sqlx::PgPool;
-use time::Date;
+use time::{Date, OffsetDateTime};
 use zori_core::{
     currency::format_minor,
     touch::{Dimension, DIRECT, NOT_SET},
 };
 
-use super::{DayRange, Params, ReportError, ReportsState};
+use super::{
+    filters::{Filters, UNKNOWN_COUNTRY},
+    DayRange, Params, ReportError, ReportsState,
+};
 
 /// Money of one currency, in minor units (`formatted`: the net amount as a decimal string).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,17 +102,43 @@ fn rate(customers: i64, visitors: i64) -> Option<f64> {
     (visitors > 0).then(|| customers as f64 / visitors as f64)
 }
 
-/// SQL for the value of a dimension on the visitors row `v` (NULL when there is no row), with
+/// What a breakdown groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// One group: the totals.
+    All,
+    /// A first-touch dimension.
+    Touch(Dimension),
+    /// The visitor's latest country (`(unknown)` when missing).
+    Country,
+    /// The visitor's latest device type.
+    Device,
+}
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::All => "all",
+            Group::Touch(d) => d.as_str(),
+            Group::Country => "country",
+            Group::Device => "device",
+        }
+    }
+}
+
+/// SQL for the value of a group on the visitors row `v` (NULL when there is no row), with
 /// the same labels as [`zori_core::touch::Touch::dimension`].
-fn dimension_sql(dimension: Option<Dimension>) -> String {
-    let expr = match dimension {
-        None => "'all'".to_owned(),
-        Some(Dimension::Channel) => "v.ft_channel".to_owned(),
-        Some(Dimension::Source) => "v.ft_source".to_owned(),
-        Some(Dimension::Medium) => format!("COALESCE(v.ft_medium, '{NOT_SET}')"),
-        Some(Dimension::Campaign) => format!("COALESCE(v.ft_campaign, '{NOT_SET}')"),
-        Some(Dimension::Referrer) => format!("COALESCE(v.ft_referrer_host, '{DIRECT}')"),
-        Some(Dimension::LandingPage) => "v.ft_landing_page".to_owned(),
+fn dimension_sql(group: Group) -> String {
+    let expr = match group {
+        Group::All => "'all'".to_owned(),
+        Group::Touch(Dimension::Channel) => "v.ft_channel".to_owned(),
+        Group::Touch(Dimension::Source) => "v.ft_source".to_owned(),
+        Group::Touch(Dimension::Medium) => format!("COALESCE(v.ft_medium, '{NOT_SET}')"),
+        Group::Touch(Dimension::Campaign) => format!("COALESCE(v.ft_campaign, '{NOT_SET}')"),
+        Group::Touch(Dimension::Referrer) => format!("COALESCE(v.ft_referrer_host, '{DIRECT}')"),
+        Group::Touch(Dimension::LandingPage) => "v.ft_landing_page".to_owned(),
+        Group::Country => format!("COALESCE(NULLIF(v.country, ''), '{UNKNOWN_COUNTRY}')"),
+        Group::Device => "COALESCE(v.device, 'unknown')".to_owned(),
     };
     format!("CASE WHEN v.visitor_id IS NULL THEN NULL ELSE {expr} END")
 }
@@ -155,9 +184,12 @@ const RESOLVED_PAYMENTS: &str = "
         FROM pay
     )";
 
-fn breakdown_sql(dimension: Option<Dimension>) -> String {
-    let dim = dimension_sql(dimension);
-    format!(
+/// Payments in range, labelled with the group value and filtered by the visitor they are
+/// credited to. Parameters: $1 start, $2 end (exclusive), $3 livemode, then the filters.
+fn breakdown_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
+    let dim = dimension_sql(group);
+    let (conditions, binds) = filters.pg("v", 4);
+    let sql = format!(
         "WITH {RESOLVED_PAYMENTS},
         labelled AS (
             SELECT r.payer, r.amount, r.amount_refunded, r.currency,
@@ -165,6 +197,7 @@ fn breakdown_sql(dimension: Option<Dimension>) -> String {
                    {dim} AS value
             FROM resolved r
             LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            WHERE true{conditions}
         )
         SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
                attributed, value, currency,
@@ -174,19 +207,22 @@ fn breakdown_sql(dimension: Option<Dimension>) -> String {
                COALESCE(sum(amount_refunded), 0)::int8 AS refunded
         FROM labelled
         GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))"
-    )
+    );
+    (sql, binds)
 }
 
 /// Distinct visitors active in range (visitor_days), by the value of their own first touch.
-/// Parameters: $1 first day, $2 last day.
-fn visitors_sql(dimension: Option<Dimension>) -> String {
-    let dim = dimension_sql(dimension);
-    format!(
+/// Parameters: $1 first day, $2 last day, then the filters.
+fn visitors_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
+    let dim = dimension_sql(group);
+    let (conditions, binds) = filters.pg("v", 3);
+    let sql = format!(
         "SELECT {dim} AS value, count(*)::int8 AS visitors
          FROM visitors v
-         WHERE v.visitor_id IN (SELECT d.visitor_id FROM visitor_days d WHERE d.day >= $1 AND d.day <= $2)
+         WHERE v.visitor_id IN (SELECT d.visitor_id FROM visitor_days d WHERE d.day >= $1 AND d.day <= $2){conditions}
          GROUP BY 1"
-    )
+    );
+    (sql, binds)
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,20 +254,29 @@ struct Breakdown {
 
 async fn breakdown(
     pool: &PgPool,
-    dimension: Option<Dimension>,
+    group: Group,
     range: DayRange,
     livemode: Option<bool>,
+    filters: &Filters,
 ) -> Result<Breakdown, ReportError> {
-    let visitors: Vec<(Option<String>, i64)> = sqlx::query_as(&visitors_sql(dimension))
-        .bind(range.from)
-        .bind(range.to)
+    let (sql, binds) = visitors_sql(group, filters);
+    let mut query = sqlx::query_as(&sql).bind(range.from).bind(range.to);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let visitors: Vec<(Option<String>, i64)> = query
         .fetch_all(pool)
         .await
         .map_err(ReportError::pg("visitors"))?;
-    let groups: Vec<GroupRow> = sqlx::query_as(&breakdown_sql(dimension))
+    let (sql, binds) = breakdown_sql(group, filters);
+    let mut query = sqlx::query_as(&sql)
         .bind(range.start())
         .bind(range.end_exclusive())
-        .bind(livemode)
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let groups: Vec<GroupRow> = query
         .fetch_all(pool)
         .await
         .map_err(ReportError::pg("payments"))?;
@@ -318,19 +363,16 @@ fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
     params.bool("livemode")
 }
 
-pub async fn attribution(
-    State(state): State<ReportsState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Attribution>, ReportError> {
-    let params = Params::parse(query)?;
-    let dimension: Dimension = params
-        .get("dimension")
-        .unwrap_or("channel")
-        .parse()
-        .map_err(|e: String| ReportError::bad("dimension", e))?;
+/// A breakdown report (attribution by a first-touch dimension, countries, devices).
+async fn grouped(
+    state: &ReportsState,
+    group: Group,
+    params: &Params,
+) -> Result<Attribution, ReportError> {
     let range = params.range()?;
-    let livemode = livemode(&params)?;
-    let b = breakdown(&state.pool, Some(dimension), range, livemode).await?;
+    let livemode = livemode(params)?;
+    let filters = Filters::parse(params)?;
+    let b = breakdown(&state.pool, group, range, livemode, &filters).await?;
 
     let values: BTreeSet<&String> = b.visitors.keys().chain(b.rows.keys()).collect();
     let empty = Bucket::default();
@@ -358,8 +400,8 @@ pub async fn attribution(
             .then(a.value.cmp(&b.value))
     });
     let total_visitors: i64 = b.visitors.values().sum();
-    Ok(Json(Attribution {
-        dimension: dimension.as_str(),
+    Ok(Attribution {
+        dimension: group.as_str(),
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows,
@@ -377,7 +419,40 @@ pub async fn attribution(
             revenue_per_visitor: per_visitor(&b.totals.revenue, total_visitors),
             revenue: b.totals.revenue,
         },
-    }))
+    })
+}
+
+pub async fn attribution(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Attribution>, ReportError> {
+    let params = Params::parse(query)?;
+    let dimension: Dimension = params
+        .get("dimension")
+        .unwrap_or("channel")
+        .parse()
+        .map_err(|e: String| ReportError::bad("dimension", e))?;
+    Ok(Json(
+        grouped(&state, Group::Touch(dimension), &params).await?,
+    ))
+}
+
+/// Visitors, customers and revenue by the visitor's latest country.
+pub async fn countries(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Attribution>, ReportError> {
+    let params = Params::parse(query)?;
+    Ok(Json(grouped(&state, Group::Country, &params).await?))
+}
+
+/// Visitors, customers and revenue by the visitor's latest device type.
+pub async fn devices(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Attribution>, ReportError> {
+    let params = Params::parse(query)?;
+    Ok(Json(grouped(&state, Group::Device, &params).await?))
 }
 
 #[derive(Serialize)]
@@ -387,8 +462,9 @@ pub struct UnattributedRevenue {
     pub revenue: Vec<Money>,
 }
 
+/// The headline numbers of one period.
 #[derive(Serialize)]
-pub struct Overview {
+pub struct Period {
     pub from: String,
     pub to: String,
     pub visitors: i64,
@@ -397,7 +473,99 @@ pub struct Overview {
     pub conversion_rate: Option<f64>,
     pub revenue: Vec<Money>,
     pub revenue_per_visitor: Vec<PerVisitor>,
+}
+
+/// Relative change of a currency's amount against the previous period.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CurrencyChange {
+    pub currency: String,
+    pub change: Option<f64>,
+}
+
+/// Relative changes (`0.25` = +25 %) against the previous period; `null` when the previous
+/// value is zero or missing.
+#[derive(Serialize)]
+pub struct Change {
+    pub visitors: Option<f64>,
+    pub customers: Option<f64>,
+    pub payments: Option<f64>,
+    pub conversion_rate: Option<f64>,
+    pub revenue: Vec<CurrencyChange>,
+    pub revenue_per_visitor: Vec<CurrencyChange>,
+}
+
+#[derive(Serialize)]
+pub struct Overview {
+    #[serde(flatten)]
+    pub current: Period,
     pub unattributed: UnattributedRevenue,
+    /// With `compare=previous`: the same numbers for the period of equal length just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+fn relative(current: f64, previous: f64) -> Option<f64> {
+    (previous != 0.0).then(|| (current - previous) / previous)
+}
+
+fn currency_changes<T>(
+    current: &[T],
+    previous: &[T],
+    key: impl Fn(&T) -> (&str, f64),
+) -> Vec<CurrencyChange> {
+    let currencies: BTreeSet<&str> = current.iter().chain(previous).map(|m| key(m).0).collect();
+    let amount = |list: &[T], c: &str| {
+        list.iter()
+            .map(&key)
+            .find(|(code, _)| *code == c)
+            .map_or(0.0, |(_, a)| a)
+    };
+    currencies
+        .into_iter()
+        .map(|c| CurrencyChange {
+            currency: c.to_owned(),
+            change: relative(amount(current, c), amount(previous, c)),
+        })
+        .collect()
+}
+
+fn change(current: &Period, previous: &Period) -> Change {
+    Change {
+        visitors: relative(current.visitors as f64, previous.visitors as f64),
+        customers: relative(current.customers as f64, previous.customers as f64),
+        payments: relative(current.payments as f64, previous.payments as f64),
+        conversion_rate: match (current.conversion_rate, previous.conversion_rate) {
+            (Some(c), Some(p)) => relative(c, p),
+            _ => None,
+        },
+        revenue: currency_changes(&current.revenue, &previous.revenue, |m| {
+            (m.currency.as_str(), m.net as f64)
+        }),
+        revenue_per_visitor: currency_changes(
+            &current.revenue_per_visitor,
+            &previous.revenue_per_visitor,
+            |m| (m.currency.as_str(), m.amount),
+        ),
+    }
+}
+
+fn period(range: DayRange, b: Breakdown) -> (Period, Bucket) {
+    let visitors: i64 = b.visitors.values().sum();
+    (
+        Period {
+            from: range.from.to_string(),
+            to: range.to.to_string(),
+            visitors,
+            customers: b.totals.customers,
+            payments: b.totals.payments,
+            conversion_rate: rate(b.totals.customers, visitors),
+            revenue_per_visitor: per_visitor(&b.totals.revenue, visitors),
+            revenue: b.totals.revenue,
+        },
+        b.unattributed,
+    )
 }
 
 pub async fn overview(
@@ -407,22 +575,36 @@ pub async fn overview(
     let params = Params::parse(query)?;
     let range = params.range()?;
     let livemode = livemode(&params)?;
-    let b = breakdown(&state.pool, None, range, livemode).await?;
-    let visitors: i64 = b.visitors.values().sum();
+    let filters = Filters::parse(&params)?;
+    let compare = match params.get("compare") {
+        None | Some("") | Some("none") => false,
+        Some("previous") => true,
+        Some(other) => {
+            return Err(ReportError::bad(
+                "compare",
+                format!("{other:?} is not previous or none"),
+            ))
+        }
+    };
+    let current = breakdown(&state.pool, Group::All, range, livemode, &filters);
+    let (current, previous) = if compare {
+        let before = range.previous();
+        let previous = breakdown(&state.pool, Group::All, before, livemode, &filters);
+        let (current, previous) = tokio::try_join!(current, previous)?;
+        (current, Some(period(before, previous).0))
+    } else {
+        (current.await?, None)
+    };
+    let (current, unattributed) = period(range, current);
     Ok(Json(Overview {
-        from: range.from.to_string(),
-        to: range.to.to_string(),
-        visitors,
-        customers: b.totals.customers,
-        payments: b.totals.payments,
-        conversion_rate: rate(b.totals.customers, visitors),
-        revenue_per_visitor: per_visitor(&b.totals.revenue, visitors),
-        revenue: b.totals.revenue,
+        change: previous.as_ref().map(|p| change(&current, p)),
+        current,
         unattributed: UnattributedRevenue {
-            customers: b.unattributed.customers,
-            payments: b.unattributed.payments,
-            revenue: b.unattributed.revenue,
+            customers: unattributed.customers,
+            payments: unattributed.payments,
+            revenue: unattributed.revenue,
         },
+        previous,
     }))
 }
 
@@ -449,27 +631,59 @@ pub async fn timeseries(
     let params = Params::parse(query)?;
     let range = params.range()?;
     let livemode = livemode(&params)?;
-    let visitors: Vec<(Date, i64)> = sqlx::query_as(
-        "SELECT day, count(*)::int8 FROM visitor_days WHERE day >= $1 AND day <= $2 GROUP BY day",
-    )
-    .bind(range.from)
-    .bind(range.to)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(ReportError::pg("visitor days"))?;
-    let revenue: Vec<(Date, String, i64, i64, i64)> = sqlx::query_as(
+    let filters = Filters::parse(&params)?;
+
+    let (conditions, binds) = filters.pg("v", 3);
+    let sql = if filters.is_empty() {
+        "SELECT day, count(*)::int8 FROM visitor_days WHERE day >= $1 AND day <= $2 GROUP BY day"
+            .to_owned()
+    } else {
+        format!(
+            "SELECT d.day, count(*)::int8 FROM visitor_days d JOIN visitors v ON v.visitor_id = d.visitor_id
+             WHERE d.day >= $1 AND d.day <= $2{conditions} GROUP BY d.day"
+        )
+    };
+    let mut query = sqlx::query_as(&sql).bind(range.from).bind(range.to);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let visitors: Vec<(Date, i64)> = query
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("visitor days"))?;
+
+    // Without filters every payment counts (attributed or not); with filters only those
+    // credited to a visitor that matches them.
+    let (conditions, binds) = filters.pg("v", 4);
+    let sql = if filters.is_empty() {
         "SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, currency, count(*)::int8,
                 COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8
          FROM payments
          WHERE paid_at >= $1 AND paid_at < $2 AND ($3::boolean IS NULL OR livemode = $3::boolean)
-         GROUP BY 1, 2",
-    )
-    .bind(range.start())
-    .bind(range.end_exclusive())
-    .bind(livemode)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(ReportError::pg("payments"))?;
+         GROUP BY 1, 2"
+            .to_owned()
+    } else {
+        format!(
+            "WITH {RESOLVED_PAYMENTS}
+             SELECT (r.paid_at AT TIME ZONE 'UTC')::date AS day, r.currency, count(*)::int8,
+                    COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8
+             FROM resolved r
+             JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+             WHERE true{conditions}
+             GROUP BY 1, 2"
+        )
+    };
+    let mut query = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let revenue: Vec<(Date, String, i64, i64, i64)> = query
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("payments"))?;
 
     let visitors: BTreeMap<Date, i64> = visitors.into_iter().collect();
     let currencies: Vec<String> = revenue
@@ -505,6 +719,132 @@ pub async fn timeseries(
         to: range.to.to_string(),
         currencies,
         days,
+    }))
+}
+
+/// One payer (user, else visitor, else email hash / Stripe customer) of payments in range.
+#[derive(Serialize)]
+pub struct Customer {
+    /// A visitor id to open the journey with: the one of the latest payment, else the visitor
+    /// carrying the first touch; `null` when the payer is known by email only.
+    pub visitor_id: Option<String>,
+    /// The user's own id, when identified.
+    pub app_id: Option<String>,
+    pub fullname: Option<String>,
+    /// First-touch channel and source revenue is credited to; `null` when unattributed.
+    pub channel: Option<String>,
+    pub source: Option<String>,
+    pub payments: i64,
+    pub revenue: Vec<Money>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_paid_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_paid_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+pub struct Customers {
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<Customer>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    payer: String,
+    currency: String,
+    payments: i64,
+    gross: i64,
+    refunded: i64,
+    first_paid_at: OffsetDateTime,
+    last_paid_at: OffsetDateTime,
+    visitor_id: Option<String>,
+    app_id: Option<String>,
+    fullname: Option<String>,
+    channel: Option<String>,
+    source: Option<String>,
+}
+
+/// Payers of payments in range, most recent payment first.
+pub async fn customers(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Customers>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let livemode = livemode(&params)?;
+    let filters = Filters::parse(&params)?;
+    let limit = params.int("limit", 50, 1, 1000)?;
+    let (conditions, binds) = filters.pg("v", 4);
+    // Grouped by payer and currency straight from the payments: no join multiplies amounts.
+    let sql = format!(
+        "WITH {RESOLVED_PAYMENTS},
+        labelled AS (
+            SELECT r.*, v.ft_channel, v.ft_source
+            FROM resolved r
+            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            WHERE true{conditions}
+        )
+        SELECT l.payer, l.currency,
+               count(*)::int8 AS payments,
+               COALESCE(sum(l.amount), 0)::int8 AS gross,
+               COALESCE(sum(l.amount_refunded), 0)::int8 AS refunded,
+               min(l.paid_at) AS first_paid_at,
+               max(l.paid_at) AS last_paid_at,
+               COALESCE((array_agg(l.visitor_id ORDER BY l.paid_at DESC)
+                            FILTER (WHERE l.own_visitor))[1],
+                        max(l.ft_visitor_id)) AS visitor_id,
+               max(u.app_id) AS app_id,
+               max(u.fullname) AS fullname,
+               max(l.ft_channel) AS channel,
+               max(l.ft_source) AS source
+        FROM labelled l
+        LEFT JOIN users u ON u.user_id = COALESCE(l.visitor_user_id, l.email_user_id)
+        GROUP BY l.payer, l.currency"
+    );
+    let mut query = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows: Vec<CustomerRow> = query
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("customers"))?;
+    let mut by_payer: BTreeMap<String, Customer> = BTreeMap::new();
+    for r in rows {
+        let money = Money::new(r.currency, r.payments, r.gross, r.refunded);
+        let c = by_payer.entry(r.payer).or_insert_with(|| Customer {
+            visitor_id: None,
+            app_id: r.app_id,
+            fullname: r.fullname,
+            channel: r.channel,
+            source: r.source,
+            payments: 0,
+            revenue: Vec::new(),
+            first_paid_at: r.first_paid_at,
+            last_paid_at: r.last_paid_at,
+        });
+        if r.visitor_id.is_some() && (r.last_paid_at >= c.last_paid_at || c.visitor_id.is_none()) {
+            c.visitor_id = r.visitor_id;
+        }
+        c.payments += money.payments;
+        c.first_paid_at = c.first_paid_at.min(r.first_paid_at);
+        c.last_paid_at = c.last_paid_at.max(r.last_paid_at);
+        c.revenue.push(money);
+    }
+    let mut rows: Vec<Customer> = by_payer.into_values().collect();
+    for c in &mut rows {
+        c.revenue.sort_by(|a, b| a.currency.cmp(&b.currency));
+    }
+    rows.sort_by_key(|c| std::cmp::Reverse(c.last_paid_at));
+    rows.truncate(limit as usize);
+    Ok(Json(Customers {
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        rows,
     }))
 }
 
@@ -548,8 +888,55 @@ mod tests {
 
     #[test]
     fn dimension_labels_match_the_domain() {
-        assert!(dimension_sql(Some(Dimension::Medium)).contains("'(not set)'"));
-        assert!(dimension_sql(Some(Dimension::Referrer)).contains("'(direct)'"));
-        assert!(dimension_sql(None).contains("'all'"));
+        assert!(dimension_sql(Group::Touch(Dimension::Medium)).contains("'(not set)'"));
+        assert!(dimension_sql(Group::Touch(Dimension::Referrer)).contains("'(direct)'"));
+        assert!(dimension_sql(Group::All).contains("'all'"));
+        assert!(dimension_sql(Group::Country).contains("'(unknown)'"));
+    }
+
+    #[test]
+    fn changes_against_the_previous_period() {
+        let period = |visitors, customers, revenue: Vec<Money>| Period {
+            from: String::new(),
+            to: String::new(),
+            visitors,
+            customers,
+            payments: customers,
+            conversion_rate: rate(customers, visitors),
+            revenue_per_visitor: per_visitor(&revenue, visitors),
+            revenue,
+        };
+        let now = period(
+            15,
+            3,
+            vec![
+                Money::new("jpy".into(), 1, 500, 0),
+                Money::new("usd".into(), 2, 3000, 0),
+            ],
+        );
+        let before = period(10, 3, vec![Money::new("usd".into(), 3, 2000, 0)]);
+        let c = change(&now, &before);
+        assert_eq!(c.visitors, Some(0.5));
+        assert_eq!(c.customers, Some(0.0));
+        let conversion = c.conversion_rate.unwrap();
+        assert!((conversion - (0.2 / 0.3 - 1.0)).abs() < 1e-9);
+        assert_eq!(
+            c.revenue,
+            vec![
+                CurrencyChange {
+                    currency: "jpy".into(),
+                    change: None
+                },
+                CurrencyChange {
+                    currency: "usd".into(),
+                    change: Some(0.5)
+                },
+            ]
+        );
+        // usd per visitor: 200 now, 200 before.
+        assert_eq!(c.revenue_per_visitor[1].change, Some(0.0));
+        let empty = period(0, 0, vec![]);
+        let c = change(&empty, &empty);
+        assert_eq!((c.visitors, c.conversion_rate), (None, None));
     }
 }

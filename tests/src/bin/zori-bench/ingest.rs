@@ -1,61 +1,17 @@
-//! Benchmarks, each beside the raw limit measured in the same run (see docs/benchmarks.md).
-//!
-//! `zori-bench ingest`: events/s and latency of `zori-ingest` beside a bare JetStream publish
-//! loop with the same concurrency and message size.
+//! Ingest throughput beside a bare JetStream publish loop.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::{jetstream, HeaderMap};
 use serde_json::json;
 use zori_e2e::{free_port, Process, Profile, Tenant, NATS_URL, SITE_ORIGIN};
 
-/// Throughput and latency of one run.
-struct Figures {
-    label: String,
-    events: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
+use crate::{run_for, Figures};
 
-impl Figures {
-    fn rate(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Latency percentile; `latencies_us` must be sorted.
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let index = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
-        self.latencies_us[index] as f64 / 1000.0
-    }
-}
-
-const SECONDS: u64 = 10;
 const CONCURRENCY: usize = 32;
 const BATCH: usize = 20;
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let what = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ingest".to_owned());
-    match what.as_str() {
-        "ingest" => ingest().await,
-        other => {
-            eprintln!("error: unknown benchmark {other:?}; expected: ingest");
-            std::process::exit(2);
-        }
-    }
-}
-
-fn tracker_event(visitor: usize) -> serde_json::Value {
+pub fn tracker_event(visitor: usize) -> serde_json::Value {
     json!({
         "event_name": "page_view",
         "client_generated_event_id": uuid::Uuid::new_v4().to_string(),
@@ -70,7 +26,7 @@ fn tracker_event(visitor: usize) -> serde_json::Value {
     })
 }
 
-async fn ingest() {
+pub async fn run() {
     // The raw limit: the same number of concurrent publishers, each publishing a message of
     // the size ingest publishes and awaiting its JetStream ack, with a Nats-Msg-Id.
     let nats = async_nats::connect(NATS_URL).await.expect("NATS is up");
@@ -173,10 +129,14 @@ async fn ingest() {
     drop(server);
     tenant.cleanup().await;
 
-    let base_rate = bare.rate();
+    print_table(&[bare, single, batched]);
+}
+
+fn print_table(runs: &[Figures]) {
+    let base_rate = runs[0].rate();
     println!("| run | events/s | ratio to bare | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    for figures in [bare, single, batched] {
+    for figures in runs {
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.2} |",
             figures.label,
@@ -185,42 +145,5 @@ async fn ingest() {
             figures.percentile_ms(0.50),
             figures.percentile_ms(0.99),
         );
-    }
-}
-
-/// Runs `op` from `concurrency` tasks for [`SECONDS`]; each call counts `events_per_op` events.
-async fn run_for<F, Fut>(label: &str, concurrency: usize, events_per_op: usize, op: F) -> Figures
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(SECONDS);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = worker;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    op(n).await;
-                    latencies.push(t.elapsed().as_micros() as u64);
-                    n += concurrency;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies_us = Vec::new();
-    for task in tasks {
-        latencies_us.extend(task.await.expect("bench task"));
-    }
-    latencies_us.sort_unstable();
-    Figures {
-        label: label.to_owned(),
-        events: (latencies_us.len() * events_per_op) as u64,
-        elapsed: started.elapsed(),
-        latencies_us,
     }
 }

@@ -1,0 +1,256 @@
+//! The tenant's ClickHouse database (and, where the server has SQL users, a user allowed only
+//! that database), over the HTTP interface. Only SQL that ClickHouse 18.16 and current versions
+//! both accept.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{Provisioned, Removed};
+
+/// First version with SQL-driven users (`CREATE USER`, `GRANT`).
+pub const SQL_USERS_SINCE: (u32, u32) = (20, 4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    #[error("failed to {action} ClickHouse database {database}: {message}")]
+    Request {
+        action: &'static str,
+        database: String,
+        message: String,
+    },
+    #[error(
+        "failed to provision ClickHouse database {database}: {name:?} is not a safe identifier"
+    )]
+    Identifier { database: String, name: String },
+    #[error("failed to reach ClickHouse at {url}: {message}")]
+    Server { url: String, message: String },
+}
+
+/// ClickHouse with the operator's admin user.
+#[derive(Clone, Debug)]
+pub struct ClickHouseBackend {
+    http: reqwest::Client,
+    url: String,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+fn is_identifier(name: &str) -> bool {
+    super::postgres::is_identifier(name)
+}
+
+/// Parses `18.16.1` or `24.3.2.23` into `(major, minor)`.
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+impl ClickHouseBackend {
+    pub fn new(
+        url: &str,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> Result<Self, ClickHouseError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClickHouseError::Server {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            url: url.trim_end_matches('/').to_owned(),
+            user,
+            password,
+        })
+    }
+
+    async fn run(&self, sql: &str) -> Result<String, String> {
+        let mut request = self
+            .http
+            .post(format!("{}/", self.url))
+            .body(sql.to_owned());
+        if let Some(user) = &self.user {
+            request = request.basic_auth(user, self.password.as_deref());
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("HTTP {}: {}", status.as_u16(), body.trim()))
+        }
+    }
+
+    async fn query(
+        &self,
+        action: &'static str,
+        database: &str,
+        sql: &str,
+    ) -> Result<String, ClickHouseError> {
+        self.run(sql)
+            .await
+            .map_err(|message| ClickHouseError::Request {
+                action,
+                database: database.to_owned(),
+                message,
+            })
+    }
+
+    /// The server's `(major, minor)` version.
+    pub async fn version(&self) -> Result<(u32, u32), ClickHouseError> {
+        let text =
+            self.run("SELECT version()")
+                .await
+                .map_err(|message| ClickHouseError::Server {
+                    url: self.url.clone(),
+                    message,
+                })?;
+        parse_version(&text).ok_or_else(|| ClickHouseError::Server {
+            url: self.url.clone(),
+            message: format!("unexpected version {:?}", text.trim()),
+        })
+    }
+
+    /// Whether the server supports SQL users.
+    pub async fn supports_sql_users(&self) -> Result<bool, ClickHouseError> {
+        Ok(self.version().await? >= SQL_USERS_SINCE)
+    }
+
+    async fn exists(&self, database: &str) -> Result<bool, ClickHouseError> {
+        let count = self
+            .query(
+                "look up",
+                database,
+                &format!("SELECT count() FROM system.databases WHERE name = '{database}'"),
+            )
+            .await?;
+        Ok(count.trim() != "0")
+    }
+
+    /// Creates the database (and the user, when given); reports what it did.
+    pub async fn ensure(
+        &self,
+        database: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<Provisioned, ClickHouseError> {
+        for name in std::iter::once(database).chain(user.map(|(u, _)| u)) {
+            if !is_identifier(name) {
+                return Err(ClickHouseError::Identifier {
+                    database: database.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+        }
+        let mut created = false;
+        if !self.exists(database).await? {
+            self.query(
+                "create",
+                database,
+                &format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            )
+            .await?;
+            created = true;
+        }
+        if let Some((user, password)) = user {
+            let hash = hex::encode(Sha256::digest(password.as_bytes()));
+            let users = self
+                .query(
+                    "look up the user of",
+                    database,
+                    &format!("SELECT count() FROM system.users WHERE name = '{user}'"),
+                )
+                .await?;
+            if users.trim() == "0" {
+                self.query(
+                    "create the user of",
+                    database,
+                    &format!(
+                        "CREATE USER IF NOT EXISTS {user} IDENTIFIED WITH sha256_hash BY '{hash}'"
+                    ),
+                )
+                .await?;
+                created = true;
+            } else {
+                // The server does not show password hashes: set it (an idempotent effect).
+                self.query(
+                    "set the password of the user of",
+                    database,
+                    &format!("ALTER USER {user} IDENTIFIED WITH sha256_hash BY '{hash}'"),
+                )
+                .await?;
+            }
+            self.query(
+                "grant the user",
+                database,
+                &format!("GRANT ALL ON {database}.* TO {user}"),
+            )
+            .await?;
+        }
+        Ok(if created {
+            Provisioned::Created
+        } else {
+            Provisioned::Unchanged
+        })
+    }
+
+    /// Drops the database (and the user); already gone is fine.
+    pub async fn drop(
+        &self,
+        database: &str,
+        user: Option<&str>,
+    ) -> Result<Removed, ClickHouseError> {
+        if !is_identifier(database) {
+            return Err(ClickHouseError::Identifier {
+                database: database.to_owned(),
+                name: database.to_owned(),
+            });
+        }
+        let existed = self.exists(database).await?;
+        if existed {
+            self.query(
+                "drop",
+                database,
+                &format!("DROP DATABASE IF EXISTS {database}"),
+            )
+            .await?;
+        }
+        if let Some(user) = user.filter(|u| is_identifier(u)) {
+            self.query(
+                "drop the user of",
+                database,
+                &format!("DROP USER IF EXISTS {user}"),
+            )
+            .await?;
+        }
+        Ok(if existed {
+            Removed::Removed
+        } else {
+            Removed::AlreadyGone
+        })
+    }
+
+    /// Whether the database exists (for tests and diagnostics).
+    pub async fn database_exists(&self, database: &str) -> Result<bool, ClickHouseError> {
+        self.exists(database).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(parse_version("18.16.1\n"), Some((18, 16)));
+        assert_eq!(parse_version("24.3.2.23"), Some((24, 3)));
+        assert_eq!(parse_version("x"), None);
+        assert!(parse_version("18.16.1").is_some_and(|v| v < SQL_USERS_SINCE));
+        assert!(parse_version("24.3").is_some_and(|v| v >= SQL_USERS_SINCE));
+    }
+}

@@ -1,0 +1,516 @@
+//! Command line of `zori-operator`: `run` (flags with `ZORI_…` environment fallbacks, checked
+//! at start into [`RunSettings`]) and `crd`.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ClickHouseUsers, Platform, PostgresTarget};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zori-operator",
+    version,
+    about = "Kubernetes operator for Zori: reconciles each ZoriProject into its JetStream stream, \
+             PostgreSQL schema and role, ClickHouse database, Secret and workloads.",
+    after_help = "Examples:\n  zori-operator crd | kubectl apply -f -\n  \
+                  ZORI_POSTGRES_ADMIN_URL=postgres://postgres@db:5432/zori zori-operator run"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the controller (leader-elected) with /metrics, /healthz and /readyz.
+    Run(Box<RunArgs>),
+    /// Prints the ZoriProject CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Flags of `zori-operator run`. Admin credentials stay with the operator; tenants get their
+/// own role and the tenant URLs below.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// NATS server the operator manages streams on (admin connection).
+    #[arg(
+        long,
+        env = "ZORI_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// NATS URL given to the tenants' binaries [default: --nats-url].
+    #[arg(long, env = "ZORI_NATS_TENANT_URL", hide_env_values = true)]
+    pub nats_tenant_url: Option<String>,
+
+    /// PostgreSQL admin URL (a role that may create roles and schemas, superuser to check
+    /// passwords); its database holds the tenant schemas. [required]
+    #[arg(long, env = "ZORI_POSTGRES_ADMIN_URL", hide_env_values = true)]
+    pub postgres_admin_url: Option<String>,
+
+    /// Host (and optional :port) the tenants connect to PostgreSQL at [default: the admin
+    /// URL's host and port].
+    #[arg(long, env = "ZORI_POSTGRES_TENANT_HOST", value_name = "HOST[:PORT]")]
+    pub postgres_tenant_host: Option<String>,
+
+    /// ClickHouse HTTP URL the operator creates databases through.
+    #[arg(
+        long,
+        env = "ZORI_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub clickhouse_url: String,
+
+    /// ClickHouse HTTP URL given to the tenants [default: --clickhouse-url].
+    #[arg(long, env = "ZORI_CLICKHOUSE_TENANT_URL")]
+    pub clickhouse_tenant_url: Option<String>,
+
+    /// ClickHouse admin user [default: the server's default user].
+    #[arg(long, env = "ZORI_CLICKHOUSE_ADMIN_USER")]
+    pub clickhouse_admin_user: Option<String>,
+
+    /// ClickHouse admin password.
+    #[arg(long, env = "ZORI_CLICKHOUSE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub clickhouse_admin_password: Option<String>,
+
+    /// `auto` (per-tenant SQL users when the server supports them, from 20.4), `per-tenant`,
+    /// or `shared` (every tenant uses --clickhouse-tenant-user).
+    #[arg(
+        long,
+        env = "ZORI_CLICKHOUSE_USERS",
+        default_value = "auto",
+        value_name = "auto|per-tenant|shared"
+    )]
+    pub clickhouse_users: String,
+
+    /// With shared users: the users.xml user the tenants connect as [default: the server's
+    /// default user].
+    #[arg(long, env = "ZORI_CLICKHOUSE_TENANT_USER")]
+    pub clickhouse_tenant_user: Option<String>,
+
+    /// With shared users: that user's password (copied into each tenant Secret).
+    #[arg(long, env = "ZORI_CLICKHOUSE_TENANT_PASSWORD", hide_env_values = true)]
+    pub clickhouse_tenant_password: Option<String>,
+
+    /// Redis URL given to the tenants' ingest (rate limits).
+    #[arg(
+        long,
+        env = "ZORI_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Comma-separated namespaces to watch; empty watches all.
+    #[arg(long, env = "ZORI_NAMESPACES", default_value = "")]
+    pub namespaces: String,
+
+    /// Repository of the default images (`<repository>/zori-ingest:<tag>`).
+    #[arg(
+        long,
+        env = "ZORI_DEFAULT_IMAGE_REPOSITORY",
+        default_value = "ghcr.io/zori-k8s"
+    )]
+    pub default_image_repository: String,
+
+    /// Tag of the default images [default: the operator's version].
+    #[arg(long, env = "ZORI_DEFAULT_IMAGE_TAG")]
+    pub default_image_tag: Option<String>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ZORI_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub metrics_listen: String,
+
+    /// Namespace of the leader-election Lease [default: $POD_NAMESPACE, else `default`].
+    #[arg(long, env = "ZORI_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "ZORI_LEASE_NAME", default_value = "zori-operator")]
+    pub lease_name: String,
+
+    /// Identity in the Lease [default: $POD_NAME, else the host name].
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// DNS domain of the cluster (for the in-cluster endpoints in status).
+    #[arg(long, env = "ZORI_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+/// How ClickHouse users are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickHouseUserMode {
+    Auto,
+    PerTenant,
+    Shared,
+}
+
+/// The checked settings of `run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub nats_url: String,
+    pub postgres_admin_url: String,
+    pub clickhouse_url: String,
+    pub clickhouse_admin_user: Option<String>,
+    pub clickhouse_admin_password: Option<String>,
+    pub clickhouse_user_mode: ClickHouseUserMode,
+    /// The platform, with `clickhouse_users` as chosen by the mode (`Auto` starts as shared and
+    /// is settled by asking the server).
+    pub platform: Platform,
+    pub namespaces: Vec<String>,
+    pub metrics_listen: SocketAddr,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("missing --{flag} ({env}): {hint}")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+        hint: &'static str,
+    },
+    #[error("invalid --{flag} ({env}): {message}")]
+    Invalid {
+        flag: &'static str,
+        env: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(flag: &'static str, env: &'static str, message: impl Into<String>) -> CliError {
+    CliError::Invalid {
+        flag,
+        env,
+        message: message.into(),
+    }
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn check_url(
+    value: &str,
+    schemes: &[&str],
+    flag: &'static str,
+    env: &'static str,
+) -> Result<url::Url, CliError> {
+    let url = url::Url::parse(value.trim())
+        .map_err(|e| invalid(flag, env, format!("not a URL ({e})")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(
+            flag,
+            env,
+            format!("the scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(flag, env, "the URL has no host"));
+    }
+    Ok(url)
+}
+
+impl RunArgs {
+    /// Checks every flag; the first bad one is reported in one line.
+    pub fn validate(&self) -> Result<RunSettings, CliError> {
+        check_url(
+            &self.nats_url,
+            &["nats", "tls", "ws", "wss"],
+            "nats-url",
+            "ZORI_NATS_URL",
+        )?;
+        let nats_tenant_url =
+            non_empty(&self.nats_tenant_url).unwrap_or_else(|| self.nats_url.trim().to_owned());
+        check_url(
+            &nats_tenant_url,
+            &["nats", "tls", "ws", "wss"],
+            "nats-tenant-url",
+            "ZORI_NATS_TENANT_URL",
+        )?;
+
+        let admin = non_empty(&self.postgres_admin_url).ok_or(CliError::Missing {
+            flag: "postgres-admin-url",
+            env: "ZORI_POSTGRES_ADMIN_URL",
+            hint: "set the URL of a PostgreSQL role that may create roles and schemas",
+        })?;
+        let admin_url = check_url(
+            &admin,
+            &["postgres", "postgresql"],
+            "postgres-admin-url",
+            "ZORI_POSTGRES_ADMIN_URL",
+        )?;
+        let database = admin_url.path().trim_start_matches('/').to_owned();
+        let database = if database.is_empty() {
+            "postgres".to_owned()
+        } else {
+            database
+        };
+        let (host, port) = match non_empty(&self.postgres_tenant_host) {
+            Some(h) => {
+                let (host, port) = match h.rsplit_once(':') {
+                    Some((host, port)) if !host.contains(']') || host.ends_with(']') => (
+                        host.to_owned(),
+                        port.parse::<u16>().map_err(|_| {
+                            invalid(
+                                "postgres-tenant-host",
+                                "ZORI_POSTGRES_TENANT_HOST",
+                                format!("{h:?} has a bad port"),
+                            )
+                        })?,
+                    ),
+                    _ => (h.clone(), 5432),
+                };
+                if host.is_empty() || host.contains('/') || host.contains('@') {
+                    return Err(invalid(
+                        "postgres-tenant-host",
+                        "ZORI_POSTGRES_TENANT_HOST",
+                        format!("{h:?} is not a host or host:port"),
+                    ));
+                }
+                (host, port)
+            }
+            None => (
+                admin_url.host_str().unwrap_or("127.0.0.1").to_owned(),
+                admin_url.port().unwrap_or(5432),
+            ),
+        };
+
+        let clickhouse_url = check_url(
+            &self.clickhouse_url,
+            &["http", "https"],
+            "clickhouse-url",
+            "ZORI_CLICKHOUSE_URL",
+        )?;
+        let tenant_ch = non_empty(&self.clickhouse_tenant_url)
+            .unwrap_or_else(|| self.clickhouse_url.trim().to_owned());
+        let tenant_ch_url = check_url(
+            &tenant_ch,
+            &["http", "https"],
+            "clickhouse-tenant-url",
+            "ZORI_CLICKHOUSE_TENANT_URL",
+        )?;
+        for (url, flag, env) in [
+            (&clickhouse_url, "clickhouse-url", "ZORI_CLICKHOUSE_URL"),
+            (
+                &tenant_ch_url,
+                "clickhouse-tenant-url",
+                "ZORI_CLICKHOUSE_TENANT_URL",
+            ),
+        ] {
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid(
+                    flag,
+                    env,
+                    "put credentials in the user and password flags, not in the URL",
+                ));
+            }
+        }
+        let clickhouse_user_mode = match self.clickhouse_users.trim() {
+            "auto" => ClickHouseUserMode::Auto,
+            "per-tenant" => ClickHouseUserMode::PerTenant,
+            "shared" => ClickHouseUserMode::Shared,
+            other => {
+                return Err(invalid(
+                    "clickhouse-users",
+                    "ZORI_CLICKHOUSE_USERS",
+                    format!("{other:?} is not one of auto, per-tenant, shared"),
+                ))
+            }
+        };
+        check_url(
+            &self.redis_url,
+            &["redis", "rediss"],
+            "redis-url",
+            "ZORI_REDIS_URL",
+        )?;
+
+        let namespaces: Vec<String> = self
+            .namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = namespaces.iter().find(|n| {
+            n.len() > 63
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) {
+            return Err(invalid(
+                "namespaces",
+                "ZORI_NAMESPACES",
+                format!("{bad:?} is not a namespace name"),
+            ));
+        }
+        let metrics_listen = self
+            .metrics_listen
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                invalid(
+                    "metrics-listen",
+                    "ZORI_METRICS_LISTEN",
+                    format!("{:?} is not an address and port", self.metrics_listen),
+                )
+            })?;
+        if self.lease_name.trim().is_empty() {
+            return Err(invalid(
+                "lease-name",
+                "ZORI_LEASE_NAME",
+                "must not be empty",
+            ));
+        }
+        let lease_namespace = non_empty(&self.leader_election_namespace)
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        let identity = non_empty(&self.pod_name)
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("zori-operator-{}", std::process::id()));
+
+        let shared = ClickHouseUsers::Shared {
+            user: non_empty(&self.clickhouse_tenant_user),
+            password: non_empty(&self.clickhouse_tenant_password),
+        };
+        let platform = Platform {
+            image_repository: self
+                .default_image_repository
+                .trim()
+                .trim_end_matches('/')
+                .to_owned(),
+            image_tag: non_empty(&self.default_image_tag)
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            nats_url: nats_tenant_url,
+            redis_url: self.redis_url.trim().to_owned(),
+            postgres: PostgresTarget {
+                host,
+                port,
+                database,
+                params: admin_url.query().map(str::to_owned),
+            },
+            clickhouse_url: tenant_ch.trim_end_matches('/').to_owned(),
+            clickhouse_users: match clickhouse_user_mode {
+                ClickHouseUserMode::PerTenant => ClickHouseUsers::PerTenant,
+                ClickHouseUserMode::Shared | ClickHouseUserMode::Auto => shared,
+            },
+            cluster_domain: self.cluster_domain.trim().to_owned(),
+        };
+        Ok(RunSettings {
+            nats_url: self.nats_url.trim().to_owned(),
+            postgres_admin_url: admin,
+            clickhouse_url: self.clickhouse_url.trim().trim_end_matches('/').to_owned(),
+            clickhouse_admin_user: non_empty(&self.clickhouse_admin_user),
+            clickhouse_admin_password: non_empty(&self.clickhouse_admin_password),
+            clickhouse_user_mode,
+            platform,
+            namespaces,
+            metrics_listen,
+            lease_namespace,
+            lease_name: self.lease_name.trim().to_owned(),
+            identity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<RunSettings, CliError> {
+        let mut argv = vec![
+            "zori-operator",
+            "run",
+            "--postgres-admin-url",
+            "postgres://admin:pw@db:6543/zori?sslmode=require",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(run) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not run");
+        };
+        run.validate()
+    }
+
+    #[test]
+    fn derives_the_tenant_connection_from_the_admin_url() {
+        let s = args(&["--namespaces", "shops, blogs"]).expect("valid");
+        assert_eq!(s.platform.postgres.host, "db");
+        assert_eq!(s.platform.postgres.port, 6543);
+        assert_eq!(s.platform.postgres.database, "zori");
+        assert_eq!(
+            s.platform.postgres.params.as_deref(),
+            Some("sslmode=require")
+        );
+        assert_eq!(s.namespaces, vec!["shops", "blogs"]);
+        assert_eq!(s.clickhouse_user_mode, ClickHouseUserMode::Auto);
+        let s = args(&["--postgres-tenant-host", "pgbouncer:6432"]).expect("valid");
+        assert_eq!(
+            (s.platform.postgres.host.as_str(), s.platform.postgres.port),
+            ("pgbouncer", 6432)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_flags_in_one_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--nats-url", "http://x"],
+                "invalid --nats-url (ZORI_NATS_URL)",
+            ),
+            (
+                &["--clickhouse-url", "http://u:p@ch:8123"],
+                "invalid --clickhouse-url (ZORI_CLICKHOUSE_URL): put credentials",
+            ),
+            (
+                &["--clickhouse-users", "some"],
+                "invalid --clickhouse-users (ZORI_CLICKHOUSE_USERS)",
+            ),
+            (
+                &["--namespaces", "Bad_NS"],
+                "invalid --namespaces (ZORI_NAMESPACES)",
+            ),
+            (
+                &["--metrics-listen", "8080"],
+                "invalid --metrics-listen (ZORI_METRICS_LISTEN)",
+            ),
+            (
+                &["--postgres-tenant-host", "db:x"],
+                "invalid --postgres-tenant-host (ZORI_POSTGRES_TENANT_HOST)",
+            ),
+            (
+                &["--redis-url", "mysql://x"],
+                "invalid --redis-url (ZORI_REDIS_URL)",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let message = args(extra).expect_err("invalid").to_string();
+            assert!(message.starts_with(expected), "{extra:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+        let Command::Run(run) = Cli::try_parse_from(["zori-operator", "run"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not run");
+        };
+        let mut run = run;
+        run.postgres_admin_url = None;
+        assert!(run
+            .validate()
+            .expect_err("missing")
+            .to_string()
+            .starts_with("missing --postgres-admin-url"));
+    }
+}

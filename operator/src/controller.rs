@@ -1,0 +1,280 @@
+//! `zori-operator run`: connects to Kubernetes and the backends, serves `/metrics`, `/healthz`
+//! and `/readyz`, waits for the leader Lease, and runs one kube-runtime controller per watched
+//! namespace (or one for all) until SIGTERM or the Lease is lost.
+
+use std::{sync::Arc, time::Instant};
+
+use futures::{future::join_all, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+    networking::v1::Ingress,
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    runtime::{controller::Action, watcher, Controller},
+    Api, Client, Resource,
+};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    api::client::ClientApi,
+    backends::{
+        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, BackendError,
+        LiveBackends,
+    },
+    cli::{ClickHouseUserMode, RunSettings},
+    config::ClickHouseUsers,
+    crd::ZoriProject,
+    leader::{self, Leadership, LeaseSettings},
+    metrics::{Metrics, Started},
+    reconcile::{self, Context, Next, ReconcileError},
+};
+
+/// What the controllers share.
+pub struct Shared {
+    pub ctx: Context<ClientApi, LiveBackends>,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("failed to connect to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("failed to serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    #[error("lost the leader Lease {0}; exiting so that a fresh replica takes over")]
+    LeaseLost(String),
+}
+
+async fn reconcile_one(
+    project: Arc<ZoriProject>,
+    shared: Arc<Shared>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile::reconcile(&project, &shared.ctx).await;
+    let failure = match &result {
+        Ok(next) => next.failure(),
+        Err(error) => Some(error.metric_label()),
+    };
+    shared.metrics.observe(started.elapsed(), failure);
+    result.map(|next| match next {
+        Next::Requeue(after) | Next::Retry { after, .. } => Action::requeue(after),
+        Next::Invalid | Next::AwaitChange => Action::await_change(),
+    })
+}
+
+fn error_policy(project: Arc<ZoriProject>, error: &ReconcileError, shared: Arc<Shared>) -> Action {
+    let key = format!(
+        "{} {}/{}",
+        crate::crd::KIND,
+        project.metadata.namespace.as_deref().unwrap_or_default(),
+        project.metadata.name.as_deref().unwrap_or_default()
+    );
+    let delay = shared.ctx.backoff.next(&key);
+    warn!(%error, project = %key, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Connects the backends and settles how ClickHouse users are made.
+async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> {
+    let nats = NatsBackend::connect(&settings.nats_url)
+        .await
+        .map_err(BackendError::from)?;
+    let postgres =
+        PostgresBackend::connect_lazy(&settings.postgres_admin_url).map_err(BackendError::from)?;
+    let clickhouse = ClickHouseBackend::new(
+        &settings.clickhouse_url,
+        settings.clickhouse_admin_user.clone(),
+        settings.clickhouse_admin_password.clone(),
+    )
+    .map_err(BackendError::from)?;
+    if settings.clickhouse_user_mode == ClickHouseUserMode::Auto {
+        match clickhouse.supports_sql_users().await {
+            Ok(true) => settings.platform.clickhouse_users = ClickHouseUsers::PerTenant,
+            Ok(false) => info!("ClickHouse has no SQL users; tenants use the shared user"),
+            Err(error) => {
+                warn!(%error, "failed to ask ClickHouse for its version; tenants use the shared user")
+            }
+        }
+    }
+    Ok(LiveBackends {
+        nats,
+        postgres,
+        clickhouse,
+    })
+}
+
+async fn serve_metrics(
+    settings: &RunSettings,
+    registry: Registry,
+    started: Started,
+) -> Result<(), RunError> {
+    let addr = settings.metrics_listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let router = zori_service::ops::router(Arc::new(registry), Arc::new(started));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            error!(%error, "the metrics server stopped");
+        }
+    });
+    info!(%addr, "serving /metrics, /healthz and /readyz");
+    Ok(())
+}
+
+/// The Api of a namespaced kind in one namespace, or in all.
+fn scoped<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Waits until this replica holds the Lease (or shutdown is asked for: `false`).
+async fn become_leader(
+    api: &ClientApi,
+    lease: &LeaseSettings,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    loop {
+        match leader::try_acquire_or_renew(api, lease, OffsetDateTime::now_utc()).await {
+            Ok(Leadership::Leader) => return Ok(true),
+            Ok(Leadership::Follower { holder }) => {
+                info!(
+                    holder = holder.as_deref().unwrap_or("nobody"),
+                    "waiting for the leader Lease"
+                );
+            }
+            Err(error) => warn!(%error, "failed to take part in the leader election"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(lease.retry_period) => {}
+            _ = shutdown.changed() => return Ok(false),
+        }
+    }
+}
+
+/// Renews the Lease until it is lost (returns) or shutdown is asked for (never returns).
+async fn keep_lease(api: ClientApi, lease: LeaseSettings) -> String {
+    let mut last_renewal = Instant::now();
+    loop {
+        tokio::time::sleep(lease.retry_period).await;
+        match leader::try_acquire_or_renew(&api, &lease, OffsetDateTime::now_utc()).await {
+            Ok(Leadership::Leader) => last_renewal = Instant::now(),
+            Ok(Leadership::Follower { holder }) => {
+                return format!(
+                    "{} (now held by {})",
+                    lease.name,
+                    holder.unwrap_or_default()
+                );
+            }
+            Err(error) => {
+                warn!(%error, "failed to renew the leader Lease");
+                // Stop before the Lease can expire and another replica start reconciling.
+                if last_renewal.elapsed() > lease.lease_duration * 2 / 3 {
+                    return format!("{} (not renewed in time)", lease.name);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the operator until SIGTERM.
+pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    let api = ClientApi::new(client.clone(), Some(settings.identity.clone()));
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let started = Started::default();
+    serve_metrics(&settings, registry, started.clone()).await?;
+
+    let backends = backends(&mut settings).await?;
+    let shared = Arc::new(Shared {
+        ctx: Context::new(api.clone(), backends, settings.platform.clone()),
+        metrics: metrics.clone(),
+    });
+    started.set();
+
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        zori_service::shutdown::signal().await;
+        let _ = stop.send(true);
+    });
+
+    let lease = LeaseSettings::new(
+        &settings.lease_namespace,
+        &settings.lease_name,
+        &settings.identity,
+    );
+    if !become_leader(&api, &lease, &mut stopped).await? {
+        return Ok(());
+    }
+    metrics.set_leader(true);
+    info!(identity = %settings.identity, "leading; starting the controllers");
+
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=zori-operator");
+    let controllers = scopes.into_iter().map(|scope| {
+        let mut shutdown = stopped.clone();
+        Controller::new(
+            scoped::<ZoriProject>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .owns(scoped::<Deployment>(&client, &scope), children.clone())
+        .owns(scoped::<Service>(&client, &scope), children.clone())
+        .owns(scoped::<Secret>(&client, &scope), children.clone())
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, &scope),
+            children.clone(),
+        )
+        .owns(scoped::<Ingress>(&client, &scope), children.clone())
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.changed().await;
+        })
+        .run(reconcile_one, error_policy, shared.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(project = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        })
+    });
+    let all = join_all(controllers);
+
+    let outcome = tokio::select! {
+        _ = all => Ok(()),
+        lost = keep_lease(api.clone(), lease.clone()) => Err(RunError::LeaseLost(lost)),
+    };
+    metrics.set_leader(false);
+    if outcome.is_ok() {
+        if let Err(error) = leader::release(&api, &lease).await {
+            warn!(%error, "failed to release the leader Lease");
+        }
+        info!("stopped");
+    }
+    outcome
+}

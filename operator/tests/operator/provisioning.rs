@@ -1,0 +1,451 @@
+//! Provisioning against the real NATS JetStream, PostgreSQL and ClickHouse on this machine
+//! (see scripts/services.sh). Every test uses random tenant names and cleans up after itself,
+//! also when an assertion fails.
+
+use std::{future::Future, panic::AssertUnwindSafe, str::FromStr, time::Duration};
+
+use futures::FutureExt;
+use serde_json::Value;
+use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
+use zori_operator::{
+    api::{fake::FakeApi, KubeApi, ObjectKey},
+    backends::{
+        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, Backends,
+        ChTenant, LiveBackends, PgTenant, Provisioned, Removed,
+    },
+    builders::secret::keys,
+    config::Platform,
+    crd::{self, ReclaimPolicy, ZoriProject},
+    naming::TenantNames,
+    reconcile::{reconcile, Context},
+};
+use zori_service::jetstream::{desired_config, StreamLimits};
+
+use super::common::{minimal, unique};
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+
+async fn live() -> LiveBackends {
+    let nats = tokio::time::timeout(Duration::from_secs(10), NatsBackend::connect(NATS_URL))
+        .await
+        .expect("NATS answers on 127.0.0.1:4222 (run scripts/services.sh)")
+        .expect("NATS connection");
+    LiveBackends {
+        nats,
+        postgres: PostgresBackend::connect_lazy(POSTGRES_ADMIN_URL).expect("admin URL"),
+        clickhouse: ClickHouseBackend::new(CLICKHOUSE_URL, None, None).expect("ClickHouse client"),
+    }
+}
+
+/// Runs `body`, then `cleanup` whether or not `body` panicked.
+async fn with_cleanup<B, C>(body: B, cleanup: C)
+where
+    B: Future<Output = ()>,
+    C: Future<Output = ()>,
+{
+    let outcome = AssertUnwindSafe(body).catch_unwind().await;
+    cleanup.await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn drop_tenant(backends: &LiveBackends, id: &str) {
+    let names = TenantNames::for_tenant(id);
+    let _ = backends.delete_stream(&names.subjects.stream).await;
+    let _ = backends
+        .drop_postgres(PgTenant {
+            role: &names.postgres_role,
+            schema: &names.postgres_schema,
+        })
+        .await;
+    let _ = backends
+        .drop_clickhouse(ChTenant {
+            database: &names.clickhouse_database,
+            user: None,
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn the_stream_is_created_compared_updated_and_deleted() {
+    let backends = live().await;
+    let id = unique("t");
+    let names = TenantNames::for_tenant(&id);
+    let stream = names.subjects.stream.clone();
+    with_cleanup(
+        async {
+            let mut limits = StreamLimits {
+                max_bytes: 64 << 20,
+                ..StreamLimits::default()
+            };
+            let desired =
+                || desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            assert_eq!(
+                backends.ensure_stream(desired()).await.expect("create"),
+                Provisioned::Created
+            );
+            assert_eq!(
+                backends.ensure_stream(desired()).await.expect("again"),
+                Provisioned::Unchanged
+            );
+            limits.max_bytes = 128 << 20;
+            limits.max_age = Duration::from_secs(3600);
+            let desired = desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            assert_eq!(
+                backends.ensure_stream(desired).await.expect("update"),
+                Provisioned::Updated(vec!["max_age".to_owned(), "max_bytes".to_owned()])
+            );
+            let live = backends
+                .nats
+                .stream_config(&stream)
+                .await
+                .expect("read")
+                .expect("exists");
+            assert_eq!(live.max_bytes, 128 << 20);
+            assert_eq!(live.subjects, vec![names.subjects.wildcard.clone()]);
+            assert_eq!(
+                backends.delete_stream(&stream).await.expect("delete"),
+                Removed::Removed
+            );
+            assert_eq!(
+                backends.delete_stream(&stream).await.expect("again"),
+                Removed::AlreadyGone
+            );
+            assert!(backends
+                .nats
+                .stream_config(&stream)
+                .await
+                .expect("read")
+                .is_none());
+        },
+        async {
+            let _ = backends.delete_stream(&stream).await;
+        },
+    )
+    .await;
+}
+
+async fn connect_as(role: &str, password: &str) -> PgConnection {
+    let options = PgConnectOptions::from_str("postgres://127.0.0.1:5432/postgres")
+        .expect("options")
+        .username(role)
+        .password(password);
+    PgConnection::connect_with(&options)
+        .await
+        .expect("the tenant role can log in")
+}
+
+async fn role_exists(backends: &LiveBackends, role: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(backends.postgres.pool())
+        .await
+        .expect("query")
+}
+
+#[tokio::test]
+async fn a_tenant_role_uses_only_its_own_schema() {
+    let backends = live().await;
+    let a = TenantNames::for_tenant(&unique("ta"));
+    let b = TenantNames::for_tenant(&unique("tb"));
+    fn tenant(n: &TenantNames) -> PgTenant<'_> {
+        PgTenant {
+            role: &n.postgres_role,
+            schema: &n.postgres_schema,
+        }
+    }
+    let (ta, tb) = (tenant(&a), tenant(&b));
+    with_cleanup(
+        async {
+            assert_eq!(
+                backends
+                    .ensure_postgres(ta, "password-of-a-0123")
+                    .await
+                    .expect("a"),
+                Provisioned::Created
+            );
+            assert_eq!(
+                backends
+                    .ensure_postgres(ta, "password-of-a-0123")
+                    .await
+                    .expect("a again"),
+                Provisioned::Unchanged,
+                "idempotent, including the password check"
+            );
+            assert_eq!(
+                backends
+                    .ensure_postgres(tb, "password-of-b-0123")
+                    .await
+                    .expect("b"),
+                Provisioned::Created
+            );
+
+            let mut as_b = connect_as(tb.role, "password-of-b-0123").await;
+            sqlx::query("CREATE TABLE payments (id int)")
+                .execute(&mut as_b)
+                .await
+                .expect("b creates in its schema");
+            sqlx::query("INSERT INTO payments VALUES (42)")
+                .execute(&mut as_b)
+                .await
+                .expect("b inserts");
+
+            let mut as_a = connect_as(ta.role, "password-of-a-0123").await;
+            let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(&mut as_a)
+                .await
+                .expect("schema");
+            assert_eq!(
+                schema, a.postgres_schema,
+                "search_path points at the own schema"
+            );
+            sqlx::query("CREATE TABLE visits (id int)")
+                .execute(&mut as_a)
+                .await
+                .expect("a creates");
+            sqlx::query("INSERT INTO visits VALUES (1), (2)")
+                .execute(&mut as_a)
+                .await
+                .expect("a inserts");
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+                .fetch_one(&mut as_a)
+                .await
+                .expect("a reads");
+            assert_eq!(n, 2);
+
+            let denied = sqlx::query(&format!("SELECT * FROM {}.payments", b.postgres_schema))
+                .fetch_all(&mut as_a)
+                .await
+                .expect_err("a must not read b's schema")
+                .to_string();
+            assert!(
+                denied.contains(&format!(
+                    "permission denied for schema {}",
+                    b.postgres_schema
+                )),
+                "{denied}"
+            );
+            let denied = sqlx::query(&format!(
+                "CREATE TABLE {}.sneaky (id int)",
+                b.postgres_schema
+            ))
+            .execute(&mut as_a)
+            .await
+            .expect_err("a must not write b's schema")
+            .to_string();
+            assert!(denied.contains("permission denied"), "{denied}");
+            let denied = sqlx::query("CREATE TABLE public.sneaky (id int)")
+                .execute(&mut as_a)
+                .await
+                .expect_err("a must not create in public")
+                .to_string();
+            assert!(
+                denied.contains("permission denied for schema public"),
+                "{denied}"
+            );
+            let denied = sqlx::query("CREATE ROLE sneaky")
+                .execute(&mut as_a)
+                .await
+                .expect_err("a must not create roles")
+                .to_string();
+            assert!(denied.contains("permission denied"), "{denied}");
+            as_a.close().await.expect("close");
+            as_b.close().await.expect("close");
+
+            // A new password in the Secret is noticed and set, once.
+            assert_eq!(
+                backends
+                    .ensure_postgres(ta, "another-password-0123")
+                    .await
+                    .expect("rotate"),
+                Provisioned::Updated(vec!["password".to_owned()])
+            );
+            assert_eq!(
+                backends
+                    .ensure_postgres(ta, "another-password-0123")
+                    .await
+                    .expect("again"),
+                Provisioned::Unchanged
+            );
+
+            assert_eq!(
+                backends.drop_postgres(ta).await.expect("drop a"),
+                Removed::Removed
+            );
+            assert!(!role_exists(&backends, ta.role).await);
+            let schema_left: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(ta.schema)
+                    .fetch_one(backends.postgres.pool())
+                    .await
+                    .expect("query");
+            assert!(!schema_left, "the schema and its tables are gone");
+            assert_eq!(
+                backends.drop_postgres(ta).await.expect("drop a again"),
+                Removed::AlreadyGone
+            );
+            assert!(role_exists(&backends, tb.role).await, "b is untouched");
+        },
+        async {
+            let _ = backends.drop_postgres(ta).await;
+            let _ = backends.drop_postgres(tb).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_clickhouse_database_is_created_and_dropped() {
+    let backends = live().await;
+    let names = TenantNames::for_tenant(&unique("t"));
+    let tenant = ChTenant {
+        database: &names.clickhouse_database,
+        user: None,
+    };
+    with_cleanup(
+        async {
+            let version = backends
+                .clickhouse
+                .version()
+                .await
+                .expect("ClickHouse answers on 127.0.0.1:8123");
+            assert!(version.0 >= 18, "{version:?}");
+            assert_eq!(
+                backends.ensure_clickhouse(tenant).await.expect("create"),
+                Provisioned::Created
+            );
+            assert_eq!(
+                backends.ensure_clickhouse(tenant).await.expect("again"),
+                Provisioned::Unchanged
+            );
+            assert!(backends
+                .clickhouse
+                .database_exists(tenant.database)
+                .await
+                .expect("exists"));
+            assert_eq!(
+                backends.drop_clickhouse(tenant).await.expect("drop"),
+                Removed::Removed
+            );
+            assert!(!backends
+                .clickhouse
+                .database_exists(tenant.database)
+                .await
+                .expect("exists"));
+            assert_eq!(
+                backends.drop_clickhouse(tenant).await.expect("again"),
+                Removed::AlreadyGone
+            );
+        },
+        async {
+            let _ = backends.drop_clickhouse(tenant).await;
+        },
+    )
+    .await;
+}
+
+fn project_in(namespace: &str, policy: ReclaimPolicy) -> ZoriProject {
+    let mut project = minimal();
+    project.metadata.namespace = Some(namespace.to_owned());
+    project.metadata.uid = None;
+    project.metadata.generation = None;
+    project.spec.reclaim_policy = policy;
+    project
+}
+
+async fn reconcile_current(ctx: &Context<FakeApi, LiveBackends>, key: &ObjectKey) {
+    let project: ZoriProject =
+        serde_json::from_value(ctx.api.object(key).expect("exists")).expect("project");
+    reconcile(&project, ctx).await.expect("reconcile");
+}
+
+/// Reconciles a project against the real backends, checks what exists, deletes it, and
+/// returns whether the stream, the role and the database still exist.
+async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
+    let namespace = unique("ns");
+    let ctx = Context::new(FakeApi::new(), live().await, Platform::local());
+    let project = project_in(&namespace, policy);
+    ctx.api
+        .insert(serde_json::to_value(&project).expect("json"))
+        .expect("insert");
+    let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "acme");
+    let id = format!("{namespace}_acme");
+    let names = TenantNames::for_tenant(&id);
+    let exists = |ctx: &Context<FakeApi, LiveBackends>| {
+        let names = names.clone();
+        let backends = ctx.backends.clone();
+        async move {
+            [
+                backends
+                    .nats
+                    .stream_config(&names.subjects.stream)
+                    .await
+                    .expect("nats")
+                    .is_some(),
+                role_exists(&backends, &names.postgres_role).await,
+                backends
+                    .clickhouse
+                    .database_exists(&names.clickhouse_database)
+                    .await
+                    .expect("clickhouse"),
+            ]
+        }
+    };
+    let mut after = [false; 3];
+    let backends = ctx.backends.clone();
+    with_cleanup(
+        async {
+            reconcile_current(&ctx, &key).await;
+            assert_eq!(
+                exists(&ctx).await,
+                [true, true, true],
+                "everything was provisioned"
+            );
+            let secret = ctx
+                .api
+                .object(&ObjectKey::new(
+                    "v1",
+                    "Secret",
+                    Some(&namespace),
+                    "acme-credentials",
+                ))
+                .expect("secret");
+            assert!(secret
+                .pointer(&format!("/data/{}", keys::POSTGRES_URL))
+                .and_then(Value::as_str)
+                .is_some());
+
+            // Idempotent against the real backends too.
+            ctx.api.clear_log();
+            reconcile_current(&ctx, &key).await;
+            assert!(ctx.api.changes().is_empty(), "{:?}", ctx.api.changes());
+
+            ctx.api.delete(&key).await.expect("delete");
+            reconcile_current(&ctx, &key).await;
+            assert!(ctx.api.object(&key).is_none(), "the finalizer ran");
+            after = exists(&ctx).await;
+        },
+        drop_tenant(&backends, &id),
+    )
+    .await;
+    (id, after)
+}
+
+#[tokio::test]
+async fn retain_keeps_and_delete_drops_the_real_data() {
+    let (_, kept) = provision_and_delete(ReclaimPolicy::Retain).await;
+    assert_eq!(
+        kept,
+        [true, true, true],
+        "Retain keeps stream, role and database"
+    );
+    let (_, dropped) = provision_and_delete(ReclaimPolicy::Delete).await;
+    assert_eq!(
+        dropped,
+        [false, false, false],
+        "Delete drops stream, role and database"
+    );
+}

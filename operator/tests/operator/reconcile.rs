@@ -1,0 +1,920 @@
+//! Reconciles against the in-memory Kubernetes API and in-memory backends.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use zori_operator::{
+    api::{
+        fake::{FakeApi, USER_MANAGER},
+        EventType, KubeApi, ObjectKey,
+    },
+    backends::{Backend, MemoryBackends},
+    builders::secret::keys,
+    config::Platform,
+    crd::{self, ZoriProject, ZoriProjectSpec, ZoriProjectStatus},
+    reconcile::{reconcile, Backoff, Context, Next, FINALIZER, PROGRESS_CHECK, RESYNC},
+    status::{reasons, types, Condition, ConditionStatus},
+};
+
+use super::common::{minimal, production, CountingRandomness};
+
+struct Harness {
+    ctx: Context<FakeApi, MemoryBackends>,
+    now: Arc<AtomicI64>,
+}
+
+const T0: i64 = 1_750_000_000;
+
+impl Harness {
+    fn new() -> Self {
+        let now = Arc::new(AtomicI64::new(T0));
+        let clock = now.clone();
+        Self {
+            ctx: Context {
+                api: FakeApi::new(),
+                backends: MemoryBackends::new(),
+                platform: Platform::local(),
+                clock: Box::new(move || {
+                    OffsetDateTime::from_unix_timestamp(clock.load(Ordering::SeqCst))
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+                }),
+                random: Box::new(CountingRandomness::default()),
+                backoff: Backoff::default(),
+            },
+            now,
+        }
+    }
+
+    fn api(&self) -> &FakeApi {
+        &self.ctx.api
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.now.fetch_add(seconds, Ordering::SeqCst);
+    }
+
+    /// Creates the project as a user would (no status, no uid: the fake gives one).
+    fn create(&self, project: &ZoriProject) -> ObjectKey {
+        let mut value = serde_json::to_value(project).expect("serialises");
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("uid");
+            meta.remove("generation");
+        }
+        self.api().insert(value).expect("insert");
+        ObjectKey::new(
+            crd::API_VERSION,
+            crd::KIND,
+            project.metadata.namespace.as_deref(),
+            project.metadata.name.as_deref().expect("name"),
+        )
+    }
+
+    fn project(&self, key: &ObjectKey) -> ZoriProject {
+        serde_json::from_value(self.api().object(key).expect("project exists"))
+            .expect("a ZoriProject")
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Next {
+        let project = self.project(key);
+        reconcile(&project, &self.ctx).await.expect("reconcile")
+    }
+
+    fn status(&self, key: &ObjectKey) -> ZoriProjectStatus {
+        self.project(key).status.expect("status")
+    }
+
+    fn condition(&self, key: &ObjectKey, type_: &str) -> Condition {
+        self.status(key)
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    /// Changes the spec as the user would (`kubectl apply` of the edited manifest).
+    fn edit(&self, key: &ObjectKey, change: impl FnOnce(&mut ZoriProjectSpec)) {
+        let mut spec = self.project(key).spec;
+        change(&mut spec);
+        self.api()
+            .apply_as(
+                USER_MANAGER,
+                &json!({
+                    "apiVersion": crd::API_VERSION,
+                    "kind": crd::KIND,
+                    "metadata": {"name": key.name, "namespace": key.namespace},
+                    "spec": spec,
+                }),
+            )
+            .expect("user apply");
+    }
+
+    fn child(&self, kind: &str, name: &str) -> Option<Value> {
+        let api_version = match kind {
+            "Deployment" => "apps/v1",
+            "PodDisruptionBudget" => "policy/v1",
+            "Ingress" => "networking.k8s.io/v1",
+            _ => "v1",
+        };
+        self.api()
+            .object(&ObjectKey::new(api_version, kind, Some("shops"), name))
+    }
+
+    fn roll_out(&self, name: &str) {
+        self.api()
+            .roll_out(&ObjectKey::new(
+                "apps/v1",
+                "Deployment",
+                Some("shops"),
+                name,
+            ))
+            .expect("roll out");
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.api().events().into_iter().map(|e| e.reason).collect()
+    }
+}
+
+fn status_of(c: &Condition) -> (ConditionStatus, &str) {
+    (c.status, c.reason.as_str())
+}
+
+#[tokio::test]
+async fn create_makes_children_backends_and_status() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    let next = h.reconcile(&key).await;
+    assert_eq!(
+        next,
+        Next::Requeue(PROGRESS_CHECK),
+        "workloads are not rolled out yet"
+    );
+
+    let project = h.project(&key);
+    assert_eq!(
+        project.metadata.finalizers,
+        Some(vec![FINALIZER.to_owned()])
+    );
+    let uid = project.metadata.uid.clone().expect("uid");
+    for (kind, name) in [
+        ("Secret", "acme-credentials"),
+        ("Deployment", "acme-ingest"),
+        ("Deployment", "acme-api"),
+        ("Service", "acme-ingest"),
+        ("Service", "acme-api"),
+        ("PodDisruptionBudget", "acme-ingest"),
+        ("PodDisruptionBudget", "acme-api"),
+    ] {
+        let child = h
+            .child(kind, name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"));
+        assert_eq!(
+            child
+                .pointer("/metadata/ownerReferences/0/uid")
+                .and_then(Value::as_str),
+            Some(uid.as_str()),
+            "{kind} {name} is owned by the project"
+        );
+    }
+    assert!(h.child("Ingress", "acme").is_none());
+
+    assert!(h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some());
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    let password = secret
+        .pointer(&format!("/data/{}", keys::POSTGRES_PASSWORD))
+        .and_then(Value::as_str)
+        .expect("password");
+    let (schema, stored) = h.ctx.backends.postgres("zori_shops_acme").expect("role");
+    assert_eq!(schema, "zori_shops_acme");
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(password)
+        .expect("base64");
+    assert_eq!(
+        stored.as_bytes(),
+        decoded.as_slice(),
+        "the role uses the Secret's password"
+    );
+    assert!(h.ctx.backends.has_database("zori_shops_acme"));
+
+    let status = h.status(&key);
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.tenant_id.as_deref(), Some("shops_acme"));
+    let names = status.names.as_ref().expect("names");
+    assert_eq!(names.stream, "ZORI_SHOPS_ACME");
+    assert_eq!(names.subjects, "zori.shops_acme.>");
+    assert_eq!(names.postgres_role, "zori_shops_acme");
+    assert_eq!(names.clickhouse_database, "zori_shops_acme");
+    assert_eq!(names.secret, "acme-credentials");
+    let endpoints = status.endpoints.as_ref().expect("endpoints");
+    assert_eq!(
+        endpoints.tracking,
+        "http://acme-ingest.shops.svc.cluster.local"
+    );
+    assert_eq!(
+        endpoints.tracker_script,
+        "http://acme-ingest.shops.svc.cluster.local/zori.js"
+    );
+    assert_eq!(
+        endpoints.stripe_webhook,
+        "http://acme-api.shops.svc.cluster.local/webhooks/stripe"
+    );
+
+    let types_seen: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types_seen,
+        vec![
+            types::READY,
+            types::SECRET,
+            types::STREAM,
+            types::POSTGRES,
+            types::CLICKHOUSE,
+            types::INGEST,
+            types::API
+        ]
+    );
+    for t in [
+        types::SECRET,
+        types::STREAM,
+        types::POSTGRES,
+        types::CLICKHOUSE,
+    ] {
+        assert_eq!(
+            status_of(&h.condition(&key, t)),
+            (ConditionStatus::True, reasons::PROVISIONED),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        status_of(&h.condition(&key, types::INGEST)),
+        (ConditionStatus::False, reasons::PROGRESSING)
+    );
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::False, reasons::WORKLOAD_NOT_READY)
+    );
+    for c in &status.conditions {
+        assert_eq!(c.observed_generation, Some(1));
+        assert_eq!(c.last_transition_time, "2025-06-15T15:06:40Z");
+    }
+    assert_eq!(
+        h.event_reasons(),
+        vec![
+            "SecretCreated",
+            "StreamCreated",
+            "PostgresCreated",
+            "ClickHouseCreated"
+        ]
+    );
+
+    // The pods come up: Ready flips, and only the flipped conditions get a new time.
+    h.roll_out("acme-ingest");
+    h.roll_out("acme-api");
+    h.advance(60);
+    h.api().clear_log();
+    assert_eq!(h.reconcile(&key).await, Next::Requeue(RESYNC));
+    let ready = h.condition(&key, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::True, reasons::RECONCILED)
+    );
+    assert_eq!(ready.last_transition_time, "2025-06-15T15:07:40Z");
+    assert_eq!(
+        h.condition(&key, types::STREAM).last_transition_time,
+        "2025-06-15T15:06:40Z"
+    );
+    assert_eq!(
+        status_of(&h.condition(&key, types::API)),
+        (ConditionStatus::True, reasons::AVAILABLE)
+    );
+    assert_eq!(h.event_reasons(), vec![reasons::RECONCILED]);
+}
+
+#[tokio::test]
+async fn a_second_reconcile_writes_nothing() {
+    let h = Harness::new();
+    let key = h.create(&production());
+    h.api()
+        .insert(serde_json::to_value(stripe_secret()).expect("json"))
+        .expect("stripe secret");
+    h.reconcile(&key).await;
+    h.roll_out("bakery-ingest");
+    h.roll_out("bakery-api");
+    h.reconcile(&key).await;
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::True, reasons::RECONCILED)
+    );
+
+    h.api().clear_log();
+    h.ctx.backends.clear_mutations();
+    h.advance(300);
+    let before = h.api().object(&key);
+    assert_eq!(h.reconcile(&key).await, Next::Requeue(RESYNC));
+    assert_eq!(h.api().changes(), vec![], "no write changed anything");
+    assert!(h.api().events().is_empty(), "no events");
+    assert!(h.ctx.backends.mutations().is_empty(), "no backend changes");
+    assert_eq!(h.api().object(&key), before);
+    assert!(
+        h.api().writes().iter().all(|w| w.verb == "apply"),
+        "only no-op applies: {:?}",
+        h.api().writes()
+    );
+}
+
+fn stripe_secret() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "bakery-stripe", "namespace": "shops"},
+        "data": {"webhook-secret": "d2hzZWNfdGVzdA=="}
+    })
+}
+
+#[tokio::test]
+async fn the_production_example_gets_an_ingress_and_public_endpoints() {
+    let h = Harness::new();
+    let key = h.create(&production());
+    h.api().insert(stripe_secret()).expect("stripe secret");
+    h.reconcile(&key).await;
+    let ingress = h.child("Ingress", "bakery").expect("ingress");
+    assert_eq!(
+        ingress.pointer("/spec/rules/0/host"),
+        Some(&json!("t.bakery.example.com"))
+    );
+    let endpoints = h.status(&key).endpoints.expect("endpoints");
+    assert_eq!(endpoints.tracking, "https://t.bakery.example.com");
+    assert_eq!(
+        endpoints.stripe_webhook,
+        "https://t.bakery.example.com/webhooks/stripe"
+    );
+    assert_eq!(
+        status_of(&h.condition(&key, types::INGRESS)),
+        (ConditionStatus::True, reasons::CONFIGURED)
+    );
+    let deployment = h.child("Deployment", "bakery-ingest").expect("deployment");
+    assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(3)));
+
+    // Removing the ingress from the spec removes the Ingress and its condition.
+    h.edit(&key, |spec| spec.ingress = None);
+    h.reconcile(&key).await;
+    assert!(h.child("Ingress", "bakery").is_none());
+    assert!(h
+        .status(&key)
+        .conditions
+        .iter()
+        .all(|c| c.type_ != types::INGRESS));
+    assert_eq!(
+        h.status(&key).endpoints.expect("endpoints").tracking,
+        "http://bakery-ingest.shops.svc.cluster.local"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_updates_the_children_and_the_stream() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let secret_before = h.child("Secret", "acme-credentials");
+    h.edit(&key, |spec| {
+        spec.ingest.workload.replicas = 4;
+        spec.stream_limits.max_bytes = crd::Quantity::new("2Gi");
+        spec.allowed_origins
+            .push("https://www.shop.example.com".to_owned());
+    });
+    h.api().clear_log();
+    h.ctx.backends.clear_mutations();
+    assert_eq!(h.project(&key).metadata.generation, Some(2));
+    h.reconcile(&key).await;
+
+    let deployment = h.child("Deployment", "acme-ingest").expect("deployment");
+    assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(4)));
+    let env = deployment
+        .pointer("/spec/template/spec/containers/0/env")
+        .expect("env");
+    assert!(env.as_array().expect("list").iter().any(|e| e
+        == &json!({"name": "ZORI_ALLOWED_ORIGINS", "value": "https://shop.example.com,https://www.shop.example.com"})));
+    assert_eq!(
+        h.ctx.backends.mutations(),
+        vec!["update stream ZORI_SHOPS_ACME: max_bytes"]
+    );
+    assert_eq!(
+        h.ctx
+            .backends
+            .stream("ZORI_SHOPS_ACME")
+            .expect("stream")
+            .max_bytes,
+        2 << 30
+    );
+    assert_eq!(
+        h.child("Secret", "acme-credentials"),
+        secret_before,
+        "the Secret is untouched"
+    );
+    let changed: Vec<String> = h
+        .api()
+        .changes()
+        .iter()
+        .map(|w| format!("{} {}", w.verb, w.key))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            "event ZoriProject shops/acme",
+            "apply Deployment shops/acme-ingest",
+            "apply-status ZoriProject shops/acme"
+        ]
+    );
+    assert_eq!(h.event_reasons(), vec!["StreamUpdated"]);
+    assert_eq!(h.status(&key).observed_generation, Some(2));
+    assert_eq!(
+        h.condition(&key, types::STREAM).observed_generation,
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn drift_in_the_stream_is_repaired() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    h.ctx
+        .backends
+        .tamper_stream("ZORI_SHOPS_ACME", |s| s.max_age = Duration::from_secs(60));
+    h.reconcile(&key).await;
+    assert_eq!(
+        h.ctx
+            .backends
+            .stream("ZORI_SHOPS_ACME")
+            .expect("stream")
+            .max_age,
+        Duration::from_secs(168 * 3600)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_children() {
+    let h = Harness::new();
+    let mut project = minimal();
+    project.spec.allowed_origins = vec!["shop.example.com".to_owned()];
+    project.spec.stream_limits.replicas = 9;
+    let key = h.create(&project);
+    assert_eq!(h.reconcile(&key).await, Next::Invalid);
+
+    let ready = h.condition(&key, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::INVALID_SPEC)
+    );
+    assert_eq!(
+        ready.message,
+        "spec.allowedOrigins[0]: \"shop.example.com\" is not an http(s) origin such as https://shop.example.com; \
+         spec.streamLimits.replicas: must be between 1 and 5"
+    );
+    let events = h.api().events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].type_, EventType::Warning);
+    assert_eq!(events[0].reason, reasons::INVALID_SPEC);
+    assert!(events[0].note.contains("spec.allowedOrigins[0]"));
+    let kinds: Vec<String> = h.api().keys().into_iter().map(|k| k.kind).collect();
+    assert_eq!(kinds, vec![crd::KIND], "no children");
+    assert!(h.ctx.backends.mutations().is_empty(), "no backends");
+    assert_eq!(
+        h.status(&key).tenant_id.as_deref(),
+        Some("shops_acme"),
+        "the id is pinned"
+    );
+
+    // Waiting: the same invalid spec again writes nothing and sends nothing.
+    h.api().clear_log();
+    assert_eq!(h.reconcile(&key).await, Next::Invalid);
+    assert!(h.api().changes().is_empty(), "{:?}", h.api().changes());
+
+    // Fixing it reconciles everything.
+    h.edit(&key, |spec| {
+        spec.allowed_origins = vec!["https://shop.example.com".to_owned()];
+        spec.stream_limits.replicas = 1;
+    });
+    h.api().clear_log();
+    h.reconcile(&key).await;
+    assert!(h.child("Deployment", "acme-api").is_some());
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::False, reasons::WORKLOAD_NOT_READY)
+    );
+    assert_eq!(
+        h.event_reasons(),
+        vec![
+            "SecretCreated",
+            "StreamCreated",
+            "PostgresCreated",
+            "ClickHouseCreated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn transient_backend_failures_back_off_and_recover() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.ctx.backends.fail(
+        Backend::ClickHouse,
+        Some("failed to create ClickHouse database zori_shops_acme: connection refused"),
+    );
+    assert_eq!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            after: Backoff::BASE,
+            reason: reasons::PROVISIONING_FAILED
+        }
+    );
+    let condition = h.condition(&key, types::CLICKHOUSE);
+    assert_eq!(
+        status_of(&condition),
+        (ConditionStatus::False, reasons::PROVISIONING_FAILED)
+    );
+    assert!(condition.message.contains("connection refused"));
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::False, reasons::BACKEND_NOT_READY)
+    );
+    let warnings: Vec<_> = h
+        .api()
+        .events()
+        .into_iter()
+        .filter(|e| e.type_ == EventType::Warning)
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].reason, reasons::PROVISIONING_FAILED);
+    assert!(warnings[0]
+        .note
+        .starts_with("ClickHouseReady: failed to create ClickHouse database"));
+    // The rest was still provisioned and applied.
+    assert!(h.child("Deployment", "acme-ingest").is_some());
+
+    h.api().clear_log();
+    assert_eq!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            after: Backoff::BASE * 2,
+            reason: reasons::PROVISIONING_FAILED
+        },
+        "backs off"
+    );
+    assert!(
+        h.api().events().is_empty(),
+        "the same failure is reported once"
+    );
+
+    h.ctx.backends.fail(Backend::ClickHouse, None);
+    h.reconcile(&key).await;
+    assert_eq!(
+        status_of(&h.condition(&key, types::CLICKHOUSE)),
+        (ConditionStatus::True, reasons::PROVISIONED)
+    );
+    h.ctx.backends.fail(Backend::Stream, Some("nats down"));
+    assert_eq!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            after: Backoff::BASE,
+            reason: reasons::PROVISIONING_FAILED
+        },
+        "success reset the backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_apply_is_reported_on_its_workload() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.api()
+        .fail_applies_of("PodDisruptionBudget", Some("admission webhook denied"));
+    assert!(matches!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            reason: reasons::APPLY_FAILED,
+            ..
+        }
+    ));
+    let ingest = h.condition(&key, types::INGEST);
+    assert_eq!(
+        status_of(&ingest),
+        (ConditionStatus::False, reasons::APPLY_FAILED)
+    );
+    assert!(
+        ingest
+            .message
+            .contains("PodDisruptionBudget shops/acme-ingest"),
+        "{}",
+        ingest.message
+    );
+    assert!(h
+        .event_reasons()
+        .contains(&reasons::APPLY_FAILED.to_owned()));
+}
+
+#[tokio::test]
+async fn a_missing_stripe_secret_is_named() {
+    let h = Harness::new();
+    let key = h.create(&production());
+    assert!(matches!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            reason: reasons::STRIPE_SECRET_NOT_FOUND,
+            ..
+        }
+    ));
+    let api = h.condition(&key, types::API);
+    assert_eq!(
+        status_of(&api),
+        (ConditionStatus::False, reasons::STRIPE_SECRET_NOT_FOUND)
+    );
+    assert_eq!(
+        api.message,
+        "Secret bakery-stripe named in spec.stripe.webhookSecretRef does not exist"
+    );
+    assert!(h
+        .event_reasons()
+        .contains(&reasons::STRIPE_SECRET_NOT_FOUND.to_owned()));
+
+    h.api().insert(stripe_secret()).expect("stripe secret");
+    h.roll_out("bakery-ingest");
+    h.roll_out("bakery-api");
+    h.reconcile(&key).await;
+    // The Stripe secret's hash joined the pod template: a new rollout starts.
+    assert_eq!(
+        status_of(&h.condition(&key, types::API)),
+        (ConditionStatus::False, reasons::PROGRESSING)
+    );
+    h.roll_out("bakery-api");
+    h.reconcile(&key).await;
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::True, reasons::RECONCILED)
+    );
+}
+
+#[tokio::test]
+async fn the_secret_survives_and_is_recreated_loudly() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let first = h.child("Secret", "acme-credentials").expect("secret");
+    h.reconcile(&key).await;
+    assert_eq!(
+        h.child("Secret", "acme-credentials").expect("secret")["data"],
+        first["data"]
+    );
+
+    // Someone deletes it: new values, a Warning, and the role follows the new password.
+    let secret_key = ObjectKey::new("v1", "Secret", Some("shops"), "acme-credentials");
+    h.api().delete(&secret_key).await.expect("delete");
+    h.api().clear_log();
+    h.reconcile(&key).await;
+    let second = h.child("Secret", "acme-credentials").expect("secret");
+    assert_ne!(second["data"], first["data"]);
+    assert!(h.event_reasons().contains(&"SecretRecreated".to_owned()));
+    assert!(h
+        .ctx
+        .backends
+        .mutations()
+        .contains(&"update role zori_shops_acme".to_owned()));
+}
+
+#[tokio::test]
+async fn other_managers_fields_are_kept() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    h.api()
+        .apply_as(
+            "someone",
+            &json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "acme-api", "namespace": "shops", "annotations": {"team": "growth"}}
+            }),
+        )
+        .expect("apply");
+    h.api().clear_log();
+    h.reconcile(&key).await;
+    let deployment = h.child("Deployment", "acme-api").expect("deployment");
+    assert_eq!(
+        deployment.pointer("/metadata/annotations/team"),
+        Some(&json!("growth"))
+    );
+    assert!(h.api().changes().is_empty());
+}
+
+#[tokio::test]
+async fn suspend_scales_to_zero_and_says_so() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    h.edit(&key, |spec| spec.suspend = true);
+    assert_eq!(h.reconcile(&key).await, Next::Requeue(RESYNC));
+    assert_eq!(
+        h.child("Deployment", "acme-api")
+            .expect("api")
+            .pointer("/spec/replicas"),
+        Some(&json!(0))
+    );
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::False, reasons::SUSPENDED)
+    );
+    assert_eq!(
+        status_of(&h.condition(&key, types::INGEST)),
+        (ConditionStatus::False, reasons::SUSPENDED)
+    );
+    assert!(
+        h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some(),
+        "data is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_tenant_id_gets_a_hash() {
+    let h = Harness::new();
+    let mut first = minimal();
+    first.metadata.namespace = Some("a-b".to_owned());
+    first.metadata.name = Some("c".to_owned());
+    let mut second = minimal();
+    second.metadata.namespace = Some("a".to_owned());
+    second.metadata.name = Some("b-c".to_owned());
+    let first_key = h.create(&first);
+    let second_key = h.create(&second);
+    h.reconcile(&first_key).await;
+    h.reconcile(&second_key).await;
+    let a = h.status(&first_key).tenant_id.expect("id");
+    let b = h.status(&second_key).tenant_id.expect("id");
+    assert_eq!(a, "a_b_c");
+    assert!(
+        b.starts_with("a_b_c_") && b.len() == "a_b_c_".len() + 8,
+        "{b}"
+    );
+    // Pinned: reconciling again keeps it.
+    h.reconcile(&second_key).await;
+    assert_eq!(h.status(&second_key).tenant_id.expect("id"), b);
+}
+
+#[tokio::test]
+async fn delete_with_retain_keeps_the_data() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    h.api().delete(&key).await.expect("delete");
+    assert!(
+        h.api().object(&key).is_some(),
+        "the finalizer holds the object"
+    );
+    h.api().clear_log();
+    assert_eq!(h.reconcile(&key).await, Next::AwaitChange);
+    assert!(h.api().object(&key).is_none(), "the finalizer was removed");
+    assert!(
+        h.api().keys().is_empty(),
+        "the children were collected: {:?}",
+        h.api().keys()
+    );
+    assert!(h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some());
+    assert!(h.ctx.backends.postgres("zori_shops_acme").is_some());
+    assert!(h.ctx.backends.has_database("zori_shops_acme"));
+    assert_eq!(h.event_reasons(), vec!["Retained"]);
+}
+
+#[tokio::test]
+async fn delete_with_delete_drops_the_data_even_if_some_is_gone() {
+    let h = Harness::new();
+    let mut project = minimal();
+    project.spec.reclaim_policy = crd::ReclaimPolicy::Delete;
+    let key = h.create(&project);
+    h.reconcile(&key).await;
+    use zori_operator::backends::{Backends, ChTenant};
+    h.ctx
+        .backends
+        .drop_clickhouse(ChTenant {
+            database: "zori_shops_acme",
+            user: None,
+        })
+        .await
+        .expect("drop");
+
+    h.api().delete(&key).await.expect("delete");
+    h.ctx
+        .backends
+        .fail(Backend::Postgres, Some("postgres is down"));
+    assert_eq!(
+        h.reconcile(&key).await,
+        Next::Retry {
+            after: Backoff::BASE,
+            reason: reasons::RECLAIM_FAILED
+        }
+    );
+    let ready = h.condition(&key, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::RECLAIM_FAILED)
+    );
+    assert!(ready.message.contains("postgres is down"));
+    assert!(
+        h.api().object(&key).is_some(),
+        "the finalizer stays until the data is gone"
+    );
+
+    h.ctx.backends.fail(Backend::Postgres, None);
+    h.api().clear_log();
+    assert_eq!(h.reconcile(&key).await, Next::AwaitChange);
+    assert!(h.api().object(&key).is_none());
+    assert!(
+        h.ctx.backends.stream("ZORI_SHOPS_ACME").is_none(),
+        "stream dropped (already on the failed try)"
+    );
+    assert!(h.ctx.backends.postgres("zori_shops_acme").is_none());
+    assert!(!h.ctx.backends.has_database("zori_shops_acme"));
+    let events = h.api().events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "Reclaimed");
+    assert!(
+        events[0].note.contains("already gone: stream, database"),
+        "{}",
+        events[0].note
+    );
+}
+
+#[tokio::test]
+async fn delete_before_any_name_was_pinned_touches_nothing() {
+    let h = Harness::new();
+    let mut project = minimal();
+    project.spec.reclaim_policy = crd::ReclaimPolicy::Delete;
+    project.metadata.finalizers = Some(vec![FINALIZER.to_owned(), "other.example/keep".to_owned()]);
+    let key = h.create(&project);
+    h.api().delete(&key).await.expect("delete");
+    assert_eq!(h.reconcile(&key).await, Next::AwaitChange);
+    assert!(h.ctx.backends.mutations().is_empty());
+    assert_eq!(
+        h.project(&key).metadata.finalizers,
+        Some(vec!["other.example/keep".to_owned()]),
+        "only our finalizer is removed"
+    );
+}
+
+#[tokio::test]
+async fn status_round_trips_through_the_crd_types() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let raw = h.api().object(&key).expect("object");
+    let status: BTreeMap<String, Value> =
+        serde_json::from_value(raw["status"].clone()).expect("map");
+    assert!(status.contains_key("observedGeneration"));
+    assert!(status.contains_key("tenantId"));
+    let ready = &raw["status"]["conditions"][0];
+    for field in [
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    ] {
+        assert!(ready.get(field).is_some(), "{field} missing from {ready}");
+    }
+}
+
+#[tokio::test]
+async fn the_applied_settings_are_the_built_ones() {
+    use zori_operator::builders::env::{applied_env, project_env, SecretStore};
+    let h = Harness::new();
+    let key = h.create(&production());
+    h.api().insert(stripe_secret()).expect("stripe secret");
+    h.reconcile(&key).await;
+    let applied = applied_env(h.api(), "shops", "bakery")
+        .await
+        .expect("resolves");
+
+    let decode = |name: &str| -> BTreeMap<String, String> {
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(h.child("Secret", name).expect("secret")).expect("a Secret");
+        zori_operator::builders::secret::decode(&secret)
+    };
+    let secrets: SecretStore = BTreeMap::from([
+        (
+            "bakery-credentials".to_owned(),
+            decode("bakery-credentials"),
+        ),
+        ("bakery-stripe".to_owned(), decode("bakery-stripe")),
+    ]);
+    let built = project_env(&h.project(&key), &h.ctx.platform, &secrets).expect("resolves");
+    assert_eq!(applied, built);
+    let api: BTreeMap<_, _> = applied.api.into_iter().collect();
+    assert_eq!(api["ZORI_STRIPE_WEBHOOK_SECRETS"], "whsec_test");
+    assert_eq!(api["ZORI_POSTGRES_SCHEMA"], "zori_shops_bakery");
+    assert!(api["ZORI_POSTGRES_URL"].starts_with("postgres://zori_shops_bakery:"));
+}

@@ -1,0 +1,157 @@
+//! Consumer throughput: `zori-api` draining a stream into ClickHouse and PostgreSQL, beside a
+//! bare batched RowBinary insert of the same rows into a table of the same schema.
+
+use std::time::{Duration, Instant};
+
+use async_nats::{jetstream, HeaderMap};
+use clickhouse::Row;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use zori_api::ch::EventRow;
+use zori_core::{
+    enrich::{enrich_event, EnrichContext, EnrichSettings},
+    event::{RawEvent, StreamMessage, Subjects, TrackedEvent},
+};
+use zori_e2e::{free_port, Process, Profile, Tenant, CLICKHOUSE_URL, NATS_URL, SITE_ORIGIN};
+use zori_service::jetstream::{desired_config, ensure_stream, StreamLimits};
+
+use crate::ingest::tracker_event;
+
+const EVENTS: usize = 200_000;
+const VISITORS: usize = 20_000;
+/// The consumer's default batch size, used for the bare insert too.
+const BATCH: usize = 5_000;
+
+#[derive(Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+/// Realistic enriched events, as ingest would publish them.
+pub fn tracked_events(count: usize, visitors: usize, span: time::Duration) -> Vec<TrackedEvent> {
+    let settings = EnrichSettings {
+        allowed_hosts: vec!["shop.example".to_owned()],
+        max_past_skew: Duration::from_secs(40 * 24 * 3600),
+        max_future_skew: Duration::from_secs(300),
+        email_salt: "bench-salt-0123456789".to_owned(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let ip = "81.2.69.160".parse().ok();
+    (0..count)
+        .map(|i| {
+            let mut raw: RawEvent = serde_json::from_value(tracker_event(i % visitors)).unwrap();
+            let at = now - span * ((i % 997) as f64 / 997.0);
+            raw.client_timestamp_utc = Some(
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            );
+            raw.page_url = Some(format!("{SITE_ORIGIN}/page/{}", i % 50));
+            let ctx = EnrichContext {
+                received_at: now,
+                client_ip: ip,
+                user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
+                settings: &settings,
+            };
+            enrich_event(raw, &ctx).expect("bench event is valid")
+        })
+        .collect()
+}
+
+/// Publishes `events` to the tenant's ingress subject, pipelined, with `Nats-Msg-Id`.
+pub async fn publish_all(js: &jetstream::Context, tenant: &Tenant, events: &[TrackedEvent]) {
+    let subject = Subjects::for_tenant(&tenant.id).ingress;
+    for chunk in events.chunks(1000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.id.as_str());
+            let body = serde_json::to_vec(&StreamMessage::Event(event.clone())).unwrap();
+            acks.push(
+                js.publish_with_headers(subject.clone(), headers, body.into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("ack");
+        }
+    }
+}
+
+pub async fn create_stream(js: &jetstream::Context, tenant: &Tenant) {
+    let subjects = Subjects::for_tenant(&tenant.id);
+    let limits = StreamLimits {
+        max_bytes: 8 << 30,
+        ..StreamLimits::default()
+    };
+    ensure_stream(
+        js,
+        desired_config(&subjects.stream, vec![subjects.wildcard], &limits),
+    )
+    .await
+    .expect("create stream");
+}
+
+pub async fn run() {
+    let tenant = Tenant::new("benchc");
+    let js = jetstream::new(async_nats::connect(NATS_URL).await.expect("NATS is up"));
+    create_stream(&js, &tenant).await;
+    let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
+    publish_all(&js, &tenant, &events).await;
+
+    let port = free_port();
+    let started = Instant::now();
+    let api =
+        Process::start_profile("zori-api", Profile::Release, port, &tenant.api_args(port)).await;
+    let ch = clickhouse::Client::default()
+        .with_url(CLICKHOUSE_URL)
+        .with_compression(clickhouse::Compression::None)
+        .with_database(tenant.schema());
+    loop {
+        let n = ch
+            .query("SELECT count() AS n FROM events")
+            .fetch_one::<Count>()
+            .await
+            .map(|c| c.n)
+            .unwrap_or(0);
+        if n >= EVENTS as u64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "consumer stalled at {n} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let consumer = started.elapsed();
+    drop(api);
+
+    ch.query("CREATE TABLE bench_raw AS events")
+        .execute()
+        .await
+        .expect("create bench table");
+    let rows: Vec<EventRow> = events.iter().map(EventRow::from_event).collect();
+    let started = Instant::now();
+    for chunk in rows.chunks(BATCH) {
+        let mut insert = ch.insert::<EventRow>("bench_raw").expect("insert");
+        for row in chunk {
+            insert.write(row).await.expect("write row");
+        }
+        insert.end().await.expect("end insert");
+    }
+    let bare = started.elapsed();
+    tenant.cleanup().await;
+
+    let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
+    println!("| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare |");
+    println!("|---|---:|---:|");
+    println!(
+        "| bare RowBinary insert, batches of {BATCH} | {:.0} | 1.00 |",
+        rate(bare)
+    );
+    println!(
+        "| zori-api consumer (ClickHouse + PostgreSQL, from process start) | {:.0} | {:.2} |",
+        rate(consumer),
+        rate(consumer) / rate(bare)
+    );
+}
