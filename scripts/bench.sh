@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
 cargo build --release --workspace --bins
-for what in "${@:-ingest}"; do
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(ingest consumer reports)
+for what in "${benches[@]}"; do
   echo "## $what"
   target/release/zori-bench "$what"
 done

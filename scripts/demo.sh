@@ -62,10 +62,12 @@ cat <<INFO
 Zori demo is running (logs in $run/):
   demo shop       http://localhost:8080/?utm_source=twitter&utm_medium=social&utm_campaign=launch
   tracker         http://localhost:1324/zori.js
+  dashboard       http://localhost:1323/  (sign in with the API token $ZORI_API_TOKEN)
   reports API     curl -H "Authorization: Bearer $ZORI_API_TOKEN" "http://localhost:1323/api/v1/attribution?dimension=source"
   metrics         http://localhost:1324/metrics  http://localhost:1323/metrics
 
-Open the shop, buy a plan, then ask the reports API which source brought the money.
+Open the shop, buy a plan, then see on the dashboard (or ask the reports API) which source
+brought the money.
 The same from a terminal, step by step: docs/site-owner-guide.md ("Try it on the demo shop"), with
   export SHOP=http://localhost:8080 ZORI_INGEST_URL=http://localhost:1324 ZORI_API_URL=http://localhost:1323
   export ZORI_PUBLISHABLE_KEY=$ZORI_PUBLISHABLE_KEY ZORI_API_TOKEN=$ZORI_API_TOKEN

@@ -6,6 +6,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Parser;
 use zori_service::jetstream::{parse_duration, StreamLimits};
+pub use zori_service::secret::Secret;
 
 /// Smallest `--max-deliver`: a message failing on its own with healthy backends goes to the dead
 /// letter subject on its third delivery, so it must be allowed at least that many.
@@ -25,26 +26,6 @@ pub enum ConfigError {
         env: &'static str,
         reason: String,
     },
-}
-
-/// A value that must never reach a log line or a `Debug` dump.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use axum::http::HeaderName;
 use clap::Parser;
 use zori_core::{enrich::EnrichSettings, event::Subjects};
 use zori_service::jetstream::{parse_duration, StreamLimits};
+pub use zori_service::secret::{Secret, REDACTED};
 
 /// Command-line flags and environment variables, as given. Every value is read as text and
 /// checked by [`Config::validate`], so that every mistake produces the same one-line error.
@@ -290,35 +291,6 @@ impl ConfigError {
         match self {
             ConfigError::Missing { flag, .. } | ConfigError::Invalid { flag, .. } => flag,
         }
-    }
-}
-
-const REDACTED: &str = "[redacted]";
-
-/// A secret value: never shown by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; only for the code that uses it, never for logs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
     }
 }
 
@@ -645,11 +617,11 @@ impl Config {
             subjects: Subjects::for_tenant(&tenant_id),
             tenant_id,
             listen,
-            publishable_key: Secret(publishable_key),
+            publishable_key: Secret::new(publishable_key),
             allowed_origins,
-            nats_url: Secret(nats_url),
-            redis_url: Secret(redis_url),
-            email_salt: Secret(email_salt),
+            nats_url: Secret::new(nats_url),
+            redis_url: Secret::new(redis_url),
+            email_salt: Secret::new(email_salt),
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
             max_batch_events: usize::try_from(max_batch_events).unwrap_or(usize::MAX),
             rate_limits: RateLimits {

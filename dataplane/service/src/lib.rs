@@ -3,5 +3,6 @@
 
 pub mod jetstream;
 pub mod ops;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
