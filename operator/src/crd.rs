@@ -104,7 +104,7 @@ pub struct ZoriProjectSpec {
     #[serde(default)]
     pub stream_limits: StreamLimitsSpec,
 
-    /// Exposes the tracking and webhook endpoints on one host through an Ingress.
+    /// Exposes the tracking, reports, webhook and dashboard paths on one host through an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
 
@@ -340,8 +340,9 @@ impl Default for StreamLimitsSpec {
 }
 
 /// One host in front of both workloads: the tracking paths (`/ingest`, `/identify`, `/batch`,
-/// `/zori.js`, `/v/…`) go to `<name>-ingest`; the reports (`/api/…`) and the webhooks
-/// (`/webhooks/…`) to `<name>-api`.
+/// `/zori.js`, `/v/…`) go to `<name>-ingest`; the reports (`/api/…`), the webhooks
+/// (`/webhooks/…`) and the dashboard (`/` exactly, `/assets/…`, `/session…`) to `<name>-api`.
+/// `/metrics`, `/readyz` and `/healthz` are not routed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {

@@ -190,19 +190,6 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    /// Same as [`Browser::js`].
-    pub async fn execute(&self, script: &str, args: Vec<Value>) -> Value {
-        self.js(script, args).await
-    }
-
-    /// Runs an asynchronous script; it ends by calling `arguments[arguments.length - 1]`.
-    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
-        self.client
-            .execute_async(script, args)
-            .await
-            .unwrap_or_else(|e| panic!("async script failed: {e}\n{script}"))
-    }
-
     pub async fn goto(&self, url: &str) {
         self.client
             .goto(url)
@@ -226,39 +213,6 @@ impl Browser {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-    }
-
-    /// Polls the JavaScript expression `expression` until it is truthy; returns its value.
-    pub async fn wait_for(&self, expression: &str, timeout: Duration) -> Value {
-        self.wait_until(expression, &format!("return ({expression});"), timeout)
-            .await
-    }
-
-    /// Reloads the page.
-    pub async fn refresh(&self) {
-        self.client.refresh().await.expect("reload");
-    }
-
-    /// Deletes a cookie of the current page.
-    pub async fn delete_cookie(&self, name: &str) {
-        let _ = self.client.delete_cookie(name).await;
-    }
-
-    /// Every cookie of the current page, as [`Browser::cookie`] shows one.
-    pub async fn cookies(&self) -> Vec<Value> {
-        let names: Vec<String> = self
-            .client
-            .get_all_cookies()
-            .await
-            .map(|all| all.iter().map(|c| c.name().to_owned()).collect())
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for name in names {
-            if let Some(c) = self.cookie(&name).await {
-                out.push(c);
-            }
-        }
-        out
     }
 
     /// A cookie of the current page as JSON (`name`, `value`, `path`, `domain`, `http_only`,

@@ -8,43 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{
-    event, identify, insert_payment, net, page_view, range, row, session, visitor, From, Harness,
+    days_ago, event, identify, insert_payment, net, page_view, range, row, session, visitor,
+    Harness, DIRECT, GOOGLE, TWITTER,
 };
 use serde_json::{json, Value};
-use time::OffsetDateTime;
-use zori_core::{channel::Channel, event::StreamMessage};
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-fn days_ago(n: i64) -> OffsetDateTime {
-    now() - time::Duration::days(n)
-}
-
-const TWITTER: From = From {
-    utm_source: Some("twitter"),
-    utm_medium: Some("paid_social"),
-    utm_campaign: Some("launch"),
-    referrer: Some("t.co"),
-    channel: Some(Channel::PaidSocial),
-};
-
-const GOOGLE: From = From {
-    utm_source: None,
-    utm_medium: None,
-    utm_campaign: None,
-    referrer: Some("google.com"),
-    channel: Some(Channel::OrganicSearch),
-};
-
-const DIRECT: From = From {
-    utm_source: None,
-    utm_medium: None,
-    utm_campaign: None,
-    referrer: None,
-    channel: None,
-};
+use zori_core::event::StreamMessage;
 
 fn count(report: &Value, name: &str, field: &str) -> i64 {
     row(report, "name", name)

@@ -6,45 +6,13 @@
 
 mod common;
 
-use common::{event, insert_payment, net, range, row, session, visitor, From, Harness};
+use common::{
+    days_ago, event, insert_payment, net, now, range, row, session, visitor, From, Harness, DIRECT,
+    GOOGLE, TWITTER,
+};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use zori_core::{
-    channel::Channel,
-    event::{DeviceType, StreamMessage, TrackedEvent},
-};
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-fn days_ago(n: i64) -> OffsetDateTime {
-    now() - time::Duration::days(n)
-}
-
-const TWITTER: From = From {
-    utm_source: Some("twitter"),
-    utm_medium: Some("paid_social"),
-    utm_campaign: Some("launch"),
-    referrer: Some("t.co"),
-    channel: Some(Channel::PaidSocial),
-};
-
-const GOOGLE: From = From {
-    utm_source: None,
-    utm_medium: None,
-    utm_campaign: None,
-    referrer: Some("google.com"),
-    channel: Some(Channel::OrganicSearch),
-};
-
-const DIRECT: From = From {
-    utm_source: None,
-    utm_medium: None,
-    utm_campaign: None,
-    referrer: None,
-    channel: None,
-};
+use zori_core::event::{DeviceType, StreamMessage, TrackedEvent};
 
 #[allow(clippy::too_many_arguments)]
 fn hit(

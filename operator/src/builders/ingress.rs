@@ -1,5 +1,6 @@
-//! The optional Ingress: one host, the tracking paths to `<name>-ingest`, the reports API and
-//! the webhooks to `<name>-api`. Nothing else is routed (no `/metrics`, no `/readyz`).
+//! The optional Ingress: one host, the tracking paths to `<name>-ingest`, the reports API, the
+//! webhooks and the dashboard (`/` exactly, `/assets/…`, `/session…`) to `<name>-api`. Nothing
+//! else is routed (no `/metrics`, no `/readyz`, no `/healthz`).
 
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -14,13 +15,25 @@ use crate::{
 
 /// Path prefixes served by `zori-ingest`.
 pub const INGEST_PATHS: [&str; 5] = ["/ingest", "/identify", "/batch", "/zori.js", "/v"];
-/// Path prefixes served by `zori-api`: the reports (`/api/v1/…`) and Stripe webhooks.
-pub const API_PATHS: [&str; 2] = ["/api", "/webhooks"];
+/// Exact paths served by `zori-api`: the dashboard's page. `Exact`, so `/` routes nothing else
+/// (a `Prefix` `/` would expose `/metrics`, `/readyz` and `/healthz`).
+pub const API_EXACT_PATHS: [&str; 1] = ["/"];
+/// Path prefixes served by `zori-api`: the reports (`/api/v1/…`), Stripe webhooks, and the
+/// dashboard's assets and sign-in (`/assets/…`, `/session`, `/session/logout`).
+pub const API_PATHS: [&str; 4] = ["/api", "/webhooks", "/assets", "/session"];
 
-fn path(config: &ProjectConfig, prefix: &str, component: Component) -> HTTPIngressPath {
+const PREFIX: &str = "Prefix";
+const EXACT: &str = "Exact";
+
+fn path(
+    config: &ProjectConfig,
+    path: &str,
+    path_type: &str,
+    component: Component,
+) -> HTTPIngressPath {
     HTTPIngressPath {
-        path: Some(prefix.to_owned()),
-        path_type: "Prefix".to_owned(),
+        path: Some(path.to_owned()),
+        path_type: path_type.to_owned(),
         backend: IngressBackend {
             service: Some(IngressServiceBackend {
                 name: component.object_name(&config.name),
@@ -39,9 +52,18 @@ pub fn build_ingress(config: &ProjectConfig) -> Option<Ingress> {
     let spec = config.ingress.as_ref()?;
     let mut paths: Vec<HTTPIngressPath> = INGEST_PATHS
         .iter()
-        .map(|p| path(config, p, Component::Ingest))
+        .map(|p| path(config, p, PREFIX, Component::Ingest))
         .collect();
-    paths.extend(API_PATHS.iter().map(|p| path(config, p, Component::Api)));
+    paths.extend(
+        API_EXACT_PATHS
+            .iter()
+            .map(|p| path(config, p, EXACT, Component::Api)),
+    );
+    paths.extend(
+        API_PATHS
+            .iter()
+            .map(|p| path(config, p, PREFIX, Component::Api)),
+    );
     let mut metadata = object_meta(config, ingress_name(&config.name), None);
     if !spec.annotations.is_empty() {
         metadata.annotations = Some(spec.annotations.clone());

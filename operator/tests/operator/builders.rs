@@ -377,7 +377,7 @@ fn ingress_of_the_production_example() {
     );
     let rule = &spec.rules.as_ref().expect("rules")[0];
     assert_eq!(rule.host.as_deref(), Some("t.bakery.example.com"));
-    let routes: Vec<(String, String)> = rule
+    let routes: Vec<(String, String, String)> = rule
         .http
         .as_ref()
         .expect("http")
@@ -386,6 +386,7 @@ fn ingress_of_the_production_example() {
         .map(|p| {
             (
                 p.path.clone().unwrap_or_default(),
+                p.path_type.clone(),
                 p.backend
                     .service
                     .as_ref()
@@ -394,18 +395,34 @@ fn ingress_of_the_production_example() {
             )
         })
         .collect();
+    let route = |path: &str, path_type: &str, service: &str| {
+        (path.to_owned(), path_type.to_owned(), service.to_owned())
+    };
     assert_eq!(
         routes,
         vec![
-            ("/ingest".to_owned(), "bakery-ingest".to_owned()),
-            ("/identify".to_owned(), "bakery-ingest".to_owned()),
-            ("/batch".to_owned(), "bakery-ingest".to_owned()),
-            ("/zori.js".to_owned(), "bakery-ingest".to_owned()),
-            ("/v".to_owned(), "bakery-ingest".to_owned()),
-            ("/api".to_owned(), "bakery-api".to_owned()),
-            ("/webhooks".to_owned(), "bakery-api".to_owned()),
+            route("/ingest", "Prefix", "bakery-ingest"),
+            route("/identify", "Prefix", "bakery-ingest"),
+            route("/batch", "Prefix", "bakery-ingest"),
+            route("/zori.js", "Prefix", "bakery-ingest"),
+            route("/v", "Prefix", "bakery-ingest"),
+            route("/", "Exact", "bakery-api"),
+            route("/api", "Prefix", "bakery-api"),
+            route("/webhooks", "Prefix", "bakery-api"),
+            route("/assets", "Prefix", "bakery-api"),
+            route("/session", "Prefix", "bakery-api"),
         ]
     );
+    // The dashboard's `/` is the only `Exact` path; the probes and metrics stay private.
+    for private in ["/metrics", "/readyz", "/healthz"] {
+        assert!(
+            !routes.iter().any(|(path, _, _)| path == private),
+            "{private} must not be routed"
+        );
+    }
+    assert!(!routes
+        .iter()
+        .any(|(path, path_type, _)| path == "/" && path_type == "Prefix"));
 }
 
 #[test]

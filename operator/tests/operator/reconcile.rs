@@ -350,6 +350,20 @@ async fn the_production_example_gets_an_ingress_and_public_endpoints() {
         ingress.pointer("/spec/rules/0/host"),
         Some(&json!("t.bakery.example.com"))
     );
+    // The dashboard is reachable on the host: `/` (Exact) and its assets go to the api.
+    let paths = ingress
+        .pointer("/spec/rules/0/http/paths")
+        .and_then(|p| p.as_array())
+        .expect("paths");
+    let dashboard = paths
+        .iter()
+        .find(|p| p["path"] == json!("/"))
+        .expect("dashboard path");
+    assert_eq!(dashboard["pathType"], json!("Exact"));
+    assert_eq!(dashboard["backend"]["service"]["name"], json!("bakery-api"));
+    assert!(paths
+        .iter()
+        .any(|p| p["path"] == json!("/assets") && p["pathType"] == json!("Prefix")));
     let endpoints = h.status(&key).endpoints.expect("endpoints");
     assert_eq!(endpoints.tracking, "https://t.bakery.example.com");
     assert_eq!(

@@ -323,6 +323,43 @@ pub struct From {
     pub channel: Option<Channel>,
 }
 
+/// Now, in UTC.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// `n` days before now.
+pub fn days_ago(n: i64) -> OffsetDateTime {
+    now() - time::Duration::days(n)
+}
+
+/// A paid social visit from a UTM-tagged Twitter link.
+pub const TWITTER: From = From {
+    utm_source: Some("twitter"),
+    utm_medium: Some("paid_social"),
+    utm_campaign: Some("launch"),
+    referrer: Some("t.co"),
+    channel: Some(Channel::PaidSocial),
+};
+
+/// An organic search visit.
+pub const GOOGLE: From = From {
+    utm_source: None,
+    utm_medium: None,
+    utm_campaign: None,
+    referrer: Some("google.com"),
+    channel: Some(Channel::OrganicSearch),
+};
+
+/// A direct visit: no UTM, no referrer.
+pub const DIRECT: From = From {
+    utm_source: None,
+    utm_medium: None,
+    utm_campaign: None,
+    referrer: None,
+    channel: None,
+};
+
 pub fn event(
     name: &str,
     visitor: &str,
