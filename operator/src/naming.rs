@@ -3,9 +3,8 @@
 
 use sha2::{Digest, Sha256};
 use zori_core::event::Subjects;
+pub use zori_core::event::{is_valid_tenant_id, MAX_TENANT_ID};
 
-/// Longest tenant id (`^[a-z0-9_]{1,48}$`): `zori_` + 48 stays within PostgreSQL's 63 bytes.
-pub const MAX_TENANT_ID: usize = 48;
 /// Hex digits of the hash suffix that keeps long or colliding ids unique.
 const HASH_CHARS: usize = 8;
 /// Longest ZoriProject name: `<name>-ingest` must be a DNS-1035 label (63 characters).
@@ -47,14 +46,6 @@ fn sanitise(raw: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `^[a-z0-9_]{1,48}$`
-pub fn is_valid_tenant_id(id: &str) -> bool {
-    (1..=MAX_TENANT_ID).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Names of everything provisioned outside Kubernetes for one tenant.

@@ -5,6 +5,7 @@
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Parser;
+pub use zori_core::event::is_valid_tenant_id;
 use zori_service::jetstream::{parse_duration, StreamLimits};
 pub use zori_service::secret::Secret;
 
@@ -341,14 +342,6 @@ fn required(
             reason: "this setting is required".to_owned(),
         }),
     }
-}
-
-/// `^[a-z0-9_]{1,48}$`
-pub fn is_valid_tenant_id(id: &str) -> bool {
-    (1..=48).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// A name safe to interpolate (quoted) into PostgreSQL and ClickHouse DDL:

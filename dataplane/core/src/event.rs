@@ -14,6 +14,17 @@ pub const INGRESS_SUBJECT_SUFFIX: &str = "ingress";
 /// Subject suffix of the dead-letter queue for messages that kept failing.
 pub const DEAD_LETTER_SUBJECT_SUFFIX: &str = "dead";
 
+/// Longest tenant id: `zori_` + 48 characters stays within PostgreSQL's 63-byte identifiers.
+pub const MAX_TENANT_ID: usize = 48;
+
+/// A tenant id names the tenant's stream, subjects, schema and database: `^[a-z0-9_]{1,48}$`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    (1..=MAX_TENANT_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// The stream subjects of one tenant, derived from its id (`acme_shop` → `zori.acme_shop.>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {

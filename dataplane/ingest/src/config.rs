@@ -6,7 +6,10 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use axum::http::HeaderName;
 use clap::Parser;
-use zori_core::{enrich::EnrichSettings, event::Subjects};
+use zori_core::{
+    enrich::EnrichSettings,
+    event::{is_valid_tenant_id, Subjects, MAX_TENANT_ID},
+};
 use zori_service::jetstream::{parse_duration, StreamLimits};
 pub use zori_service::secret::{Secret, REDACTED};
 
@@ -444,7 +447,6 @@ pub fn redact_url(url: &str) -> String {
 }
 
 const MIN_SECRET_CHARS: usize = 16;
-const MAX_TENANT_CHARS: usize = 48;
 const MIN_BODY_BYTES: u64 = 1024;
 const MAX_BODY_BYTES: u64 = 16 << 20;
 const MAX_BATCH_EVENTS: u64 = 10_000;
@@ -459,13 +461,11 @@ impl Config {
             "ZORI_TENANT_ID",
             "set the tenant id, such as acme_shop",
         )?;
-        if !valid_tenant_id(&tenant_id) {
+        if !is_valid_tenant_id(&tenant_id) {
             return Err(invalid(
                 "tenant-id",
                 "ZORI_TENANT_ID",
-                format!(
-                    "{tenant_id:?} must be 1 to {MAX_TENANT_CHARS} characters of a-z, 0-9 and _"
-                ),
+                format!("{tenant_id:?} must be 1 to {MAX_TENANT_ID} characters of a-z, 0-9 and _"),
             ));
         }
 
@@ -680,13 +680,6 @@ fn check_secret(value: &str, flag: &'static str, env: &'static str) -> Result<()
         ));
     }
     Ok(())
-}
-
-fn valid_tenant_id(id: &str) -> bool {
-    (1..=MAX_TENANT_CHARS).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Parses `https://a.example,http://localhost:3000` into serialized origins.
