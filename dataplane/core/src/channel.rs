@@ -2,7 +2,9 @@
 //!
 //! Precedence: explicit UTM medium first, then advertising click ids, then UTM source alone,
 //! then the referrer host, then direct. UTM always wins over the referrer (a tagged ad seen via
-//! `t.co` is the ad, not "t.co").
+//! `t.co` is the ad, not "t.co"). An AI assistant as UTM source (`utm_source=chatgpt.com`, as
+//! ChatGPT adds to the links it cites) makes the touch `ai_assistant` unless the medium says it
+//! was paid; so does an AI assistant's referrer host ([`AI_ASSISTANTS`]).
 
 use std::{fmt, str::FromStr};
 
@@ -23,12 +25,14 @@ pub enum Channel {
     Display,
     Video,
     Referral,
+    /// Chat assistants citing the site: ChatGPT, Perplexity, Claude, Gemini, Copilot, …
+    AiAssistant,
     /// Tagged traffic whose medium and source match no known group.
     Other,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 11] = [
+    pub const ALL: [Channel; 12] = [
         Channel::Direct,
         Channel::OrganicSearch,
         Channel::PaidSearch,
@@ -39,6 +43,7 @@ impl Channel {
         Channel::Display,
         Channel::Video,
         Channel::Referral,
+        Channel::AiAssistant,
         Channel::Other,
     ];
 
@@ -54,6 +59,7 @@ impl Channel {
             Channel::Display => "display",
             Channel::Video => "video",
             Channel::Referral => "referral",
+            Channel::AiAssistant => "ai_assistant",
             Channel::Other => "other",
         }
     }
@@ -161,6 +167,142 @@ const EMAIL_HOSTS: &[&str] = &[
     "mail",
 ];
 
+/// An AI assistant that sends visitors: the hosts its links are followed from (the referrer,
+/// `www.` stripped; subdomains included) and the `utm_source` values it or site owners tag
+/// them with. The one list both the referrer and the UTM rules read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AiAssistant {
+    pub name: &'static str,
+    pub hosts: &'static [&'static str],
+    /// `utm_source` spellings besides the hosts (which also count as sources).
+    pub sources: &'static [&'static str],
+}
+
+pub const AI_ASSISTANTS: &[AiAssistant] = &[
+    AiAssistant {
+        name: "ChatGPT",
+        hosts: &["chatgpt.com", "chat.openai.com"],
+        sources: &["chatgpt", "openai", "chat-gpt"],
+    },
+    AiAssistant {
+        name: "Perplexity",
+        hosts: &["perplexity.ai"],
+        sources: &["perplexity"],
+    },
+    AiAssistant {
+        name: "Claude",
+        hosts: &["claude.ai"],
+        sources: &["claude", "anthropic"],
+    },
+    AiAssistant {
+        name: "Gemini",
+        hosts: &[
+            "gemini.google.com",
+            "bard.google.com",
+            "aistudio.google.com",
+            "notebooklm.google.com",
+        ],
+        sources: &["gemini", "bard", "google-gemini", "google_gemini"],
+    },
+    AiAssistant {
+        name: "Copilot",
+        hosts: &[
+            "copilot.microsoft.com",
+            "copilot.cloud.microsoft",
+            "m365.cloud.microsoft",
+            "edgeservices.bing.com",
+        ],
+        sources: &[
+            "copilot",
+            "bing-copilot",
+            "microsoft-copilot",
+            "microsoft_copilot",
+        ],
+    },
+    AiAssistant {
+        name: "Grok",
+        hosts: &["grok.com"],
+        sources: &["grok"],
+    },
+    AiAssistant {
+        name: "DeepSeek",
+        hosts: &["chat.deepseek.com"],
+        sources: &["deepseek"],
+    },
+    AiAssistant {
+        name: "Mistral Le Chat",
+        hosts: &["chat.mistral.ai"],
+        sources: &["mistral", "lechat"],
+    },
+    AiAssistant {
+        name: "Meta AI",
+        hosts: &["meta.ai"],
+        sources: &["metaai", "meta-ai"],
+    },
+    AiAssistant {
+        name: "You.com",
+        hosts: &["you.com"],
+        sources: &[],
+    },
+    AiAssistant {
+        name: "Phind",
+        hosts: &["phind.com"],
+        sources: &["phind"],
+    },
+    AiAssistant {
+        name: "Poe",
+        hosts: &["poe.com"],
+        sources: &[],
+    },
+    AiAssistant {
+        name: "Duck.ai",
+        hosts: &["duck.ai"],
+        sources: &[],
+    },
+    AiAssistant {
+        name: "Qwen",
+        hosts: &["chat.qwen.ai"],
+        sources: &["qwen"],
+    },
+    AiAssistant {
+        name: "Kimi",
+        hosts: &["kimi.com", "kimi.moonshot.cn"],
+        sources: &["kimi"],
+    },
+];
+
+/// UTM mediums that mark a visit as sent by an AI assistant whatever the source.
+const AI_MEDIUMS: &[&str] = &[
+    "ai",
+    "ai_assistant",
+    "ai-assistant",
+    "ai_referral",
+    "ai-referral",
+    "llm",
+    "chatbot",
+];
+
+/// The AI assistant a referrer host or a UTM source names (case-insensitive; `www.`, a scheme
+/// and a path are ignored, so `https://claude.ai/referral/…` is Claude).
+pub fn ai_assistant(host_or_source: &str) -> Option<&'static AiAssistant> {
+    let name = host_or_source.trim().to_ascii_lowercase();
+    let name = name
+        .split_once("://")
+        .map_or(name.as_str(), |(_, rest)| rest);
+    let name = name.split(['/', '?', '#', ':']).next().unwrap_or_default();
+    let name = name.trim_end_matches('.');
+    let name = name.strip_prefix("www.").unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    AI_ASSISTANTS.iter().find(|a| {
+        a.sources.contains(&name)
+            || a.hosts
+                .iter()
+                .any(|h| name == *h || name.strip_suffix(h).is_some_and(|rest| rest.ends_with('.')))
+    })
+}
+
 /// Names a social network, search engine or video site by a host (`www.` already stripped) or a
 /// UTM source such as `twitter`, `x.com` or `news.ycombinator.com`.
 fn matches_any(name: &str, list: &[&str]) -> bool {
@@ -201,9 +343,18 @@ pub fn classify(signals: TouchSignals<'_>) -> Channel {
     let source_is_social = source.is_some_and(|s| matches_any(s, SOCIAL_NETWORKS));
     let source_is_search = source.is_some_and(|s| matches_any(s, SEARCH_ENGINES));
     let source_is_video = source.is_some_and(|s| matches_any(s, VIDEO_SITES));
+    let source_is_ai = source.is_some_and(|s| ai_assistant(s).is_some());
 
     if let Some(medium) = medium.as_deref() {
-        if let Some(channel) = channel_from_medium(medium, source_is_social, source_is_search) {
+        let channel = channel_from_medium(medium, source_is_social, source_is_search);
+        let paid = matches!(
+            channel,
+            Some(Channel::PaidSearch | Channel::PaidSocial | Channel::Display)
+        );
+        if !paid && (source_is_ai || AI_MEDIUMS.contains(&medium)) {
+            return Channel::AiAssistant;
+        }
+        if let Some(channel) = channel {
             return channel;
         }
     }
@@ -217,7 +368,9 @@ pub fn classify(signals: TouchSignals<'_>) -> Channel {
     }
 
     if source.is_some() || medium.is_some() {
-        return if source_is_social {
+        return if source_is_ai {
+            Channel::AiAssistant
+        } else if source_is_social {
             Channel::OrganicSocial
         } else if source_is_search {
             Channel::OrganicSearch
@@ -231,6 +384,7 @@ pub fn classify(signals: TouchSignals<'_>) -> Channel {
     }
 
     match signals.referrer_host {
+        Some(host) if ai_assistant(host).is_some() => Channel::AiAssistant,
         Some(host) if matches_any(host, SEARCH_ENGINES) => Channel::OrganicSearch,
         Some(host) if matches_any(host, SOCIAL_NETWORKS) => Channel::OrganicSocial,
         Some(host) if matches_any(host, VIDEO_SITES) => Channel::Video,
@@ -420,6 +574,155 @@ mod tests {
                 got, *expected,
                 "source={source:?} medium={medium:?} ids={ids:?} referrer={referrer:?}"
             );
+        }
+    }
+
+    fn ai(source: Option<&str>, medium: Option<&str>, referrer: Option<&str>) -> Channel {
+        let u = utm(source, medium);
+        classify(TouchSignals {
+            utm: Some(&u),
+            click_ids: &[],
+            referrer_host: referrer,
+        })
+    }
+
+    #[test]
+    fn ai_assistant_hosts_are_their_own_channel() {
+        // Referrer hosts as the normaliser leaves them (lower case, no `www.`).
+        let hosts = [
+            "chatgpt.com",
+            "chat.openai.com",
+            "perplexity.ai",
+            "labs.perplexity.ai",
+            "claude.ai",
+            "gemini.google.com",
+            "bard.google.com",
+            "aistudio.google.com",
+            "notebooklm.google.com",
+            "copilot.microsoft.com",
+            "copilot.cloud.microsoft",
+            "m365.cloud.microsoft",
+            "edgeservices.bing.com",
+            "grok.com",
+            "chat.deepseek.com",
+            "chat.mistral.ai",
+            "meta.ai",
+            "you.com",
+            "phind.com",
+            "poe.com",
+            "duck.ai",
+            "chat.qwen.ai",
+            "kimi.com",
+        ];
+        for host in hosts {
+            assert_eq!(ai(None, None, Some(host)), Channel::AiAssistant, "{host}");
+        }
+        // Every host of the list is covered above.
+        for a in AI_ASSISTANTS {
+            for host in a.hosts {
+                assert!(
+                    ai_assistant(host).is_some_and(|found| found.name == a.name),
+                    "{host}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ai_assistant_spellings() {
+        // (utm_source, utm_medium, referrer host, expected): how assistants and site owners
+        // actually tag these links.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Channel);
+        let cases: &[Case] = &[
+            // ChatGPT appends utm_source=chatgpt.com to cited links, often with no referrer.
+            (Some("chatgpt.com"), None, None, Channel::AiAssistant),
+            (
+                Some("ChatGPT.com"),
+                None,
+                Some("chatgpt.com"),
+                Channel::AiAssistant,
+            ),
+            (Some("chatgpt"), None, None, Channel::AiAssistant),
+            (Some("chat.openai.com"), None, None, Channel::AiAssistant),
+            (Some("openai"), None, None, Channel::AiAssistant),
+            (Some("www.perplexity.ai"), None, None, Channel::AiAssistant),
+            (
+                Some("perplexity"),
+                Some("referral"),
+                None,
+                Channel::AiAssistant,
+            ),
+            (Some("claude.ai"), None, None, Channel::AiAssistant),
+            (Some("claude"), Some("organic"), None, Channel::AiAssistant),
+            (Some("gemini"), None, None, Channel::AiAssistant),
+            (Some("bard"), None, None, Channel::AiAssistant),
+            (Some("copilot"), None, None, Channel::AiAssistant),
+            (
+                Some("copilot.microsoft.com"),
+                None,
+                None,
+                Channel::AiAssistant,
+            ),
+            (
+                Some("chatgpt"),
+                Some("ai_referral"),
+                None,
+                Channel::AiAssistant,
+            ),
+            // An AI medium whatever the source.
+            (
+                Some("someassistant"),
+                Some("ai"),
+                None,
+                Channel::AiAssistant,
+            ),
+            (Some("acme-bot"), Some("llm"), None, Channel::AiAssistant),
+            // Paid placements inside an assistant stay paid.
+            (Some("chatgpt"), Some("cpc"), None, Channel::PaidSearch),
+            (
+                Some("perplexity"),
+                Some("paid_social"),
+                None,
+                Channel::PaidSocial,
+            ),
+            // UTM wins over an assistant's referrer, as over any referrer.
+            (
+                Some("newsletter"),
+                None,
+                Some("chatgpt.com"),
+                Channel::Email,
+            ),
+            // Not assistants: Google search, Bing search, openai.com's own pages, look-alikes.
+            (None, None, Some("google.com"), Channel::OrganicSearch),
+            (None, None, Some("bing.com"), Channel::OrganicSearch),
+            (None, None, Some("openai.com"), Channel::Referral),
+            (None, None, Some("notchatgpt.com"), Channel::Referral),
+            (None, None, Some("chatgpt.com.evil.net"), Channel::Referral),
+            (Some("google"), None, None, Channel::OrganicSearch),
+        ];
+        for (source, medium, referrer, expected) in cases {
+            assert_eq!(
+                ai(*source, *medium, *referrer),
+                *expected,
+                "source={source:?} medium={medium:?} referrer={referrer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_the_assistant() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("https://claude.ai/referral/2025-05-01", Some("Claude")),
+            ("https://www.perplexity.ai/search?q=x", Some("Perplexity")),
+            ("chatgpt.com", Some("ChatGPT")),
+            ("CHATGPT", Some("ChatGPT")),
+            ("gemini.google.com:443", Some("Gemini")),
+            ("google.com", None),
+            ("", None),
+            ("www.", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(ai_assistant(input).map(|a| a.name), *expected, "{input:?}");
         }
     }
 

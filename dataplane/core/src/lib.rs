@@ -1,8 +1,10 @@
 //! Zori's domain logic, free of I/O: the event model, enrichment (channel, referrer, page URL,
-//! user agent, country, clock), first touch, and the reading of Stripe webhooks.
+//! user agent, country, clock), first touch, attribution models, SaaS metrics, and the reading
+//! of Stripe webhooks.
 //!
 //! Shared by `zori-ingest`, `zori-api` and the operator; exhaustively unit-tested.
 
+pub mod attribution;
 pub mod channel;
 pub mod clock;
 pub mod currency;
@@ -12,6 +14,7 @@ pub mod event;
 pub mod geo;
 pub mod pageurl;
 pub mod referrer;
+pub mod saas;
 pub mod stripe;
 pub mod text;
 pub mod touch;
