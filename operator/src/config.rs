@@ -498,6 +498,8 @@ pub fn validate(
                 max_messages: stream.max_messages,
                 duplicate_window,
                 replicas,
+                // Work-queue retention (zori-service's default) until the CRD exposes it.
+                ..StreamLimits::default()
             },
             ingress,
             reclaim_policy: spec.reclaim_policy,

@@ -6,7 +6,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Parser;
 pub use zori_core::event::is_valid_tenant_id;
-use zori_service::jetstream::{parse_duration, StreamLimits};
+use zori_service::jetstream::{parse_duration, StreamLimits, StreamRetention};
 pub use zori_service::secret::Secret;
 
 /// Smallest `--max-deliver`: a message failing on its own with healthy backends goes to the dead
@@ -222,6 +222,18 @@ pub struct Config {
     )]
     pub create_stream: String,
 
+    /// Retention of the stream, with --create-stream: `workqueue` (a message is removed once
+    /// written and acknowledged; the size limit is the buffer for a consumer outage) or `limits`
+    /// (everything is kept until the age or size limit, acknowledged or not). NATS cannot
+    /// change the retention of an existing stream: a different one is refused at start.
+    #[arg(
+        long,
+        env = "ZORI_STREAM_RETENTION",
+        default_value = "workqueue",
+        value_name = "RETENTION"
+    )]
+    pub stream_retention: String,
+
     /// Age limit of the stream, with --create-stream.
     #[arg(
         long,
@@ -231,7 +243,9 @@ pub struct Config {
     )]
     pub stream_max_age: String,
 
-    /// Size limit of the stream (e.g. 1GiB, 500MB), with --create-stream.
+    /// Size limit of the stream (e.g. 1GiB, 500MB), with --create-stream. With workqueue
+    /// retention, the buffer for a consumer outage: once this much waits unacknowledged,
+    /// ingest answers 503 with Retry-After.
     #[arg(
         long,
         env = "ZORI_STREAM_MAX_BYTES",
@@ -286,6 +300,7 @@ impl fmt::Debug for Config {
             .field("max_deliver", &self.max_deliver)
             .field("consumer_name", &self.consumer_name)
             .field("create_stream", &self.create_stream)
+            .field("stream_retention", &self.stream_retention)
             .field("stream_max_age", &self.stream_max_age)
             .field("stream_max_bytes", &self.stream_max_bytes)
             .field("stream_duplicate_window", &self.stream_duplicate_window)
@@ -673,6 +688,10 @@ impl Config {
                 format!("{:?} is not true or false", self.create_stream),
             )
         })?;
+        let retention: StreamRetention = self
+            .stream_retention
+            .parse()
+            .map_err(|e| invalid("--stream-retention", "ZORI_STREAM_RETENTION", e))?;
         let max_age = duration(
             &self.stream_max_age,
             "--stream-max-age",
@@ -729,6 +748,7 @@ impl Config {
             consumer_name,
             create_stream,
             stream_limits: StreamLimits {
+                retention,
                 max_age,
                 max_bytes,
                 duplicate_window,
@@ -799,6 +819,7 @@ mod tests {
         assert_eq!(s.consumer_name, "zori-api");
         assert_eq!(s.stripe_tolerance, Duration::from_secs(300));
         assert!(s.stripe_webhook_secrets.is_empty());
+        assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
         assert_eq!(s.stream_limits.duplicate_window, Duration::from_secs(120));
@@ -820,9 +841,16 @@ mod tests {
             s.stripe_webhook_secrets,
             vec![Secret::new("whsec_a"), Secret::new("whsec_b")]
         );
-        let s = parse(&["--create-schema=false", "--create-stream=1"]).unwrap();
+        let s = parse(&[
+            "--create-schema=false",
+            "--create-stream=1",
+            "--stream-retention",
+            "limits",
+        ])
+        .unwrap();
         assert!(!s.create_schema);
         assert!(s.create_stream);
+        assert_eq!(s.stream_limits.retention, StreamRetention::Limits);
     }
 
     #[test]
@@ -911,6 +939,10 @@ mod tests {
             (
                 &["--create-stream=perhaps"],
                 "invalid --create-stream (ZORI_CREATE_STREAM)",
+            ),
+            (
+                &["--stream-retention", "interest"],
+                "invalid --stream-retention (ZORI_STREAM_RETENTION)",
             ),
             (
                 &["--stream-max-age", "x"],

@@ -184,9 +184,25 @@ pub async fn setup(
         .create_consumer(config)
         .await
         .map_err(|e| ConsumerError::CreateConsumer {
+            message: match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(js)
+                    if [
+                        jetstream::ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE,
+                        jetstream::ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED,
+                    ]
+                    .contains(&js.error_code()) =>
+                {
+                    format!(
+                        "{e}; a workqueue stream gives each message to one consumer only: remove \
+                         the other consumer on {} (`nats consumer ls {}`), and give every zori-api \
+                         replica the same --consumer-name",
+                        subjects.ingress, subjects.stream
+                    )
+                }
+                _ => e.to_string(),
+            },
             stream: subjects.stream.clone(),
             consumer: settings.consumer_name.clone(),
-            message: e.to_string(),
         })
 }
 
@@ -272,6 +288,8 @@ impl Consumer {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let lag = tokio::spawn(refresh_lag(
             self.consumer.clone(),
+            self.js.clone(),
+            self.subjects.stream.clone(),
             self.metrics.clone(),
             shutdown.clone(),
         ));
@@ -650,13 +668,25 @@ impl Consumer {
     }
 }
 
-/// Keeps the lag gauges current.
+/// Keeps the lag gauges and the stream's fill gauges current.
 async fn refresh_lag(
     mut consumer: PullConsumer,
+    js: jetstream::Context,
+    stream: String,
     metrics: ApiMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        match js.get_stream(&stream).await {
+            Ok(stream) => {
+                let info = stream.cached_info();
+                metrics
+                    .stream_bytes
+                    .set(i64::try_from(info.state.bytes).unwrap_or(i64::MAX));
+                metrics.stream_max_bytes.set(info.config.max_bytes);
+            }
+            Err(error) => tracing::debug!(%error, %stream, "failed to read stream info"),
+        }
         match consumer.info().await {
             Ok(info) => {
                 metrics

@@ -47,6 +47,10 @@ pub struct ApiMetrics {
     pub consumer_lag: Gauge,
     /// Messages delivered but not yet acknowledged (`num_ack_pending`).
     pub consumer_ack_pending: Gauge,
+    /// Bytes the tenant stream holds (with work-queue retention: what waits for the consumer).
+    pub stream_bytes: Gauge,
+    /// The stream's byte limit; at `stream_bytes` = `stream_max_bytes` ingest answers 503.
+    pub stream_max_bytes: Gauge,
     /// Report requests by route and status.
     pub report_requests: Family<RouteLabels, Counter>,
 }
@@ -62,6 +66,8 @@ impl ApiMetrics {
             batch_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             consumer_lag: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
+            stream_bytes: Gauge::default(),
+            stream_max_bytes: Gauge::default(),
             report_requests: Family::default(),
         };
         registry.register(
@@ -103,6 +109,16 @@ impl ApiMetrics {
             "zori_api_consumer_ack_pending_messages",
             "Messages delivered to the consumer and not yet acknowledged",
             metrics.consumer_ack_pending.clone(),
+        );
+        registry.register(
+            "zori_api_stream_bytes",
+            "Bytes held by the tenant stream (with workqueue retention: not yet written and acknowledged)",
+            metrics.stream_bytes.clone(),
+        );
+        registry.register(
+            "zori_api_stream_max_bytes",
+            "Byte limit of the tenant stream; when reached, ingest answers 503",
+            metrics.stream_max_bytes.clone(),
         );
         registry.register(
             "zori_api_report_requests",

@@ -10,7 +10,7 @@ use zori_core::{
     enrich::EnrichSettings,
     event::{is_valid_tenant_id, Subjects, MAX_TENANT_ID},
 };
-use zori_service::jetstream::{parse_duration, StreamLimits};
+use zori_service::jetstream::{parse_duration, StreamLimits, StreamRetention};
 pub use zori_service::secret::{Secret, REDACTED};
 
 /// Command-line flags and environment variables, as given. Every value is read as text and
@@ -145,6 +145,17 @@ pub struct Config {
     )]
     pub rate_limit_window: String,
 
+    /// What the rate limiter does while Redis does not answer: `open` lets every request
+    /// through unchecked (nothing is lost; a metric counts them and readiness stays green) or
+    /// `closed` answers 503 with Retry-After (and readiness fails) until Redis is back.
+    #[arg(
+        long,
+        env = "ZORI_RATE_LIMIT_FAILURE_MODE",
+        value_name = "open|closed",
+        default_value = "open"
+    )]
+    pub rate_limit_failure_mode: String,
+
     /// What to do with events from known bots and crawlers: `drop` (answer 200, store nothing)
     /// or `flag` (store them marked as bots).
     #[arg(
@@ -199,7 +210,20 @@ pub struct Config {
     )]
     pub create_stream: bool,
 
-    /// With --create-stream: how long the stream keeps messages.
+    /// With --create-stream: `workqueue` (a message is removed once zori-api has written and
+    /// acknowledged it; the size limit is the buffer for a consumer outage) or `limits`
+    /// (everything is kept until the age or size limit). NATS cannot change the retention of an
+    /// existing stream: a different one is refused at start.
+    #[arg(
+        long,
+        env = "ZORI_STREAM_RETENTION",
+        value_name = "workqueue|limits",
+        default_value = "workqueue"
+    )]
+    pub stream_retention: String,
+
+    /// With --create-stream: how long the stream keeps a message (with workqueue retention:
+    /// the longest a message waits for the consumer).
     #[arg(
         long,
         env = "ZORI_STREAM_MAX_AGE",
@@ -208,8 +232,9 @@ pub struct Config {
     )]
     pub stream_max_age: String,
 
-    /// With --create-stream: most bytes the stream holds; when full, new events get 503
-    /// (nothing already accepted is discarded). Suffixes KiB, MiB, GiB allowed.
+    /// With --create-stream: most bytes the stream holds (with workqueue retention: the buffer
+    /// for a consumer outage); when full, new events get 503 with Retry-After (nothing already
+    /// accepted is discarded). Suffixes KiB, MiB, GiB allowed.
     #[arg(
         long,
         env = "ZORI_STREAM_MAX_BYTES",
@@ -256,12 +281,14 @@ impl fmt::Debug for Config {
             .field("rate_limit_per_visitor", &self.rate_limit_per_visitor)
             .field("rate_limit_per_ip", &self.rate_limit_per_ip)
             .field("rate_limit_window", &self.rate_limit_window)
+            .field("rate_limit_failure_mode", &self.rate_limit_failure_mode)
             .field("bot_traffic", &self.bot_traffic)
             .field("max_past_skew", &self.max_past_skew)
             .field("max_future_skew", &self.max_future_skew)
             .field("client_ip_header", &self.client_ip_header)
             .field("publish_timeout", &self.publish_timeout)
             .field("create_stream", &self.create_stream)
+            .field("stream_retention", &self.stream_retention)
             .field("stream_max_age", &self.stream_max_age)
             .field("stream_max_bytes", &self.stream_max_bytes)
             .field("stream_duplicate_window", &self.stream_duplicate_window)
@@ -352,6 +379,30 @@ pub struct RateLimits {
     pub per_ip: Option<u64>,
     /// Whole seconds, at least one.
     pub window: Duration,
+    /// What happens while Redis does not answer.
+    pub failure_mode: FailureMode,
+}
+
+/// What the rate limiter does while Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Let requests through unchecked: a burst may pass, nothing is refused.
+    #[default]
+    Open,
+    /// Answer 503 with Retry-After: nothing passes unchecked, clients retry later.
+    Closed,
+}
+
+impl FromStr for FailureMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            _ => Err(format!("{s:?} is not one of open, closed")),
+        }
+    }
 }
 
 impl RateLimits {
@@ -549,6 +600,10 @@ impl Config {
                 }
             })
             .map_err(|m| invalid("rate-limit-window", "ZORI_RATE_LIMIT_WINDOW", m))?;
+        let failure_mode = self
+            .rate_limit_failure_mode
+            .parse::<FailureMode>()
+            .map_err(|m| invalid("rate-limit-failure-mode", "ZORI_RATE_LIMIT_FAILURE_MODE", m))?;
 
         let bot_traffic = self
             .bot_traffic
@@ -585,6 +640,10 @@ impl Config {
             })
             .map_err(|m| invalid("publish-timeout", "ZORI_PUBLISH_TIMEOUT", m))?;
 
+        let retention = self
+            .stream_retention
+            .parse::<StreamRetention>()
+            .map_err(|m| invalid("stream-retention", "ZORI_STREAM_RETENTION", m))?;
         let max_age = parse_duration(self.stream_max_age.trim())
             .map_err(|m| invalid("stream-max-age", "ZORI_STREAM_MAX_AGE", m))?;
         let max_bytes = parse_size(&self.stream_max_bytes)
@@ -628,6 +687,7 @@ impl Config {
                 per_visitor: (per_visitor > 0).then_some(per_visitor),
                 per_ip: (per_ip > 0).then_some(per_ip),
                 window,
+                failure_mode,
             },
             bot_traffic,
             max_past_skew,
@@ -636,6 +696,7 @@ impl Config {
             publish_timeout,
             create_stream: self.create_stream,
             stream_limits: StreamLimits {
+                retention,
                 max_age,
                 max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
                 duplicate_window,
@@ -801,6 +862,8 @@ mod tests {
         assert_eq!(s.client_ip_header, None);
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert!(!s.create_stream);
+        assert_eq!(s.rate_limits.failure_mode, FailureMode::Open);
+        assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 86400));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
         assert_eq!(s.stream_limits.duplicate_window, Duration::from_secs(120));
@@ -834,6 +897,8 @@ mod tests {
             (&["--max-future-skew", "x"], "invalid --max-future-skew (ZORI_MAX_FUTURE_SKEW)"),
             (&["--client-ip-header", "x forwarded"], "invalid --client-ip-header (ZORI_CLIENT_IP_HEADER): \"x forwarded\" is not an HTTP header name"),
             (&["--publish-timeout", "0s"], "invalid --publish-timeout (ZORI_PUBLISH_TIMEOUT): \"0s\" must be between 10ms and 5m"),
+            (&["--rate-limit-failure-mode", "ajar"], "invalid --rate-limit-failure-mode (ZORI_RATE_LIMIT_FAILURE_MODE): \"ajar\" is not one of open, closed"),
+            (&["--stream-retention", "interest"], "invalid --stream-retention (ZORI_STREAM_RETENTION): \"interest\" is not workqueue or limits"),
             (&["--stream-max-age", "forever"], "invalid --stream-max-age (ZORI_STREAM_MAX_AGE)"),
             (&["--stream-max-bytes", "1 lot"], "invalid --stream-max-bytes (ZORI_STREAM_MAX_BYTES)"),
             (&["--stream-duplicate-window", "8d"], "invalid --stream-duplicate-window (ZORI_STREAM_DUPLICATE_WINDOW): \"8d\" must not be longer than --stream-max-age (7d)"),
@@ -891,6 +956,10 @@ mod tests {
             "128KiB",
             "--stream-max-bytes",
             "2GiB",
+            "--stream-retention",
+            "Limits",
+            "--rate-limit-failure-mode",
+            "CLOSED",
             "--bot-traffic",
             "FLAG",
         ])
@@ -912,6 +981,8 @@ mod tests {
         assert!(s.rate_limits.enabled());
         assert_eq!(s.max_body_bytes, 128 * 1024);
         assert_eq!(s.stream_limits.max_bytes, 2 << 30);
+        assert_eq!(s.stream_limits.retention, StreamRetention::Limits);
+        assert_eq!(s.rate_limits.failure_mode, FailureMode::Closed);
         assert_eq!(s.bot_traffic, BotTraffic::Flag);
     }
 

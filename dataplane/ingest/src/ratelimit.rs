@@ -3,9 +3,11 @@
 //! counter and sets its expiry on first use; concurrent requests share a call). Client IPs are hashed with the tenant salt before
 //! they become part of a key: the raw address is never stored.
 //!
-//! When Redis cannot be reached the limiter fails open: the request goes through, a metric
-//! counts it and a warning is logged at most once a minute. Losing data because the limiter is
-//! down would be worse than letting a burst through.
+//! When Redis cannot be reached, `--rate-limit-failure-mode` decides. `open` (the default): the
+//! request goes through, a metric counts it and a warning is logged at most once a minute;
+//! losing data because the limiter is down would be worse than letting a burst through.
+//! `closed`: the request is answered 503 with Retry-After, so nothing passes unchecked and the
+//! client retries once Redis is back.
 
 use std::{
     net::IpAddr,
@@ -23,7 +25,10 @@ use redis::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{config::RateLimits, metrics::Metrics};
+use crate::{
+    config::{FailureMode, RateLimits},
+    metrics::Metrics,
+};
 
 /// Increments `KEYS[i]` by `ARGV[i + 1]`, gives a new counter the expiry `ARGV[1]` seconds,
 /// returns every new value. Atomic, and works on every Redis with Lua (2.6+).
@@ -79,6 +84,8 @@ pub(crate) enum Decision {
     Limit {
         retry_after: u64,
     },
+    /// Redis could not be asked and the limiter fails closed.
+    Unavailable,
 }
 
 /// One request's counters, waiting for the next script call.
@@ -143,7 +150,9 @@ impl RateLimiter {
             Err(error) => {
                 tracing::warn!(
                     %error,
-                    "redis is unavailable; rate limits are not enforced until it answers"
+                    failure_mode = ?limiter.limits.failure_mode,
+                    "redis is unavailable; until it answers, requests are let through unchecked \
+                     (failure mode open) or answered 503 (failure mode closed)"
                 );
                 let task = tokio::spawn(async move {
                     loop {
@@ -166,7 +175,8 @@ impl RateLimiter {
     }
 
     /// Counts `ip_weight` events for the client IP and, for each `(visitor id, weight)`, the
-    /// visitor's events; decides whether the request is over a limit. Fails open.
+    /// visitor's events; decides whether the request is over a limit. When Redis cannot be
+    /// asked, fails open or closed as configured.
     pub(crate) async fn check(
         &self,
         ip: Option<IpAddr>,
@@ -179,7 +189,10 @@ impl RateLimiter {
             Err(error) => {
                 self.metrics.rate_limiter_errors.inc();
                 self.warn_throttled(now, &error);
-                Decision::Allow
+                match self.limits.failure_mode {
+                    FailureMode::Open => Decision::Allow,
+                    FailureMode::Closed => Decision::Unavailable,
+                }
             }
         }
     }
@@ -260,11 +273,21 @@ impl RateLimiter {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
+            let action = match self.limits.failure_mode {
+                FailureMode::Open => "letting requests through unchecked",
+                FailureMode::Closed => "answering 503",
+            };
             tracing::warn!(
                 %error,
-                "rate limiter unavailable; letting requests through (logged at most once a minute)"
+                "rate limiter unavailable; {action} (logged at most once a minute)"
             );
         }
+    }
+
+    /// Whether readiness depends on Redis: only when failing closed (failing open, the pod
+    /// serves well without it).
+    pub(crate) fn fails_closed(&self) -> bool {
+        self.limits.failure_mode == FailureMode::Closed
     }
 
     /// `PING`, for readiness.

@@ -466,6 +466,15 @@ async fn rate_limit(
         )
         .retry_after(retry_after)
         .events(events)),
+        Decision::Unavailable => Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Unavailable,
+            format!(
+                "rate limiter unavailable (redis does not answer) and it fails closed; retry after {UNAVAILABLE_RETRY_AFTER} seconds"
+            ),
+        )
+        .retry_after(UNAVAILABLE_RETRY_AFTER)
+        .events(events)),
     }
 }
 
@@ -583,7 +592,7 @@ impl Readiness for IngestReadiness {
                     ))
                 }
             }
-            if let Some(limiter) = &self.state.limiter {
+            if let Some(limiter) = self.state.limiter.as_ref().filter(|l| l.fails_closed()) {
                 limiter
                     .ping()
                     .await

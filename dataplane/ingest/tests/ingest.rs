@@ -503,6 +503,38 @@ async fn rate_limiter_fails_open_when_redis_is_down() {
         .metrics()
         .await
         .contains("zori_ingest_rate_limiter_errors_total 0"));
+    // Failing open, the pod serves well without Redis: it stays ready.
+    let ready = server
+        .http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(ready.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limiter_failing_closed_answers_503_while_redis_is_down() {
+    let server = TestServer::start(&[
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--rate-limit-failure-mode",
+        "closed",
+    ])
+    .await;
+    let response = server.track(&event("page_view", &visitor())).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body = response.text().await.expect("text");
+    assert!(body.contains("rate limiter unavailable"), "{body}");
+    assert!(server.published().await.is_empty());
     let ready = server
         .http
         .get(server.url("/readyz"))

@@ -1,13 +1,15 @@
 //! The tenant's JetStream stream: connection, and create-or-update with the desired limits.
 //!
-//! The stream discards *new* messages when full, so a full stream turns into publish errors
-//! (503 at the edge) instead of silently dropping what was already accepted.
+//! The stream is a queue, not an archive: by default it uses work-queue retention, so a
+//! message is removed once `zori-api` has written and acknowledged it, and `max_bytes` is the
+//! buffer for a consumer outage. It discards *new* messages when full, so a full stream turns
+//! into publish errors (503 at the edge) instead of silently dropping what was already accepted.
 
-use std::time::Duration;
+use std::{fmt, str::FromStr, time::Duration};
 
 use async_nats::jetstream::{
     self,
-    stream::{Config, DiscardPolicy, StorageType},
+    stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +26,84 @@ pub enum JetStreamError {
     Create { stream: String, message: String },
     #[error("failed to update stream {stream}: {message}")]
     Update { stream: String, message: String },
+    #[error(
+        "stream {stream} has {live} retention but {desired} was asked for, and NATS cannot change \
+         the retention of an existing stream: ask for {live} (--stream-retention), or let the \
+         consumer drain the stream (zori_api_consumer_lag_messages at 0), stop ingest, delete \
+         the stream and create it again"
+    )]
+    RetentionChange {
+        stream: String,
+        live: &'static str,
+        desired: &'static str,
+    },
 }
 
-/// Size and age bounds of a tenant stream.
+/// How the stream decides that a message may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamRetention {
+    /// A message is removed once the (single) consumer acknowledged it; the limits only bound
+    /// what waits for the consumer. The default: at steady state the stream stays nearly empty.
+    #[default]
+    WorkQueue,
+    /// Messages stay until `max_age` or `max_bytes` push them out, acknowledged or not: the
+    /// stream doubles as a replay window, and must be sized for everything sent in `max_age`.
+    Limits,
+}
+
+impl StreamRetention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamRetention::WorkQueue => "workqueue",
+            StreamRetention::Limits => "limits",
+        }
+    }
+
+    fn policy(self) -> RetentionPolicy {
+        match self {
+            StreamRetention::WorkQueue => RetentionPolicy::WorkQueue,
+            StreamRetention::Limits => RetentionPolicy::Limits,
+        }
+    }
+}
+
+/// The name `--stream-retention` uses for a stream's retention (`interest` is never created by
+/// Zori, but may be found).
+fn retention_name(policy: RetentionPolicy) -> &'static str {
+    match policy {
+        RetentionPolicy::WorkQueue => StreamRetention::WorkQueue.as_str(),
+        RetentionPolicy::Limits => StreamRetention::Limits.as_str(),
+        RetentionPolicy::Interest => "interest",
+    }
+}
+
+impl fmt::Display for StreamRetention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StreamRetention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "workqueue" | "work-queue" | "work_queue" => Ok(StreamRetention::WorkQueue),
+            "limits" => Ok(StreamRetention::Limits),
+            other => Err(format!("{other:?} is not workqueue or limits")),
+        }
+    }
+}
+
+/// Retention and size and age bounds of a tenant stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamLimits {
+    pub retention: StreamRetention,
+    /// With work-queue retention: the longest a message waits for the consumer. With limits
+    /// retention: how long every message is kept.
     pub max_age: Duration,
+    /// With work-queue retention: the buffer for a consumer outage (what the stream holds
+    /// unacknowledged before ingest answers 503). With limits retention: everything kept.
     pub max_bytes: i64,
     pub max_messages: i64,
     pub duplicate_window: Duration,
@@ -39,6 +113,7 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
+            retention: StreamRetention::default(),
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 1 << 30,
             max_messages: -1,
@@ -77,6 +152,7 @@ pub fn desired_config(stream: &str, subjects: Vec<String>, limits: &StreamLimits
         name: stream.to_owned(),
         subjects,
         storage: StorageType::File,
+        retention: limits.retention.policy(),
         discard: DiscardPolicy::New,
         max_age: limits.max_age,
         max_bytes: limits.max_bytes,
@@ -130,6 +206,13 @@ pub async fn ensure_stream(
                 stream: name.clone(),
                 message: e.to_string(),
             })?;
+            if info.config.retention != desired.retention {
+                return Err(JetStreamError::RetentionChange {
+                    stream: name,
+                    live: retention_name(info.config.retention),
+                    desired: retention_name(desired.retention),
+                });
+            }
             let changed = differences(&info.config, &desired);
             if changed.is_empty() {
                 return Ok(StreamOutcome::Unchanged);
@@ -177,4 +260,36 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
 /// Parses durations such as `7d`, `90s`, `2m` for flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_names_round_trip() {
+        for retention in [StreamRetention::WorkQueue, StreamRetention::Limits] {
+            assert_eq!(retention.as_str().parse(), Ok(retention));
+            assert_eq!(retention_name(retention.policy()), retention.as_str());
+        }
+        assert_eq!(" Work-Queue ".parse(), Ok(StreamRetention::WorkQueue));
+        assert_eq!(
+            "interest".parse::<StreamRetention>(),
+            Err("\"interest\" is not workqueue or limits".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_default_stream_is_a_work_queue_that_refuses_when_full() {
+        let config = desired_config("ZORI_A", vec!["zori.a.>".into()], &StreamLimits::default());
+        assert_eq!(config.retention, RetentionPolicy::WorkQueue);
+        assert_eq!(config.discard, DiscardPolicy::New);
+        assert_eq!(config.max_bytes, 1 << 30);
+        let limits = StreamLimits {
+            retention: StreamRetention::Limits,
+            ..StreamLimits::default()
+        };
+        let config = desired_config("ZORI_A", vec!["zori.a.>".into()], &limits);
+        assert_eq!(config.retention, RetentionPolicy::Limits);
+    }
 }

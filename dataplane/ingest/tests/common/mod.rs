@@ -5,9 +5,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use async_nats::jetstream;
 use clap::Parser;
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::{sync::oneshot, task::JoinHandle};
 use zori_core::event::StreamMessage;
@@ -215,30 +214,21 @@ pub struct Published {
 }
 
 pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Published> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .expect("ephemeral consumer");
-    let mut messages = consumer
-        .fetch()
-        .max_messages(1000)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await
-        .expect("fetch");
+    // Direct reads by sequence: they consume nothing, so they work on the work-queue stream
+    // (where a second consumer is not allowed) without changing what it holds.
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    let state = stream.info().await.expect("stream info").state.clone();
     let mut out = Vec::new();
-    while let Some(message) = messages.next().await {
-        let message = message.expect("message");
+    if state.messages == 0 {
+        return out;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue; // removed (deleted or interior gap)
+        };
         let msg_id = message
             .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|v| v.to_string());
         let payload = String::from_utf8(message.payload.to_vec()).expect("utf-8 payload");
         let parsed: StreamMessage = serde_json::from_str(&payload).expect("a StreamMessage");
