@@ -91,7 +91,8 @@ async fn every_model_credits_the_stored_journeys() {
     insert_payment(&h.pool, paid_at, 3001, "jpy", 0, Some(&u2), None).await;
 
     let q = format!("lookback_days=30&{}", range(10));
-    let cases: &[(&str, &[(&str, &str, i64)])] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str, i64)]);
+    let cases: &[Case] = &[
         (
             "first_touch",
             &[

@@ -11,11 +11,12 @@ pub mod filters;
 mod journey;
 mod models;
 mod revenue;
+mod spend;
 
 use std::{collections::HashMap, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -154,6 +155,12 @@ pub fn router(state: ReportsState) -> Router {
     let api = Router::new()
         .route("/attribution", get(revenue::attribution))
         .route("/attribution/compare", get(models::compare))
+        .route(
+            "/spend",
+            get(spend::report)
+                .put(spend::put)
+                .layer(DefaultBodyLimit::max(spend::MAX_BODY_BYTES)),
+        )
         .route("/overview", get(revenue::overview))
         .route("/timeseries", get(revenue::timeseries))
         .route("/countries", get(revenue::countries))
