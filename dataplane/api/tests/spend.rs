@@ -155,6 +155,13 @@ async fn spend_imports_idempotently_and_reports_cac_and_roas() {
         json!([{"currency": "usd", "amount": 16000.0, "formatted": "160.00"}])
     );
     assert_eq!(google["roas"], json!([{"currency": "usd", "roas": 0.5}]));
+    // CAC 16000; the new customers' 16000 over a 30-day range is 8000 each per 30 days, i.e.
+    // 8000 × 30.4375 / 30 a month → payback 16000 / 8116.67 = 1.97 months.
+    let payback = google["payback"][0]["months"].as_f64().unwrap();
+    assert!(
+        (payback - 16_000.0 / (8000.0 * 30.4375 / 30.0)).abs() < 1e-9,
+        "{payback}"
+    );
     let twitter = campaign(&report, "twitter", "paid_social", "launch");
     assert_eq!(twitter["spend"][0]["net"], 10_000);
     assert_eq!(
@@ -165,6 +172,7 @@ async fn spend_imports_idempotently_and_reports_cac_and_roas() {
         (Some(1), Some(0))
     );
     assert_eq!(twitter["cac"], json!([]), "no new customer, no CAC");
+    assert_eq!(twitter["payback"], json!([]));
     assert_eq!(twitter["roas"], json!([{"currency": "usd", "roas": 2.0}]));
     let organic = campaign(&report, "google.com", "", "");
     assert_eq!(organic["spend"], json!([]));

@@ -111,6 +111,14 @@ pub struct Roas {
     pub roas: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payback {
+    pub currency: String,
+    /// CAC ÷ monthly net revenue per new customer (their revenue in the range, spread over the
+    /// range's months of 30.44 days); `null` when that revenue is 0.
+    pub months: Option<f64>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct CampaignRow {
     pub source: String,
@@ -125,6 +133,8 @@ pub struct CampaignRow {
     pub cac: Vec<Amount>,
     /// Per spend currency.
     pub roas: Vec<Roas>,
+    /// Per spend currency, when there are new customers.
+    pub payback: Vec<Payback>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,7 +152,12 @@ struct Acc {
     payers: BTreeSet<String>,
     new_payers: BTreeSet<String>,
     revenue: BTreeMap<String, i64>,
+    /// Revenue of the new payers alone.
+    new_revenue: BTreeMap<String, i64>,
 }
+
+/// Average days in a month.
+const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
 
 fn credited(map: &BTreeMap<String, i64>) -> Vec<Credited> {
     map.iter()
@@ -154,9 +169,26 @@ fn credited(map: &BTreeMap<String, i64>) -> Vec<Credited> {
         .collect()
 }
 
-fn campaign_row((source, medium, campaign): Key, acc: Acc) -> CampaignRow {
+fn campaign_row((source, medium, campaign): Key, acc: Acc, days: i64) -> CampaignRow {
     let new_customers = acc.new_payers.len() as i64;
+    let months = days.max(1) as f64 / DAYS_PER_MONTH;
     CampaignRow {
+        payback: if new_customers > 0 {
+            acc.spend
+                .iter()
+                .map(|(currency, spend)| {
+                    let cac = *spend as f64 / new_customers as f64;
+                    let revenue = acc.new_revenue.get(currency).copied().unwrap_or(0) as f64;
+                    let monthly = revenue / new_customers as f64 / months;
+                    Payback {
+                        currency: currency.clone(),
+                        months: (monthly > 0.0).then(|| cac / monthly),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         cac: if new_customers > 0 {
             acc.spend
                 .iter()
@@ -257,16 +289,18 @@ pub async fn report(
         let acc = rows.entry((source, medium, campaign)).or_default();
         if !earlier.contains(&payer) {
             acc.new_payers.insert(payer.clone());
+            *acc.new_revenue.entry(currency.clone()).or_default() += net;
         }
         acc.payers.insert(payer);
         *acc.revenue.entry(currency).or_default() += net;
     }
+    let days = (range.to - range.from).whole_days() + 1;
     Ok(Json(SpendReport {
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows: rows
             .into_iter()
-            .map(|(k, acc)| campaign_row(k, acc))
+            .map(|(k, acc)| campaign_row(k, acc, days))
             .collect(),
     }))
 }
@@ -282,8 +316,10 @@ mod tests {
             payers: BTreeSet::from(["a".to_owned(), "b".to_owned(), "c".to_owned()]),
             new_payers: BTreeSet::from(["a".to_owned(), "b".to_owned()]),
             revenue: BTreeMap::from([("usd".to_owned(), 14_900), ("jpy".to_owned(), 500)]),
+            new_revenue: BTreeMap::from([("usd".to_owned(), 12_000)]),
         };
-        let row = campaign_row(("google".into(), "cpc".into(), "spring".into()), acc);
+        // A range of 365.25 / 12 days: one month.
+        let row = campaign_row(("google".into(), "cpc".into(), "spring".into()), acc, 30);
         assert_eq!((row.customers, row.new_customers), (3, 2));
         assert_eq!(
             row.cac,
@@ -313,7 +349,20 @@ mod tests {
                 },
             ]
         );
-        let none = campaign_row(Default::default(), Acc::default());
-        assert!(none.cac.is_empty() && none.roas.is_empty());
+        // CAC 15000 usd; new customers bring 12000 / 2 = 6000 a month over 30 of 30.44 days
+        // (6087.5 a month) → 2.46 months. No eur revenue: no payback.
+        let usd = row.payback.iter().find(|p| p.currency == "usd").unwrap();
+        let expected = 15_000.0 / (6000.0 / (30.0 / (365.25 / 12.0)));
+        assert!((usd.months.unwrap() - expected).abs() < 1e-9, "{usd:?}");
+        assert_eq!(
+            row.payback
+                .iter()
+                .find(|p| p.currency == "eur")
+                .unwrap()
+                .months,
+            None
+        );
+        let none = campaign_row(Default::default(), Acc::default(), 30);
+        assert!(none.cac.is_empty() && none.roas.is_empty() && none.payback.is_empty());
     }
 }
