@@ -9,12 +9,14 @@
 mod activity;
 pub mod filters;
 mod journey;
+mod models;
 mod revenue;
+mod spend;
 
 use std::{collections::HashMap, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -44,6 +46,9 @@ pub enum ReportError {
     BadParam { param: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The data-driven model lacks the journeys it needs (the message says how many).
+    #[error("{0}")]
+    NotEnoughData(String),
     #[error("failed to query PostgreSQL ({what}): {source}")]
     Postgres {
         what: &'static str,
@@ -88,6 +93,11 @@ impl IntoResponse for ReportError {
                 (StatusCode::BAD_REQUEST, "bad_request", Some(param.as_str()))
             }
             ReportError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ReportError::NotEnoughData(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_enough_data",
+                Some("model"),
+            ),
             ReportError::Postgres { .. } | ReportError::ClickHouse(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
@@ -144,6 +154,13 @@ impl ReportsState {
 pub fn router(state: ReportsState) -> Router {
     let api = Router::new()
         .route("/attribution", get(revenue::attribution))
+        .route("/attribution/compare", get(models::compare))
+        .route(
+            "/spend",
+            get(spend::report)
+                .put(spend::put)
+                .layer(DefaultBodyLimit::max(spend::MAX_BODY_BYTES)),
+        )
         .route("/overview", get(revenue::overview))
         .route("/timeseries", get(revenue::timeseries))
         .route("/countries", get(revenue::countries))

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::{
     extract::{RawQuery, State},
+    response::{IntoResponse, Response},
     Json,
 };
 use serde::Serialize;
@@ -155,7 +156,7 @@ fn dimension_sql(group: Group) -> String {
 /// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
 /// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
 /// `visitors` evaluates nothing again.
-const RESOLVED_PAYMENTS: &str = "
+pub(super) const RESOLVED_PAYMENTS: &str = "
     pay AS (
         SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.currency, p.visitor_id,
                p.email_hash, p.customer_id,
@@ -285,7 +286,7 @@ struct Breakdown {
 /// PostgreSQL's cost estimate crosses the JIT thresholds on a large tenant, and compiling
 /// (with inlining and optimisation) then took several times longer than executing: ~0.5 s
 /// against tens of milliseconds.
-async fn fetch_all_local<'q, T>(
+pub(super) async fn fetch_all_local<'q, T>(
     pool: &PgPool,
     settings: &[&str],
     query: QueryAs<'q, Postgres, T, PgArguments>,
@@ -426,7 +427,7 @@ pub struct Attribution {
     pub totals: Totals,
 }
 
-fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
+pub(super) fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
     params.bool("livemode")
 }
 
@@ -489,19 +490,22 @@ async fn grouped(
     })
 }
 
+/// By a first-touch dimension; with `model=…`, credited by that attribution model over the
+/// touch history instead (see [`super::models`]).
 pub async fn attribution(
     State(state): State<ReportsState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Attribution>, ReportError> {
+) -> Result<Response, ReportError> {
     let params = Params::parse(query)?;
+    if params.get("model").is_some() {
+        return super::models::attribution(&state, &params).await;
+    }
     let dimension: Dimension = params
         .get("dimension")
         .unwrap_or("channel")
         .parse()
         .map_err(|e: String| ReportError::bad("dimension", e))?;
-    Ok(Json(
-        grouped(&state, Group::Touch(dimension), &params).await?,
-    ))
+    Ok(Json(grouped(&state, Group::Touch(dimension), &params).await?).into_response())
 }
 
 /// Visitors, customers and revenue by the visitor's latest country.
