@@ -200,7 +200,7 @@ async fn batch_over_the_element_limit_is_413() {
     let error = error_of(response).await;
     assert_eq!(
         error,
-        "batch has 4 events and identifies; at most 3 are allowed per request"
+        "batch has more than 3 events and identifies; at most 3 are allowed per request"
     );
     assert!(server.published().await.is_empty());
     server.stop().await;
