@@ -593,6 +593,10 @@ impl Consumer {
         m.rows("visitor_days", written.postgres.visitor_days);
         m.rows("users", written.postgres.users);
         m.rows("identities", written.postgres.identities);
+        m.rows(
+            "unverified_identifies",
+            written.postgres.unverified_identifies,
+        );
     }
 
     async fn ack(&self, message: &Message) {

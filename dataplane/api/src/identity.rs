@@ -3,7 +3,9 @@
 //!
 //! A record finds its user by `app_id`, else by email hash (unless that user already has another
 //! `app_id`), else — when it carries neither — by the user its visitor is already linked to;
-//! otherwise a user is created. Missing fields of the user are filled, existing ones are kept.
+//! otherwise a user is created. With identity verification on, a record whose claim could not
+//! be verified ([`zori_core::identity::IdentityProof::Unsigned`]) changes nothing here, and the email beside a signed
+//! `app_id` never finds another user. Missing fields of the user are filled, existing ones are kept.
 //! The visitor is linked to the user unless it was linked later (by `occurred_at`) to someone
 //! else. Replaying records changes nothing, so redelivery is harmless.
 
@@ -110,13 +112,17 @@ pub fn resolve(
     ordered.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
 
     for record in ordered {
+        // An identity claim verification could not prove changes nothing (it is kept apart).
+        if !record.proof.links() {
+            continue;
+        }
         let app_id = non_empty(&record.app_id);
         let email = non_empty(&record.email_hash);
         let fullname = non_empty(&record.fullname);
         let at = record.occurred_at;
 
         let mut user = app_id.and_then(|a| by_app.get(a).copied());
-        if user.is_none() {
+        if user.is_none() && record.proof.email_finds_user(app_id.is_some()) {
             if let Some(candidate) = email.and_then(|e| by_email.get(e).copied()) {
                 let candidate_app = states
                     .get(&candidate)
@@ -239,6 +245,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
+    use zori_core::identity::IdentityProof;
 
     use super::*;
 
@@ -259,6 +266,7 @@ mod tests {
             email_hash: email.map(str::to_owned),
             fullname: None,
             traits: Map::new(),
+            proof: IdentityProof::Unchecked,
         }
     }
 
@@ -423,5 +431,60 @@ mod tests {
             &[&newer],
         );
         assert_eq!(r.links[0].user, UserRef::Existing(2));
+    }
+
+    #[test]
+    fn an_unverified_claim_never_moves_a_user() {
+        let mut claim = record(
+            "1",
+            "v-attacker",
+            Some("u1"),
+            Some("h1"),
+            datetime!(2025-02-01 0:00 UTC),
+        );
+        claim.fullname = Some("Mallory".to_owned());
+        claim.proof = IdentityProof::Unsigned;
+        let r = resolve(vec![existing(1, Some("u1"), Some("h1"))], vec![], &[&claim]);
+        assert_eq!(r, Resolution::default(), "no link, no user change");
+        // Nor does it create a user that a later verified identify would join.
+        let r = resolve(vec![], vec![], &[&claim]);
+        assert_eq!(r, Resolution::default());
+    }
+
+    #[test]
+    fn the_email_beside_a_signed_app_id_finds_no_other_user() {
+        let mut own = record(
+            "1",
+            "v-attacker",
+            Some("u-attacker"),
+            Some("h-victim"),
+            datetime!(2025-02-01 0:00 UTC),
+        );
+        own.proof = IdentityProof::Signed;
+        let r = resolve(vec![existing(1, None, Some("h-victim"))], vec![], &[&own]);
+        assert!(r.updated_users.is_empty(), "the victim's user is untouched");
+        assert_eq!(r.new_users.len(), 1);
+        assert_eq!(r.new_users[0].app_id.as_deref(), Some("u-attacker"));
+        assert_eq!(
+            r.new_users[0].email_hash, None,
+            "the email stays the victim's"
+        );
+        assert_eq!(r.links[0].user, UserRef::New(0));
+        // A signed email (no app_id) and a token identify do find the user by email.
+        for (app_id, proof) in [
+            (None, IdentityProof::Signed),
+            (Some("u9"), IdentityProof::Token),
+        ] {
+            let mut rec = record(
+                "2",
+                "v2",
+                app_id,
+                Some("h-victim"),
+                datetime!(2025-02-01 0:00 UTC),
+            );
+            rec.proof = proof;
+            let r = resolve(vec![existing(1, None, Some("h-victim"))], vec![], &[&rec]);
+            assert_eq!(r.links[0].user, UserRef::Existing(1), "{proof:?}");
+        }
     }
 }

@@ -124,6 +124,7 @@ pub struct Written {
     pub visitor_days: u64,
     pub users: u64,
     pub identities: u64,
+    pub unverified_identifies: u64,
 }
 
 /// Writes the Postgres side of a batch in one transaction: set-based upserts, one statement per
@@ -133,7 +134,7 @@ pub async fn write_batch(pool: &PgPool, plan: &Plan<'_>) -> Result<Written, PgEr
     let visitors = upsert_visitors(&mut tx, plan).await?;
     let touches = upsert_touches(&mut tx, plan).await?;
     let visitor_days = insert_visitor_days(&mut tx, plan).await?;
-    let (users, identities) = apply_identifies(&mut tx, plan).await?;
+    let (users, identities, unverified_identifies) = apply_identifies(&mut tx, plan).await?;
     tx.commit().await.map_err(write("commit"))?;
     let written = Written {
         visitors,
@@ -141,6 +142,7 @@ pub async fn write_batch(pool: &PgPool, plan: &Plan<'_>) -> Result<Written, PgEr
         visitor_days,
         users,
         identities,
+        unverified_identifies,
     };
     Ok(written)
 }
@@ -409,13 +411,14 @@ struct IdentityRow {
 const IDENTIFY_LOCK_CLASS: i32 = 0x5a6f_7269; // "Zori"
 
 /// Resolves and writes the batch's identify records: users found or created, missing fields
-/// filled, visitors linked. Returns (users written, identities written).
+/// filled, visitors linked; records whose identity claim could not be verified are only kept
+/// in `unverified_identifies`. Returns (users, identities, unverified identifies) written.
 async fn apply_identifies(
     tx: &mut Transaction<'_, Postgres>,
     plan: &Plan<'_>,
-) -> Result<(u64, u64), PgError> {
+) -> Result<(u64, u64, u64), PgError> {
     if plan.identifies.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     // Identity writers of this schema take turns: resolution reads, then writes, users.
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
@@ -447,6 +450,12 @@ async fn apply_identifies(
             r
         })
         .collect();
+    let (records, unverified): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r| r.proof.links());
+    let unverified_written = keep_unverified(tx, &unverified).await?;
+    if records.is_empty() {
+        return Ok((0, 0, unverified_written));
+    }
     let app_ids: Vec<String> = records.iter().filter_map(|r| r.app_id.clone()).collect();
     let emails: Vec<String> = records
         .iter()
@@ -559,7 +568,49 @@ async fn apply_identifies(
         .map_err(write("identities"))?;
         identities_written = result.rows_affected();
     }
-    Ok((users_written, identities_written))
+    Ok((users_written, identities_written, unverified_written))
+}
+
+/// Stores identify records verification could not prove, apart from users and identities
+/// (idempotent: a redelivered record is stored once).
+async fn keep_unverified(
+    tx: &mut Transaction<'_, Postgres>,
+    records: &[zori_core::event::IdentifyRecord],
+) -> Result<u64, PgError> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = records.iter().map(|r| pg_text(&r.id)).collect();
+    let visitors: Vec<String> = records.iter().map(|r| r.visitor_id.clone()).collect();
+    let app_ids: Vec<Option<String>> = records.iter().map(|r| r.app_id.clone()).collect();
+    let emails: Vec<Option<String>> = records.iter().map(|r| r.email_hash.clone()).collect();
+    let names: Vec<Option<String>> = records.iter().map(|r| r.fullname.clone()).collect();
+    let traits: Vec<String> = records
+        .iter()
+        .map(|r| pg_json(&serde_json::Value::Object(r.traits.clone())))
+        .collect();
+    let occurred: Vec<OffsetDateTime> = records.iter().map(|r| r.occurred_at).collect();
+    let received: Vec<OffsetDateTime> = records.iter().map(|r| r.received_at).collect();
+    let result = sqlx::query(
+        "INSERT INTO unverified_identifies
+            (event_id, visitor_id, app_id, email_hash, fullname, traits, occurred_at, received_at)
+         SELECT t.id, t.visitor_id, t.app_id, t.email_hash, t.fullname, t.traits::jsonb, t.occurred_at, t.received_at
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+              AS t(id, visitor_id, app_id, email_hash, fullname, traits, occurred_at, received_at)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(visitors)
+    .bind(app_ids)
+    .bind(emails)
+    .bind(names)
+    .bind(traits)
+    .bind(occurred)
+    .bind(received)
+    .execute(&mut **tx)
+    .await
+    .map_err(write("unverified identifies"))?;
+    Ok(result.rows_affected())
 }
 
 async fn write_users(

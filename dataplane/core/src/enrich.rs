@@ -16,6 +16,7 @@ use crate::{
         TrackedEvent, Utm,
     },
     geo,
+    identity::IdentityProof,
     pageurl::{self, clean_link, clean_query, looks_like_email, looks_like_secret},
     referrer,
     text::clean,
@@ -217,6 +218,8 @@ pub fn enrich_identify(
         email_hash,
         fullname,
         traits,
+        // Set by ingest, which knows the tenant's identity verification setting.
+        proof: IdentityProof::Unchecked,
     })
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::channel::Channel;
+use crate::{channel::Channel, identity::IdentityProof};
 
 /// Subject suffix carrying everything ingest accepted; the api consumes it.
 pub const INGRESS_SUBJECT_SUFFIX: &str = "ingress";
@@ -133,6 +133,9 @@ pub struct RawIdentify {
     pub full_name: Option<String>,
     #[serde(alias = "a")]
     pub additional_properties: Option<Map<String, Value>>,
+    /// Identity verification: hex HMAC-SHA256 of `app_id` (else of `email`) with the tenant's
+    /// identity secret, computed by the site's server (see [`crate::identity`]).
+    pub signature: Option<String>,
 }
 
 /// Body of `POST /batch`: our batched form, one request for many events.
@@ -296,6 +299,10 @@ pub struct IdentifyRecord {
     pub email_hash: Option<String>,
     pub fullname: Option<String>,
     pub traits: Map<String, Value>,
+    /// What ingest could verify about the claimed identity; absent means
+    /// [`IdentityProof::Unchecked`] (verification off).
+    #[serde(default, skip_serializing_if = "IdentityProof::is_unchecked")]
+    pub proof: IdentityProof,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod email;
 pub mod enrich;
 pub mod event;
 pub mod geo;
+pub mod identity;
 pub mod pageurl;
 pub mod referrer;
 pub mod saas;

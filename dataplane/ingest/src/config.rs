@@ -13,6 +13,8 @@ use zori_core::{
 use zori_service::jetstream::{parse_duration, StreamLimits, StreamRetention};
 pub use zori_service::secret::{Secret, REDACTED};
 
+pub use crate::identity::VerificationMode;
+
 /// Command-line flags and environment variables, as given. Every value is read as text and
 /// checked by [`Config::validate`], so that every mistake produces the same one-line error.
 #[derive(Clone, Parser)]
@@ -185,11 +187,70 @@ pub struct Config {
     pub max_future_skew: String,
 
     /// Header carrying the client address when running behind a proxy, such as
-    /// `x-forwarded-for` (its first address is used). Without it, the peer address is used.
+    /// `x-forwarded-for` (see --trusted-proxies for which entry is used). Without it, the peer
+    /// address is used.
     /// The address only feeds the country lookup and a salted rate-limit key; it is never
     /// stored.
     #[arg(long, env = "ZORI_CLIENT_IP_HEADER", value_name = "HEADER")]
     pub client_ip_header: Option<String>,
+
+    /// How many proxies in front of ingest append to --client-ip-header (a load balancer and
+    /// an ingress controller are 2). The client address is the right-most entry that none of
+    /// them added: entries further left are whatever the client sent, so they cannot be trusted.
+    /// 0 ignores the header.
+    #[arg(
+        long,
+        env = "ZORI_TRUSTED_PROXIES",
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value = "1"
+    )]
+    pub trusted_proxies: String,
+
+    /// Most request bodies read and parsed at once; beyond that requests get 503 with
+    /// Retry-After. Bounds ingest's memory: each body in flight holds at most
+    /// --max-body-bytes plus what it parses into.
+    #[arg(
+        long,
+        env = "ZORI_MAX_INFLIGHT_BODIES",
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value = "64"
+    )]
+    pub max_inflight_bodies: String,
+
+    /// Identity verification of identify(): `off` (trust every identify), `ignore` (an identify
+    /// without a valid signature is stored apart and never links a visitor to a user, so it
+    /// cannot move attribution or a user's name) or `refuse` (it is answered 403). Signed
+    /// identifies, and identifies sent with the API token, are always trusted.
+    #[arg(
+        long,
+        env = "ZORI_IDENTITY_VERIFICATION",
+        value_name = "off|ignore|refuse",
+        default_value = "off"
+    )]
+    pub identity_verification: String,
+
+    /// Tenant secret the site's server signs identities with: `signature` = hex
+    /// HMAC-SHA256 of the app_id (or of the email when there is no app_id); at least 16
+    /// characters.
+    #[arg(
+        long,
+        env = "ZORI_IDENTITY_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub identity_secret: Option<String>,
+
+    /// The tenant's API token (as given to zori-api): identify requests sent by the site's
+    /// server with `Authorization: Bearer <token>` are trusted without a signature.
+    #[arg(
+        long,
+        env = "ZORI_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
 
     /// How long to wait for JetStream to acknowledge an event before answering 503.
     #[arg(
@@ -286,6 +347,14 @@ impl fmt::Debug for Config {
             .field("max_past_skew", &self.max_past_skew)
             .field("max_future_skew", &self.max_future_skew)
             .field("client_ip_header", &self.client_ip_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("max_inflight_bodies", &self.max_inflight_bodies)
+            .field("identity_verification", &self.identity_verification)
+            .field(
+                "identity_secret",
+                &self.identity_secret.as_ref().map(|_| REDACTED),
+            )
+            .field("api_token", &self.api_token.as_ref().map(|_| REDACTED))
             .field("publish_timeout", &self.publish_timeout)
             .field("create_stream", &self.create_stream)
             .field("stream_retention", &self.stream_retention)
@@ -431,6 +500,11 @@ pub struct Settings {
     pub max_past_skew: Duration,
     pub max_future_skew: Duration,
     pub client_ip_header: Option<HeaderName>,
+    pub trusted_proxies: usize,
+    pub max_inflight_bodies: usize,
+    pub identity_verification: VerificationMode,
+    pub identity_secret: Option<Secret>,
+    pub api_token: Option<Secret>,
     pub publish_timeout: Duration,
     pub create_stream: bool,
     pub stream_limits: StreamLimits,
@@ -455,6 +529,11 @@ impl fmt::Debug for Settings {
             .field("max_past_skew", &self.max_past_skew)
             .field("max_future_skew", &self.max_future_skew)
             .field("client_ip_header", &self.client_ip_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("max_inflight_bodies", &self.max_inflight_bodies)
+            .field("identity_verification", &self.identity_verification)
+            .field("identity_secret", &self.identity_secret)
+            .field("api_token", &self.api_token)
             .field("publish_timeout", &self.publish_timeout)
             .field("create_stream", &self.create_stream)
             .field("stream_limits", &self.stream_limits)
@@ -501,6 +580,8 @@ const MIN_SECRET_CHARS: usize = 16;
 const MIN_BODY_BYTES: u64 = 1024;
 const MAX_BODY_BYTES: u64 = 16 << 20;
 const MAX_BATCH_EVENTS: u64 = 10_000;
+const MAX_TRUSTED_PROXIES: u64 = 16;
+const MAX_INFLIGHT_BODIES: u64 = 65_536;
 
 impl Config {
     /// Checks every setting and turns them into [`Settings`]; the first problem found is
@@ -627,6 +708,40 @@ impl Config {
             ),
         };
 
+        let trusted_proxies = parse_count(&self.trusted_proxies)
+            .and_then(|n| in_range(n, 0, MAX_TRUSTED_PROXIES, &self.trusted_proxies))
+            .map_err(|m| invalid("trusted-proxies", "ZORI_TRUSTED_PROXIES", m))?;
+        let max_inflight_bodies = parse_count(&self.max_inflight_bodies)
+            .and_then(|n| in_range(n, 1, MAX_INFLIGHT_BODIES, &self.max_inflight_bodies))
+            .map_err(|m| invalid("max-inflight-bodies", "ZORI_MAX_INFLIGHT_BODIES", m))?;
+
+        let identity_verification = self
+            .identity_verification
+            .parse::<VerificationMode>()
+            .map_err(|m| invalid("identity-verification", "ZORI_IDENTITY_VERIFICATION", m))?;
+        let identity_secret = optional(self.identity_secret);
+        if let Some(secret) = &identity_secret {
+            check_secret(secret, "identity-secret", "ZORI_IDENTITY_SECRET")?;
+        }
+        let api_token = optional(self.api_token);
+        if let Some(token) = &api_token {
+            check_secret(token, "api-token", "ZORI_API_TOKEN")?;
+        }
+        if identity_verification != VerificationMode::Off
+            && identity_secret.is_none()
+            && api_token.is_none()
+        {
+            return Err(invalid(
+                "identity-verification",
+                "ZORI_IDENTITY_VERIFICATION",
+                format!(
+                    "{:?} needs --identity-secret (ZORI_IDENTITY_SECRET) to check signatures, \
+                     or --api-token (ZORI_API_TOKEN) for server-side identifies",
+                    identity_verification.as_str()
+                ),
+            ));
+        }
+
         let publish_timeout = parse_duration(self.publish_timeout.trim())
             .and_then(|d| {
                 if d >= Duration::from_millis(10) && d <= Duration::from_secs(300) {
@@ -693,6 +808,11 @@ impl Config {
             max_past_skew,
             max_future_skew,
             client_ip_header,
+            trusted_proxies: usize::try_from(trusted_proxies).unwrap_or(usize::MAX),
+            max_inflight_bodies: usize::try_from(max_inflight_bodies).unwrap_or(usize::MAX),
+            identity_verification,
+            identity_secret: identity_secret.map(Secret::new),
+            api_token: api_token.map(Secret::new),
             publish_timeout,
             create_stream: self.create_stream,
             stream_limits: StreamLimits {
@@ -717,6 +837,10 @@ fn required(
         Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
         _ => Err(ConfigError::Missing { flag, env, hint }),
     }
+}
+
+fn optional(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn invalid(flag: &'static str, env: &'static str, message: String) -> ConfigError {
@@ -860,6 +984,10 @@ mod tests {
         assert_eq!(s.max_past_skew, Duration::from_secs(72 * 3600));
         assert_eq!(s.max_future_skew, Duration::from_secs(300));
         assert_eq!(s.client_ip_header, None);
+        assert_eq!(s.trusted_proxies, 1);
+        assert_eq!(s.max_inflight_bodies, 64);
+        assert_eq!(s.identity_verification, VerificationMode::Off);
+        assert!(s.identity_secret.is_none() && s.api_token.is_none());
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert!(!s.create_stream);
         assert_eq!(s.rate_limits.failure_mode, FailureMode::Open);
@@ -896,6 +1024,13 @@ mod tests {
             (&["--max-past-skew", "3 fortnights"], "invalid --max-past-skew (ZORI_MAX_PAST_SKEW)"),
             (&["--max-future-skew", "x"], "invalid --max-future-skew (ZORI_MAX_FUTURE_SKEW)"),
             (&["--client-ip-header", "x forwarded"], "invalid --client-ip-header (ZORI_CLIENT_IP_HEADER): \"x forwarded\" is not an HTTP header name"),
+            (&["--trusted-proxies", "-1"], "invalid --trusted-proxies (ZORI_TRUSTED_PROXIES): \"-1\" is not a whole number"),
+            (&["--trusted-proxies", "17"], "invalid --trusted-proxies (ZORI_TRUSTED_PROXIES): \"17\" must be between 0 and 16"),
+            (&["--max-inflight-bodies", "0"], "invalid --max-inflight-bodies (ZORI_MAX_INFLIGHT_BODIES): \"0\" must be between 1 and 65536"),
+            (&["--identity-verification", "strict"], "invalid --identity-verification (ZORI_IDENTITY_VERIFICATION): \"strict\" is not one of off, ignore, refuse"),
+            (&["--identity-verification", "refuse"], "invalid --identity-verification (ZORI_IDENTITY_VERIFICATION): \"refuse\" needs --identity-secret (ZORI_IDENTITY_SECRET)"),
+            (&["--identity-secret", "short"], "invalid --identity-secret (ZORI_IDENTITY_SECRET): the value has 5 characters; at least 16 are required"),
+            (&["--api-token", "short"], "invalid --api-token (ZORI_API_TOKEN): the value has 5 characters"),
             (&["--publish-timeout", "0s"], "invalid --publish-timeout (ZORI_PUBLISH_TIMEOUT): \"0s\" must be between 10ms and 5m"),
             (&["--rate-limit-failure-mode", "ajar"], "invalid --rate-limit-failure-mode (ZORI_RATE_LIMIT_FAILURE_MODE): \"ajar\" is not one of open, closed"),
             (&["--stream-retention", "interest"], "invalid --stream-retention (ZORI_STREAM_RETENTION): \"interest\" is not workqueue or limits"),
@@ -993,6 +1128,12 @@ mod tests {
             "nats://user:natspassword@127.0.0.1:4222",
             "--redis-url",
             "redis://:redispassword@127.0.0.1:6379/0",
+            "--identity-secret",
+            "identity-secret-value-0123",
+            "--api-token",
+            "zori_at_token_value_0123456789",
+            "--identity-verification",
+            "refuse",
         ]);
         let debug = format!("{config:?}");
         let settings = config.validate().expect("valid");
@@ -1003,6 +1144,8 @@ mod tests {
                 "salt-salt-salt-salt",
                 "natspassword",
                 "redispassword",
+                "identity-secret-value-0123",
+                "zori_at_token_value_0123456789",
             ] {
                 assert!(!text.contains(secret), "{secret} leaked in {text}");
             }
@@ -1076,6 +1219,11 @@ mod tests {
             "ZORI_MAX_PAST_SKEW",
             "ZORI_MAX_FUTURE_SKEW",
             "ZORI_CLIENT_IP_HEADER",
+            "ZORI_TRUSTED_PROXIES",
+            "ZORI_MAX_INFLIGHT_BODIES",
+            "ZORI_IDENTITY_VERIFICATION",
+            "ZORI_IDENTITY_SECRET",
+            "ZORI_API_TOKEN",
             "ZORI_PUBLISH_TIMEOUT",
             "ZORI_CREATE_STREAM",
             "ZORI_STREAM_MAX_AGE",

@@ -309,17 +309,31 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejectio
     })
 }
 
-/// The client address: the first address in `client_ip_header` when configured and present,
-/// else the peer address.
-pub(crate) fn client_ip(parts: &Parts, client_ip_header: Option<&HeaderName>) -> Option<IpAddr> {
-    if let Some(name) = client_ip_header {
-        if let Some(ip) = parts
-            .headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(first_address)
-        {
-            return Some(ip);
+/// The client address. Behind `trusted_proxies` proxies that each append to `client_ip_header`
+/// (X-Forwarded-For style), the address the outermost proxy saw is the `trusted_proxies`-th entry
+/// from the right: entries further left were sent by the client and prove nothing. With fewer
+/// entries than proxies the left-most is used. Without the header (or with 0 trusted proxies),
+/// or when the chosen entry is not an address, the peer address is used.
+pub(crate) fn client_ip(
+    parts: &Parts,
+    client_ip_header: Option<&HeaderName>,
+    trusted_proxies: usize,
+) -> Option<IpAddr> {
+    if let Some(name) = client_ip_header.filter(|_| trusted_proxies > 0) {
+        let mut hops: Vec<&str> = Vec::new();
+        for value in parts.headers.get_all(name) {
+            // A header that is not text is ignored as a whole.
+            let Ok(value) = value.to_str() else {
+                hops.clear();
+                break;
+            };
+            hops.extend(value.split(',').map(str::trim));
+        }
+        if !hops.is_empty() {
+            let index = hops.len().saturating_sub(trusted_proxies);
+            if let Some(ip) = hops.get(index).and_then(|hop| parse_address(hop)) {
+                return Some(ip);
+            }
         }
     }
     parts
@@ -328,15 +342,13 @@ pub(crate) fn client_ip(parts: &Parts, client_ip_header: Option<&HeaderName>) ->
         .map(|ConnectInfo(addr)| addr.ip().to_canonical())
 }
 
-/// First address of a list such as `X-Forwarded-For: 203.0.113.7, 10.0.0.1`; accepts
-/// `ip:port` and `[v6]:port` forms.
-fn first_address(value: &str) -> Option<IpAddr> {
-    let first = value.split(',').next()?.trim();
-    if let Ok(ip) = first.parse::<IpAddr>() {
+/// One hop of a list such as `X-Forwarded-For: 203.0.113.7, 10.0.0.1`; accepts `ip:port` and
+/// `[v6]:port` forms.
+fn parse_address(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(ip.to_canonical());
     }
-    first
-        .parse::<SocketAddr>()
+    hop.parse::<SocketAddr>()
         .ok()
         .map(|addr| addr.ip().to_canonical())
 }
@@ -377,11 +389,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_first_forwarded_address() {
+    fn parses_one_hop() {
         let cases: &[(&str, Option<&str>)] = &[
             ("203.0.113.7", Some("203.0.113.7")),
-            ("203.0.113.7, 10.0.0.1", Some("203.0.113.7")),
-            (" 2001:db8::1 ,10.0.0.1", Some("2001:db8::1")),
+            ("2001:db8::1", Some("2001:db8::1")),
             ("203.0.113.7:5123", Some("203.0.113.7")),
             ("[2001:db8::1]:443", Some("2001:db8::1")),
             ("::ffff:203.0.113.7", Some("203.0.113.7")),
@@ -390,21 +401,56 @@ mod tests {
         ];
         for (value, expected) in cases {
             let expected = expected.map(|s| s.parse::<IpAddr>().expect("ip"));
-            assert_eq!(first_address(value), expected, "{value:?}");
+            assert_eq!(parse_address(value), expected, "{value:?}");
         }
     }
 
     #[test]
-    fn client_ip_falls_back_to_the_peer() {
+    fn takes_the_right_most_hop_no_trusted_proxy_added() {
         let header = HeaderName::from_static("x-forwarded-for");
-        let mut p = parts("/ingest", &[("x-forwarded-for", "garbage")]);
-        p.extensions.insert(ConnectInfo(
-            "192.0.2.1:4000".parse::<SocketAddr>().expect("addr"),
-        ));
-        assert_eq!(client_ip(&p, Some(&header)), "192.0.2.1".parse().ok());
+        let peer = "192.0.2.1";
+        let ip = |values: &[&str], proxies: usize| {
+            let headers: Vec<(&str, &str)> =
+                values.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            let mut p = parts("/ingest", &headers);
+            p.extensions.insert(ConnectInfo(
+                format!("{peer}:4000").parse::<SocketAddr>().expect("addr"),
+            ));
+            client_ip(&p, Some(&header), proxies).map(|ip| ip.to_string())
+        };
+        let cases: &[(&[&str], usize, &str)] = &[
+            // One proxy (an ingress controller) appends the address it saw.
+            (&["198.51.100.2"], 1, "198.51.100.2"),
+            // A client sending its own X-Forwarded-For cannot choose its address.
+            (&["1.2.3.4, 198.51.100.2"], 1, "198.51.100.2"),
+            (&["1.2.3.4", "198.51.100.2"], 1, "198.51.100.2"),
+            (&["1.2.3.4, 5.6.7.8, 198.51.100.2"], 1, "198.51.100.2"),
+            // Two proxies (a load balancer, then the ingress): the second entry from the right.
+            (&["1.2.3.4, 198.51.100.2, 10.0.0.5"], 2, "198.51.100.2"),
+            (&["198.51.100.2, 10.0.0.5"], 2, "198.51.100.2"),
+            // Fewer entries than proxies: the left-most, which a proxy wrote.
+            (&["198.51.100.2"], 2, "198.51.100.2"),
+            // 0 proxies: the header is ignored.
+            (&["1.2.3.4"], 0, peer),
+            // The chosen hop is garbage: the peer, never another (client-written) hop.
+            (&["1.2.3.4, garbage"], 1, peer),
+            (&["garbage"], 1, peer),
+            (&[""], 1, peer),
+            (&[], 1, peer),
+        ];
+        for (values, proxies, expected) in cases {
+            assert_eq!(
+                ip(values, *proxies).as_deref(),
+                Some(*expected),
+                "{values:?} with {proxies} proxies"
+            );
+        }
         let p = parts("/ingest", &[("x-forwarded-for", "198.51.100.2")]);
-        assert_eq!(client_ip(&p, Some(&header)), "198.51.100.2".parse().ok());
-        assert_eq!(client_ip(&p, None), None);
+        assert_eq!(
+            client_ip(&p, None, 1),
+            None,
+            "no header configured, no peer"
+        );
     }
 
     #[test]

@@ -11,13 +11,17 @@
 //! `{"accepted": n, "rejected": [...]}`), `GET /zori.js` and `GET /v/<version>/zori.js` (the
 //! tracker), `GET /health`, and the shared `/healthz`, `/readyz`, `/metrics`.
 
+mod batch;
 pub mod config;
 mod http;
+mod identity;
 mod metrics;
 pub mod publish;
 pub mod ratelimit;
 mod server;
 pub mod tracker;
 
-pub use config::{BotTraffic, Config, ConfigError, LogFormat, RateLimits, Secret, Settings};
+pub use config::{
+    BotTraffic, Config, ConfigError, LogFormat, RateLimits, Secret, Settings, VerificationMode,
+};
 pub use server::{run, Error};

@@ -67,10 +67,13 @@ pub(crate) enum Reason {
     Invalid,
     RateLimited,
     Unavailable,
+    InvalidToken,
+    Unverified,
+    Overloaded,
 }
 
 impl Reason {
-    const ALL: [Reason; 11] = [
+    const ALL: [Reason; 14] = [
         Reason::MissingKey,
         Reason::InvalidKey,
         Reason::OriginNotAllowed,
@@ -82,6 +85,9 @@ impl Reason {
         Reason::Invalid,
         Reason::RateLimited,
         Reason::Unavailable,
+        Reason::InvalidToken,
+        Reason::Unverified,
+        Reason::Overloaded,
     ];
 
     fn as_str(self) -> &'static str {
@@ -97,6 +103,9 @@ impl Reason {
             Reason::Invalid => "invalid",
             Reason::RateLimited => "rate_limited",
             Reason::Unavailable => "unavailable",
+            Reason::InvalidToken => "invalid_token",
+            Reason::Unverified => "unverified_identity",
+            Reason::Overloaded => "overloaded",
         }
     }
 }

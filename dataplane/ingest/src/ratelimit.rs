@@ -1,7 +1,12 @@
 //! Fixed-window rate limits in Redis, per visitor id and per client IP, weighted by the number
 //! of events in a request. One round trip per request (a small Lua script that increments every
-//! counter and sets its expiry on first use; concurrent requests share a call). Client IPs are hashed with the tenant salt before
-//! they become part of a key: the raw address is never stored.
+//! counter and sets its expiry on first use; concurrent requests share a call). Visitor ids and
+//! client IPs are hashed with the tenant salt before they become part of a key: neither is ever
+//! stored in Redis in clear.
+//!
+//! Every key starts with `zori:{<tenant>}:`, and the limiter needs only `EVALSHA`,
+//! `SCRIPT LOAD` and `PING` (plus `INCRBY` and `EXPIRE` inside the script), so it runs under a
+//! Redis ACL user restricted to the tenant's prefix (see [`ACL_COMMANDS`]).
 //!
 //! When Redis cannot be reached, `--rate-limit-failure-mode` decides. `open` (the default): the
 //! request goes through, a metric counts it and a warning is logged at most once a minute;
@@ -51,8 +56,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 const LOG_EVERY_SECS: u64 = 60;
-/// Visitor ids longer than this are hashed before they become part of a key.
-const MAX_PLAIN_VISITOR_KEY: usize = 96;
+/// The commands the limiter sends, as a Redis ACL rule list: what a tenant's ACL user needs.
+pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +incrby +expire";
 /// Checks waiting for Redis; beyond this the limiter is overloaded and lets requests through.
 const QUEUE_CAPACITY: usize = 8192;
 /// Most checks sent to Redis in one script call.
@@ -258,7 +263,7 @@ impl RateLimiter {
     }
 
     fn visitor_key(&self, visitor: &str, window: u64) -> String {
-        visitor_key(&self.prefix, visitor, window)
+        visitor_key(&self.prefix, &self.salt, visitor, window)
     }
 
     fn ip_key(&self, ip: IpAddr, window: u64) -> String {
@@ -369,14 +374,13 @@ async fn send_checks(
     }
 }
 
-/// `<prefix><window>:v:<visitor id>`; long ids are hashed.
-fn visitor_key(prefix: &str, visitor: &str, window: u64) -> String {
-    if visitor.len() <= MAX_PLAIN_VISITOR_KEY {
-        format!("{prefix}{window}:v:{visitor}")
-    } else {
-        let digest = Sha256::digest(visitor.as_bytes());
-        format!("{prefix}{window}:vh:{}", hex16(&digest))
-    }
+/// `<prefix><window>:v:<salted hash>`: the visitor id itself never reaches Redis.
+fn visitor_key(prefix: &str, salt: &[u8], visitor: &str, window: u64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(b":v:");
+    hasher.update(visitor.as_bytes());
+    format!("{prefix}{window}:v:{}", hex16(&hasher.finalize()))
 }
 
 /// `<prefix><window>:ip:<salted hash>`: the address itself never reaches Redis.
@@ -429,14 +433,17 @@ mod tests {
     }
 
     #[test]
-    fn visitor_keys_are_bounded() {
+    fn visitor_keys_hold_a_salted_hash_not_the_id() {
         let prefix = "zori:{acme}:rl:";
-        assert_eq!(visitor_key(prefix, "vis_1", 7), "zori:{acme}:rl:7:v:vis_1");
-        let long = "v".repeat(128);
-        let key = visitor_key(prefix, &long, 7);
-        assert!(
-            key.starts_with("zori:{acme}:rl:7:vh:") && key.len() < 60,
-            "{key}"
-        );
+        let key = visitor_key(prefix, b"salt-1", "vis_1234", 7);
+        assert!(key.starts_with("zori:{acme}:rl:7:v:"), "{key}");
+        assert!(!key.contains("vis_1234"), "{key}");
+        assert_eq!(key.len(), "zori:{acme}:rl:7:v:".len() + 32);
+        assert_eq!(key, visitor_key(prefix, b"salt-1", "vis_1234", 7));
+        assert_ne!(key, visitor_key(prefix, b"salt-2", "vis_1234", 7));
+        assert_ne!(key, visitor_key(prefix, b"salt-1", "vis_1235", 7));
+        assert_ne!(key, visitor_key(prefix, b"salt-1", "vis_1234", 8));
+        let long = visitor_key(prefix, b"salt-1", &"v".repeat(4096), 7);
+        assert_eq!(long.len(), key.len(), "bounded whatever the id's length");
     }
 }

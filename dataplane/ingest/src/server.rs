@@ -22,11 +22,14 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, SemaphorePermit},
+};
 use tracing::Instrument;
 use zori_core::{
     enrich::{enrich_event, enrich_identify, EnrichContext, EnrichSettings, EventError},
-    event::{RawBatch, RawEvent, RawIdentify, StreamMessage, TrackedEvent},
+    event::{IdentifyRecord, RawEvent, RawIdentify, StreamMessage, TrackedEvent},
 };
 use zori_service::{
     jetstream::{desired_config, ensure_stream, JetStreamError},
@@ -34,11 +37,13 @@ use zori_service::{
 };
 
 use crate::{
+    batch::parse_batch,
     config::{BotTraffic, Settings},
     http::{
         classify_event_error, client_ip, event_rejection, parse_json, read_body, user_agent,
         KeyCheck, Origins, Rejection, UNAVAILABLE_RETRY_AFTER,
     },
+    identity::IdentityCheck,
     metrics::{Metrics, Reason, Route},
     publish::{PublishError, Publisher},
     ratelimit::{Decision, RateLimitError, RateLimiter},
@@ -59,6 +64,10 @@ pub enum Error {
 const HEALTH_TEXT: &str = "Zori - Ingestion Server";
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for an in-flight body permit before it is answered 503.
+const INFLIGHT_WAIT: Duration = Duration::from_millis(100);
+/// Retry-After of that 503.
+const OVERLOADED_RETRY_AFTER: u64 = 1;
 
 struct AppState {
     origins: Origins,
@@ -71,6 +80,11 @@ struct AppState {
     max_batch_events: usize,
     bot_traffic: BotTraffic,
     client_ip_header: Option<HeaderName>,
+    trusted_proxies: usize,
+    /// One permit per request body being read, parsed and handled.
+    inflight: Semaphore,
+    max_inflight_bodies: usize,
+    identity: IdentityCheck,
 }
 
 type Shared = Arc<AppState>;
@@ -145,6 +159,14 @@ pub async fn run(
         max_batch_events: settings.max_batch_events,
         bot_traffic: settings.bot_traffic,
         client_ip_header: settings.client_ip_header.clone(),
+        trusted_proxies: settings.trusted_proxies,
+        inflight: Semaphore::new(settings.max_inflight_bodies),
+        max_inflight_bodies: settings.max_inflight_bodies,
+        identity: IdentityCheck::new(
+            settings.identity_verification,
+            settings.identity_secret.clone(),
+            settings.api_token.as_ref(),
+        ),
     });
     let readiness = Arc::new(IngestReadiness {
         client: client.clone(),
@@ -267,20 +289,54 @@ where
     response
 }
 
-/// Checks every request to an ingest route has in common, reads and returns the body.
-async fn admit(state: &AppState, request: Request) -> Result<(Parts, Bytes), Rejection> {
+/// A request that passed the checks every ingest route has in common, with its body.
+struct Admitted<'a> {
+    parts: Parts,
+    body: Bytes,
+    /// Held until the request is answered: the body and what it parses into count against
+    /// `--max-inflight-bodies` until then.
+    _permit: SemaphorePermit<'a>,
+}
+
+/// Checks origin and key, takes an in-flight body permit (503 when none frees up within
+/// [`INFLIGHT_WAIT`]), reads and returns the body.
+async fn admit(state: &AppState, request: Request) -> Result<Admitted<'_>, Rejection> {
     let (parts, body) = request.into_parts();
     state.origins.require(&parts.headers)?;
     state.key.require(&parts)?;
+    let permit = match tokio::time::timeout(INFLIGHT_WAIT, state.inflight.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        // Closed never happens (the semaphore lives as long as the state); treat it as full.
+        Ok(Err(_)) | Err(_) => {
+            return Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::Overloaded,
+                format!(
+                    "too many requests in flight (at most {} bodies at once); retry after {} \
+                     second",
+                    state.max_inflight_bodies, OVERLOADED_RETRY_AFTER
+                ),
+            )
+            .retry_after(OVERLOADED_RETRY_AFTER))
+        }
+    };
     let body = read_body(&parts.headers, body, state.max_body_bytes).await?;
     state.metrics.body_bytes.inc_by(body.len() as u64);
-    Ok((parts, body))
+    Ok(Admitted {
+        parts,
+        body,
+        _permit: permit,
+    })
 }
 
 fn context<'a>(state: &'a AppState, parts: &'a Parts) -> EnrichContext<'a> {
     EnrichContext {
         received_at: OffsetDateTime::now_utc(),
-        client_ip: client_ip(parts, state.client_ip_header.as_ref()),
+        client_ip: client_ip(
+            parts,
+            state.client_ip_header.as_ref(),
+            state.trusted_proxies,
+        ),
         user_agent: user_agent(&parts.headers),
         settings: &state.enrich,
     }
@@ -314,11 +370,11 @@ fn is_server_side(parts: &Parts) -> bool {
 }
 
 async fn ingest_inner(state: &AppState, request: Request) -> Result<Response, Rejection> {
-    let (parts, body) = admit(state, request).await?;
-    let raw: RawEvent = parse_json(&body)?;
-    let ctx = context(state, &parts);
+    let Admitted { parts, body, .. } = &admit(state, request).await?;
+    let raw: RawEvent = parse_json(body)?;
+    let ctx = context(state, parts);
     let event =
-        enrich_one(raw, &ctx, is_server_side(&parts)).map_err(|error| event_rejection(&error))?;
+        enrich_one(raw, &ctx, is_server_side(parts)).map_err(|error| event_rejection(&error))?;
     if event.client.is_bot && state.bot_traffic == BotTraffic::Drop {
         state.metrics.bot_events.inc();
         return Ok(text_reply("ACCEPTED", body.len()));
@@ -330,10 +386,13 @@ async fn ingest_inner(state: &AppState, request: Request) -> Result<Response, Re
 }
 
 async fn identify_inner(state: &AppState, request: Request) -> Result<Response, Rejection> {
-    let (parts, body) = admit(state, request).await?;
-    let raw: RawIdentify = parse_json(&body)?;
-    let ctx = context(state, &parts);
-    let record = enrich_identify(raw, &ctx).map_err(|error| event_rejection(&error))?;
+    let Admitted { parts, body, .. } = &admit(state, request).await?;
+    let sender = state.identity.sender(&parts.headers)?;
+    let raw: RawIdentify = parse_json(body)?;
+    let proof = state.identity.judge(&raw, sender);
+    let ctx = context(state, parts);
+    let mut record = enrich_identify(raw, &ctx).map_err(|error| event_rejection(&error))?;
+    record.proof = proof.map_err(|unverified| unverified.rejection())?;
     rate_limit(state, ctx.client_ip, 1, &[(&record.visitor_id, 1)], 1).await?;
     publish(state, &[StreamMessage::Identify(record)]).await?;
     state.metrics.accepted_identifies(1);
@@ -354,23 +413,13 @@ struct RejectedElement {
 }
 
 async fn batch_inner(state: &AppState, request: Request) -> Result<Response, Rejection> {
-    let (parts, body) = admit(state, request).await?;
-    let raw: RawBatch = parse_json(&body)?;
+    let Admitted { parts, body, .. } = &admit(state, request).await?;
+    let sender = state.identity.sender(&parts.headers)?;
+    let raw = parse_batch(body, state.max_batch_events)?;
     let total = raw.events.len() + raw.identifies.len();
-    if total > state.max_batch_events {
-        return Err(Rejection::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Reason::BatchTooLarge,
-            format!(
-                "batch has {total} events and identifies; at most {} are allowed per request",
-                state.max_batch_events
-            ),
-        )
-        .events(total));
-    }
 
-    let ctx = context(state, &parts);
-    let server_side = is_server_side(&parts);
+    let ctx = context(state, parts);
+    let server_side = is_server_side(parts);
     let mut messages: Vec<StreamMessage> = Vec::with_capacity(total);
     let mut rejected: Vec<RejectedElement> = Vec::new();
     let mut bots = 0usize;
@@ -390,14 +439,21 @@ async fn batch_inner(state: &AppState, request: Request) -> Result<Response, Rej
     }
     let events = messages.len();
     for (index, raw) in raw.identifies.into_iter().enumerate() {
-        match enrich_identify(raw, &ctx) {
+        let proof = state.identity.judge(&raw, sender);
+        let outcome = enrich_identify(raw, &ctx)
+            .map_err(|error| (classify_event_error(&error).1, error.to_string()))
+            .and_then(|record| match proof {
+                Ok(proof) => Ok(IdentifyRecord { proof, ..record }),
+                Err(unverified) => Err((Reason::Unverified, unverified.to_string())),
+            });
+        match outcome {
             Ok(record) => messages.push(StreamMessage::Identify(record)),
-            Err(error) => {
-                state.metrics.rejected(classify_event_error(&error).1, 1);
+            Err((reason, error)) => {
+                state.metrics.rejected(reason, 1);
                 rejected.push(RejectedElement {
                     index,
                     kind: "identify",
-                    error: error.to_string(),
+                    error,
                 });
             }
         }

@@ -440,6 +440,7 @@ pub fn identify(
         email_hash: email_hash.map(str::to_owned),
         fullname: Some("Jane Doe".to_owned()),
         traits: Map::new(),
+        proof: Default::default(),
     })
 }
 
