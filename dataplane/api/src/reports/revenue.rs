@@ -4,7 +4,9 @@
 //! identified, the earliest first touch among all visitors of the user; else the visitor's own
 //! first touch; else (no visitor id, or one never seen) its `email_hash` → the matching user's
 //! earliest first touch; else the payment is *unattributed* — a bucket of its own, never folded
-//! into direct. Net = amount − amount_refunded. Currencies are never summed together (§9.5).
+//! into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
+//! Only captured money counts: authorizations and placeholders (amount 0) are left out.
+//! Currencies are never summed together (§9.5).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,19 +38,22 @@ pub struct Money {
     pub payments: i64,
     pub gross: i64,
     pub refunded: i64,
+    /// Chargebacks lost, or withdrawn and not (yet) reinstated.
+    pub disputed: i64,
     pub net: i64,
     pub formatted: String,
 }
 
 impl Money {
-    fn new(currency: String, payments: i64, gross: i64, refunded: i64) -> Self {
-        let net = gross.saturating_sub(refunded);
+    fn new(currency: String, payments: i64, gross: i64, refunded: i64, disputed: i64) -> Self {
+        let net = gross.saturating_sub(refunded).saturating_sub(disputed);
         Money {
             formatted: format_minor(net, &currency),
             currency,
             payments,
             gross,
             refunded,
+            disputed,
             net,
         }
     }
@@ -157,7 +162,8 @@ fn dimension_sql(group: Group) -> String {
 /// `visitors` evaluates nothing again.
 const RESOLVED_PAYMENTS: &str = "
     pay AS (
-        SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.currency, p.visitor_id,
+        SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.amount_disputed,
+               p.currency, p.visitor_id,
                p.email_hash, p.customer_id,
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
@@ -166,7 +172,7 @@ const RESOLVED_PAYMENTS: &str = "
         LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
         LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
         LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
-        WHERE p.paid_at >= $1 AND p.paid_at < $2
+        WHERE p.paid_at >= $1 AND p.paid_at < $2 AND p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
     ),
     resolved AS (
@@ -208,7 +214,7 @@ fn breakdown_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
     let sql = format!(
         "WITH {RESOLVED_PAYMENTS},
         labelled AS (
-            SELECT r.payer, r.amount, r.amount_refunded, r.currency,
+            SELECT r.payer, r.amount, r.amount_refunded, r.amount_disputed, r.currency,
                    (r.ft_visitor_id IS NOT NULL) AS attributed,
                    {dim} AS value
             FROM resolved r
@@ -220,7 +226,8 @@ fn breakdown_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
                count(DISTINCT payer)::int8 AS customers,
                count(*)::int8 AS payments,
                COALESCE(sum(amount), 0)::int8 AS gross,
-               COALESCE(sum(amount_refunded), 0)::int8 AS refunded
+               COALESCE(sum(amount_refunded), 0)::int8 AS refunded,
+               COALESCE(sum(amount_disputed), 0)::int8 AS disputed
         FROM labelled
         GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))"
     );
@@ -263,6 +270,7 @@ struct GroupRow {
     payments: i64,
     gross: i64,
     refunded: i64,
+    disputed: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -369,9 +377,9 @@ async fn breakdown(
             }
             _ => {
                 if let Some(currency) = g.currency {
-                    bucket
-                        .revenue
-                        .push(Money::new(currency, g.payments, g.gross, g.refunded));
+                    bucket.revenue.push(Money::new(
+                        currency, g.payments, g.gross, g.refunded, g.disputed,
+                    ));
                 }
             }
         }
@@ -724,16 +732,18 @@ pub async fn timeseries(
     let (conditions, binds) = filters.pg("v", 4);
     let sql = if filters.is_empty() {
         "SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, currency, count(*)::int8,
-                COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8
+                COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8,
+                COALESCE(sum(amount_disputed), 0)::int8
          FROM payments
-         WHERE paid_at >= $1 AND paid_at < $2 AND ($3::boolean IS NULL OR livemode = $3::boolean)
+         WHERE paid_at >= $1 AND paid_at < $2 AND amount > 0 AND ($3::boolean IS NULL OR livemode = $3::boolean)
          GROUP BY 1, 2"
             .to_owned()
     } else {
         format!(
             "WITH {RESOLVED_PAYMENTS}
              SELECT (r.paid_at AT TIME ZONE 'UTC')::date AS day, r.currency, count(*)::int8,
-                    COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8
+                    COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8,
+                    COALESCE(sum(r.amount_disputed), 0)::int8
              FROM resolved r
              JOIN visitors v ON v.visitor_id = r.ft_visitor_id
              WHERE true{conditions}
@@ -747,7 +757,7 @@ pub async fn timeseries(
     for b in &binds {
         query = query.bind(b);
     }
-    let revenue: Vec<(Date, String, i64, i64, i64)> = query
+    let revenue: Vec<(Date, String, i64, i64, i64, i64)> = query
         .fetch_all(&state.pool)
         .await
         .map_err(ReportError::pg("payments"))?;
@@ -759,9 +769,9 @@ pub async fn timeseries(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut money: BTreeMap<(Date, String), (i64, i64, i64)> = BTreeMap::new();
-    for (day, currency, payments, gross, refunded) in revenue {
-        money.insert((day, currency), (payments, gross, refunded));
+    let mut money: BTreeMap<(Date, String), (i64, i64, i64, i64)> = BTreeMap::new();
+    for (day, currency, payments, gross, refunded, disputed) in revenue {
+        money.insert((day, currency), (payments, gross, refunded, disputed));
     }
     let days = range
         .days()
@@ -769,8 +779,8 @@ pub async fn timeseries(
             let revenue: Vec<Money> = currencies
                 .iter()
                 .map(|c| {
-                    let (p, g, r) = money.get(&(date, c.clone())).copied().unwrap_or_default();
-                    Money::new(c.clone(), p, g, r)
+                    let (p, g, r, d) = money.get(&(date, c.clone())).copied().unwrap_or_default();
+                    Money::new(c.clone(), p, g, r, d)
                 })
                 .collect();
             Day {
@@ -823,6 +833,7 @@ struct CustomerRow {
     payments: i64,
     gross: i64,
     refunded: i64,
+    disputed: i64,
     first_paid_at: OffsetDateTime,
     last_paid_at: OffsetDateTime,
     visitor_id: Option<String>,
@@ -856,6 +867,7 @@ pub async fn customers(
                count(*)::int8 AS payments,
                COALESCE(sum(l.amount), 0)::int8 AS gross,
                COALESCE(sum(l.amount_refunded), 0)::int8 AS refunded,
+               COALESCE(sum(l.amount_disputed), 0)::int8 AS disputed,
                min(l.paid_at) AS first_paid_at,
                max(l.paid_at) AS last_paid_at,
                COALESCE((array_agg(l.visitor_id ORDER BY l.paid_at DESC)
@@ -882,7 +894,7 @@ pub async fn customers(
         .map_err(ReportError::pg("customers"))?;
     let mut by_payer: BTreeMap<String, Customer> = BTreeMap::new();
     for r in rows {
-        let money = Money::new(r.currency, r.payments, r.gross, r.refunded);
+        let money = Money::new(r.currency, r.payments, r.gross, r.refunded, r.disputed);
         let c = by_payer.entry(r.payer).or_insert_with(|| Customer {
             visitor_id: None,
             app_id: r.app_id,
@@ -921,19 +933,19 @@ mod tests {
 
     #[test]
     fn money_formats_net_per_currency() {
-        let usd = Money::new("usd".into(), 2, 9900, 900);
+        let usd = Money::new("usd".into(), 2, 9900, 900, 0);
         assert_eq!((usd.net, usd.formatted.as_str()), (9000, "90.00"));
-        let jpy = Money::new("jpy".into(), 1, 5000, 0);
+        let jpy = Money::new("jpy".into(), 1, 5000, 0, 0);
         assert_eq!(jpy.formatted, "5000");
-        let kwd = Money::new("kwd".into(), 1, 1234, 0);
+        let kwd = Money::new("kwd".into(), 1, 1234, 0, 0);
         assert_eq!(kwd.formatted, "1.234");
     }
 
     #[test]
     fn per_visitor_and_shares() {
         let rev = vec![
-            Money::new("eur".into(), 1, 1000, 0),
-            Money::new("usd".into(), 1, 3000, 0),
+            Money::new("eur".into(), 1, 1000, 0, 0),
+            Money::new("usd".into(), 1, 3000, 0, 0),
         ];
         let per = per_visitor(&rev, 4);
         assert_eq!(per[0].amount, 250.0);
@@ -941,13 +953,13 @@ mod tests {
         assert_eq!(per[1].formatted, "7.50");
         assert!(per_visitor(&rev, 0).is_empty());
         let totals = vec![
-            Money::new("eur".into(), 1, 1000, 0),
-            Money::new("usd".into(), 2, 6000, 0),
+            Money::new("eur".into(), 1, 1000, 0, 0),
+            Money::new("usd".into(), 2, 6000, 0, 0),
         ];
         let s = shares(&rev, &totals);
         assert_eq!(s[0].share, Some(1.0));
         assert_eq!(s[1].share, Some(0.5));
-        let zero = vec![Money::new("usd".into(), 1, 100, 100)];
+        let zero = vec![Money::new("usd".into(), 1, 100, 100, 0)];
         assert_eq!(shares(&zero, &zero)[0].share, None);
         assert_eq!(rate(1, 4), Some(0.25));
         assert_eq!(rate(1, 0), None);
@@ -977,11 +989,11 @@ mod tests {
             15,
             3,
             vec![
-                Money::new("jpy".into(), 1, 500, 0),
-                Money::new("usd".into(), 2, 3000, 0),
+                Money::new("jpy".into(), 1, 500, 0, 0),
+                Money::new("usd".into(), 2, 3000, 0, 0),
             ],
         );
-        let before = period(10, 3, vec![Money::new("usd".into(), 3, 2000, 0)]);
+        let before = period(10, 3, vec![Money::new("usd".into(), 3, 2000, 0, 0)]);
         let c = change(&now, &before);
         assert_eq!(c.visitors, Some(0.5));
         assert_eq!(c.customers, Some(0.0));
