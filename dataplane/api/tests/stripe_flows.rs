@@ -887,3 +887,132 @@ async fn lost_disputes_take_revenue_back_and_won_ones_return_it() {
     )
     .await;
 }
+
+async fn post(h: &Harness, event: &Value) {
+    let body = serde_json::to_vec(event).expect("event json");
+    let signature = sign(&body, SECRET, OffsetDateTime::now_utc().unix_timestamp());
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", h.base_url))
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post webhook");
+    assert_eq!(response.status(), 200);
+}
+
+/// Refunds and disputes show on the payment's day by default, and on their own day with
+/// `refunds_on=event`.
+#[tokio::test]
+async fn refunds_and_disputes_on_the_payments_day_or_their_own() {
+    let h = Harness::start_with(&["--stripe-webhook-secrets", SECRET]).await;
+    let visitor = visitor();
+    let from = From {
+        utm_source: Some("newsletter"),
+        utm_medium: Some("email"),
+        utm_campaign: Some("refund_days"),
+        referrer: None,
+        channel: None,
+    };
+    let message = page_view(&visitor, &session(), days_ago(4), "/", &from);
+    h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    h.drained().await;
+
+    let paid = days_ago(3);
+    let today = OffsetDateTime::now_utc();
+    for version in ApiVersion::ALL {
+        let ids = Ids::new(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut flow = Flow::new(version, paid.unix_timestamp());
+        flow.checkout(&ids, 10_000, "usd", &visitor);
+        flow.refund(
+            "refund.created",
+            &ids,
+            &format!("re_{}", ids.ch),
+            3000,
+            "succeeded",
+        );
+        flow.dispute(
+            "charge.dispute.funds_withdrawn",
+            &ids,
+            2000,
+            "needs_response",
+            1,
+        );
+        for event in &mut flow.events {
+            if event["type"] != "checkout.session.completed"
+                && event["type"] != "payment_intent.succeeded"
+                && event["type"] != "charge.succeeded"
+            {
+                event["data"]["object"]["created"] = json!(today.unix_timestamp() - 60);
+                event["created"] = json!(today.unix_timestamp() - 60);
+            }
+        }
+        for event in &flow.events {
+            post(&h, event).await;
+        }
+    }
+    let day = |d: OffsetDateTime| d.date().to_string();
+    let money = |report: &Value| -> Vec<i64> {
+        let row = common::row(report, "value", "refund_days");
+        ["payments"]
+            .iter()
+            .map(|f| row.and_then(|r| r[f].as_i64()).unwrap_or(0))
+            .chain(["gross", "refunded", "disputed", "net"].iter().map(|f| {
+                row.and_then(|r| r["revenue"].as_array())
+                    .and_then(|l| l.iter().find(|m| m["currency"] == "usd"))
+                    .and_then(|m| m[f].as_i64())
+                    .unwrap_or(0)
+            }))
+            .collect()
+    };
+    let report = |from: OffsetDateTime, to: OffsetDateTime, on: &str| {
+        format!(
+            "/api/v1/attribution?dimension=campaign&from={}&to={}&refunds_on={on}",
+            day(from),
+            day(to)
+        )
+    };
+    // Payment day, both versions: 2 × 10000 gross, 2 × 3000 refunded, 2 × 2000 disputed.
+    let r = h.report(&report(paid, paid, "payment")).await;
+    assert_eq!(money(&r), [2, 20_000, 6000, 4000, 10_000], "{r:#}");
+    let r = h.report(&report(paid, paid, "event")).await;
+    assert_eq!(money(&r), [2, 20_000, 0, 0, 20_000], "{r:#}");
+    let r = h.report(&report(today, today, "payment")).await;
+    assert_eq!(money(&r), [0, 0, 0, 0, 0], "{r:#}");
+    let r = h.report(&report(today, today, "event")).await;
+    assert_eq!(money(&r), [0, 0, 6000, 4000, -10_000], "{r:#}");
+    // The time series books them on their own day too.
+    let series = h
+        .report(&format!(
+            "/api/v1/timeseries?from={}&to={}&refunds_on=event",
+            day(paid),
+            day(today)
+        ))
+        .await;
+    let on = |d: OffsetDateTime, field: &str| -> i64 {
+        series["days"]
+            .as_array()
+            .and_then(|days| days.iter().find(|x| x["date"] == day(d)))
+            .and_then(|x| x["revenue"][0][field].as_i64())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (on(paid, "gross"), on(paid, "refunded")),
+        (20_000, 0),
+        "{series:#}"
+    );
+    assert_eq!(
+        (
+            on(today, "gross"),
+            on(today, "refunded"),
+            on(today, "disputed")
+        ),
+        (0, 6000, 4000)
+    );
+    let (status, _) = h
+        .get("/api/v1/attribution?refunds_on=later", Some(&h.token))
+        .await;
+    assert_eq!(status, 400);
+    h.cleanup().await;
+}
