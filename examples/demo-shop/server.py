@@ -8,7 +8,9 @@ with Stripe: it passes the visitor id to Stripe.
   flow            what the shop's server asks Stripe for           Zori reads the visitor id from
   checkout        stripe.checkout.Session.create(mode="payment")   checkout.session.completed metadata
   subscription    stripe.checkout.Session.create(mode=             checkout.session.completed metadata, and
-                  "subscription", subscription_data.metadata)      every invoice.paid (subscription metadata)
+                  "subscription", subscription_data.metadata)      every invoice.paid (subscription metadata);
+                                                                   invoice_payment.paid ties the invoice to
+                                                                   its payment intent and charge
   payment_intent  stripe.PaymentIntent.create(metadata=...)        payment_intent.succeeded metadata
   payment_link    a Payment Link URL + ?client_reference_id=...    checkout.session.completed client_reference_id
 
@@ -16,7 +18,8 @@ The visitor id comes from the page (the tracker's getVisitorId fills a hidden fo
 failing that, from the tracker's first-party cookie `zori_visitor_id`.
 
 With no Stripe account at hand (the default), the shop then plays Stripe: it sends zori-api the
-webhooks Stripe would send for that payment, signed exactly as Stripe signs them
+webhooks Stripe sends for that payment on API version 2025-03-31.basil (every one of them, in a
+shuffled order, as Stripe does not guarantee any order), signed exactly as Stripe signs them
 (HMAC-SHA256 over "t.payload" with the endpoint's signing secret), so the whole story runs
 offline. With STRIPE_SECRET_KEY set and the `stripe` package installed, the checkout and
 subscription flows create real Stripe Checkout Sessions instead (test mode), and Stripe sends
@@ -35,6 +38,7 @@ import hmac
 import html
 import json
 import os
+import random
 import re
 import sys
 import time
@@ -207,10 +211,22 @@ def stripe_events(flow, product_id, visitor_id, params):
         session["payment_link"] = f"plink_{n}"
         return [("checkout.session.completed", session), ("payment_intent.succeeded", intent),
                 ("charge.succeeded", charge)]
-    # subscription: the session, then the subscription's first invoice.
+    # subscription: the session, the subscription, its first invoice, the invoice payment that
+    # links the invoice to its payment intent (basil: the invoice no longer names it), and the
+    # payment intent and charge themselves (no visitor id on either).
     metadata = dict(params["subscription_data"]["metadata"])
     session.update({"mode": "subscription", "payment_intent": None, "invoice": f"in_{n}",
                     "subscription": f"sub_{n}", "metadata": dict(params["metadata"])})
+    subscription = {"id": f"sub_{n}", "object": "subscription", "customer": f"cus_{n}",
+                    "created": now, "status": "active", "metadata": metadata,
+                    "latest_invoice": f"in_{n}", "currency": "usd"}
+    invoice_payment = {"id": f"inpay_{n}", "object": "invoice_payment", "invoice": f"in_{n}",
+                       "amount_paid": amount, "amount_requested": amount, "currency": "usd",
+                       "created": now, "is_default": True, "livemode": False, "status": "paid",
+                       "payment": {"type": "payment_intent", "payment_intent": f"pi_{n}"},
+                       "status_transitions": {"canceled_at": None, "paid_at": now}}
+    intent["description"] = "Subscription creation"
+    charge["description"] = "Subscription creation"
     invoice = {"id": f"in_{n}", "object": "invoice", "amount_due": amount, "amount_paid": amount,
                "total": amount, "currency": "usd", "created": now, "status": "paid",
                "customer": f"cus_{n}", "customer_email": email,
@@ -219,7 +235,10 @@ def stripe_events(flow, product_id, visitor_id, params):
                    "subscription": f"sub_{n}", "metadata": metadata}},
                "lines": {"object": "list", "data": [{"id": f"il_{n}", "description": f"1 × {product['name']}",
                                                     "amount": amount, "metadata": metadata}]}}
-    return [("checkout.session.completed", session), ("invoice.paid", invoice)]
+    return [("checkout.session.completed", session), ("customer.subscription.created", subscription),
+            ("invoice.paid", invoice), ("invoice.payment_succeeded", invoice),
+            ("invoice_payment.paid", invoice_payment), ("payment_intent.succeeded", intent),
+            ("charge.succeeded", charge)]
 
 
 def send_webhook(event_type, obj):
@@ -262,8 +281,9 @@ def complete(flow, product_id, visitor_id):
         asked = ("stripe.checkout.Session.create", checkout_session_params(product_id, visitor_id))
     if STRIPE_SECRET_KEY and flow in ("checkout", "subscription"):
         return 303, real_checkout(asked[1])
-    deliveries = [(event_type, send_webhook(event_type, obj))
-                  for event_type, obj in stripe_events(flow, product_id, visitor_id, asked[1])]
+    events = stripe_events(flow, product_id, visitor_id, asked[1])
+    random.shuffle(events)  # Stripe does not deliver a payment's events in any fixed order.
+    deliveries = [(event_type, send_webhook(event_type, obj)) for event_type, obj in events]
     ok = all(200 <= status < 300 for _, status in deliveries)
     rows = "".join(f"<li><code>{t}</code> → {s}</li>" for t, s in deliveries)
     body = f"""<p>{'Paid' if ok else 'Payment not recorded:'} {html.escape(product['name'])},

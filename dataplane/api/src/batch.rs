@@ -2,9 +2,10 @@
 //! insert, and per visitor, session and day the single row each upsert needs (a set-based
 //! `INSERT … ON CONFLICT` may not touch the same key twice, and fewer rows travel).
 //!
-//! Order never matters: the earliest event (by `occurred_at`, then event id) of a visitor is its
-//! first touch, the earliest of a session is that session's touch, the latest sets the visitor's
-//! latest device and country. The database upserts apply the same rule, so batches may arrive in
+//! Order never matters: the earliest arrival event (`page_view`, `session_start`; by
+//! `occurred_at`, then event id) of a visitor is its first touch, the earliest of a session is
+//! that session's touch (other events only stand in until an arrival event is seen), the latest
+//! event sets the visitor's latest device and country. The database upserts apply the same rule, so batches may arrive in
 //! any order, be redelivered or overlap.
 
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use serde_json::{Map, Value};
 use time::{Date, OffsetDateTime};
 use zori_core::{
     event::{IdentifyRecord, StreamMessage, TrackedEvent},
-    touch::Touch,
+    touch::{is_arrival, Touch},
 };
 
 /// A visitor's row as this batch sees it.
@@ -24,6 +25,8 @@ pub struct VisitorRow {
     pub last_seen_at: OffsetDateTime,
     /// Id of the event the first touch comes from (tie-break between equal timestamps).
     pub ft_event_id: String,
+    /// Whether that event is an arrival ([`is_arrival`]); any arrival beats any other event.
+    pub ft_arrival: bool,
     pub first_touch: Touch,
     pub country: Option<String>,
     pub device: String,
@@ -35,6 +38,8 @@ pub struct VisitorRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TouchRow {
     pub event_id: String,
+    /// Whether the event is an arrival ([`is_arrival`]).
+    pub arrival: bool,
     pub touch: Touch,
 }
 
@@ -55,6 +60,12 @@ pub struct Plan<'a> {
 
 fn earlier(a: (&OffsetDateTime, &str), b: (&OffsetDateTime, &str)) -> bool {
     a < b
+}
+
+/// The better touch of two events: an arrival before any other event, then the earliest.
+fn better_touch(a: &TrackedEvent, b: &TrackedEvent) -> bool {
+    (!is_arrival(&a.name), &a.occurred_at, a.id.as_str())
+        < (!is_arrival(&b.name), &b.occurred_at, b.id.as_str())
 }
 
 pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
@@ -78,21 +89,25 @@ pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
     }
     identifies.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
 
-    // Per visitor: the earliest and the latest event.
-    let mut per_visitor: BTreeMap<&str, (&TrackedEvent, &TrackedEvent)> = BTreeMap::new();
-    // Per session: the earliest event.
+    // Per visitor: the earliest event, the best touch and the latest event.
+    let mut per_visitor: BTreeMap<&str, (&TrackedEvent, &TrackedEvent, &TrackedEvent)> =
+        BTreeMap::new();
+    // Per session: the best touch.
     let mut per_session: BTreeMap<(&str, &str), &TrackedEvent> = BTreeMap::new();
     let mut days: BTreeSet<(Date, &str)> = BTreeSet::new();
     for &event in &events {
         let key = (&event.occurred_at, event.id.as_str());
         match per_visitor.entry(event.visitor_id.as_str()) {
             Entry::Vacant(slot) => {
-                slot.insert((event, event));
+                slot.insert((event, event, event));
             }
             Entry::Occupied(mut slot) => {
-                let (first, last) = slot.get_mut();
+                let (first, touch, last) = slot.get_mut();
                 if earlier(key, (&first.occurred_at, first.id.as_str())) {
                     *first = event;
+                }
+                if better_touch(event, touch) {
+                    *touch = event;
                 }
                 if earlier((&last.occurred_at, last.id.as_str()), key) {
                     *last = event;
@@ -105,7 +120,7 @@ pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
             }
             Entry::Occupied(mut slot) => {
                 let current = slot.get_mut();
-                if earlier(key, (&current.occurred_at, current.id.as_str())) {
+                if better_touch(event, current) {
                     *current = event;
                 }
             }
@@ -115,12 +130,13 @@ pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
 
     let visitors = per_visitor
         .into_iter()
-        .map(|(visitor_id, (first, last))| VisitorRow {
+        .map(|(visitor_id, (first, touch, last))| VisitorRow {
             visitor_id: visitor_id.to_owned(),
             first_seen_at: first.occurred_at,
             last_seen_at: last.occurred_at,
-            ft_event_id: first.id.clone(),
-            first_touch: Touch::from_event(first),
+            ft_event_id: touch.id.clone(),
+            ft_arrival: is_arrival(&touch.name),
+            first_touch: Touch::from_event(touch),
             country: last.country.clone(),
             device: last.client.device.as_str().to_owned(),
             browser: last.client.browser.clone(),
@@ -131,6 +147,7 @@ pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
         .into_values()
         .map(|event| TouchRow {
             event_id: event.id.clone(),
+            arrival: is_arrival(&event.name),
             touch: Touch::from_event(event),
         })
         .collect();
@@ -274,6 +291,36 @@ pub(crate) mod tests {
                     (datetime!(2025-03-02 0:00 UTC).date(), "v1".to_owned()),
                 ]
             );
+        }
+    }
+
+    #[test]
+    fn a_session_end_never_becomes_the_touch() {
+        // The tracker sends the old session's end on the next visit: the new page's URL and
+        // referrer, the old session's (earlier) time.
+        let mut end = event("end", "v1", "s1", datetime!(2025-03-01 09:00 UTC));
+        end.name = "session_end".to_owned();
+        end.utm.source = Some("wrong".to_owned());
+        let mut click = event("click", "v1", "s2", datetime!(2025-03-01 09:30 UTC));
+        click.name = "click".to_owned();
+        let mut arrival = event("pv", "v1", "s2", datetime!(2025-03-01 10:00 UTC));
+        arrival.utm.source = Some("newsletter".to_owned());
+        for order in [
+            vec![end.clone(), click.clone(), arrival.clone()],
+            vec![arrival.clone(), click.clone(), end.clone()],
+        ] {
+            let messages: Vec<StreamMessage> =
+                order.into_iter().map(StreamMessage::Event).collect();
+            let plan = plan(&messages);
+            let v = &plan.visitors[0];
+            assert_eq!((v.ft_event_id.as_str(), v.ft_arrival), ("pv", true));
+            assert_eq!(v.first_touch.source, "newsletter");
+            assert_eq!(v.first_seen_at, datetime!(2025-03-01 09:00 UTC));
+            let s2 = plan.touches.iter().find(|t| t.touch.session_id == "s2");
+            assert_eq!(s2.map(|t| t.event_id.as_str()), Some("pv"));
+            // Alone, a non-arrival event stands in, marked so any arrival replaces it.
+            let s1 = plan.touches.iter().find(|t| t.touch.session_id == "s1");
+            assert_eq!(s1.map(|t| t.arrival), Some(false));
         }
     }
 

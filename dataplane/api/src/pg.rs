@@ -160,14 +160,17 @@ const FT_COLUMNS: &[&str] = &[
     "ft_referrer_host",
     "ft_landing_page",
     "ft_click_ids",
+    "ft_arrival",
+    "ft_at",
 ];
 
 /// Latest-state columns of `visitors`, taken from the latest event.
 const LATEST_COLUMNS: &[&str] = &["country", "device", "browser", "os"];
 
 fn upsert_visitors_sql() -> String {
-    let earlier =
-        "(EXCLUDED.first_seen_at, EXCLUDED.ft_event_id) < (v.first_seen_at, v.ft_event_id)";
+    // A better first touch: an arrival event before any other, then the earliest.
+    let earlier = "(NOT EXCLUDED.ft_arrival, EXCLUDED.ft_at, EXCLUDED.ft_event_id) \
+         < (NOT v.ft_arrival, COALESCE(v.ft_at, v.first_seen_at), v.ft_event_id)";
     let later = "EXCLUDED.last_seen_at >= v.last_seen_at";
     let mut sets = vec![
         "first_seen_at = LEAST(v.first_seen_at, EXCLUDED.first_seen_at)".to_owned(),
@@ -189,22 +192,23 @@ fn upsert_visitors_sql() -> String {
             visitor_id, first_seen_at, last_seen_at,
             ft_event_id, ft_session_id, ft_channel, ft_source, ft_medium, ft_campaign, ft_term,
             ft_content, ft_referrer_host, ft_landing_page, ft_click_ids,
-            country, device, browser, os)
+            country, device, browser, os, ft_arrival, ft_at)
          SELECT t.visitor_id, t.first_seen_at, t.last_seen_at,
             t.ft_event_id, t.ft_session_id, t.ft_channel, t.ft_source, t.ft_medium, t.ft_campaign,
             t.ft_term, t.ft_content, t.ft_referrer_host, t.ft_landing_page, t.ft_click_ids::jsonb,
-            t.country, t.device, t.browser, t.os
+            t.country, t.device, t.browser, t.os, t.ft_arrival, t.ft_at
          FROM UNNEST(
             $1::text[], $2::timestamptz[], $3::timestamptz[],
             $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
             $11::text[], $12::text[], $13::text[], $14::text[],
-            $15::text[], $16::text[], $17::text[], $18::text[]
+            $15::text[], $16::text[], $17::text[], $18::text[], $19::boolean[], $20::timestamptz[]
          ) AS t(visitor_id, first_seen_at, last_seen_at,
             ft_event_id, ft_session_id, ft_channel, ft_source, ft_medium, ft_campaign, ft_term,
             ft_content, ft_referrer_host, ft_landing_page, ft_click_ids,
-            country, device, browser, os)
+            country, device, browser, os, ft_arrival, ft_at)
          ON CONFLICT (visitor_id) DO UPDATE SET {}
-         WHERE {earlier} OR EXCLUDED.last_seen_at > v.last_seen_at",
+         WHERE {earlier} OR EXCLUDED.last_seen_at > v.last_seen_at
+            OR EXCLUDED.first_seen_at < v.first_seen_at",
         sets.join(",\n            ")
     )
 }
@@ -235,6 +239,8 @@ async fn upsert_visitors(
     let mut device = Vec::with_capacity(n);
     let mut browser = Vec::with_capacity(n);
     let mut os = Vec::with_capacity(n);
+    let mut ft_arrival = Vec::with_capacity(n);
+    let mut ft_at = Vec::with_capacity(n);
     for v in &plan.visitors {
         let t = &v.first_touch;
         visitor_id.push(pg_text(&v.visitor_id));
@@ -255,6 +261,8 @@ async fn upsert_visitors(
         device.push(Some(pg_text(&v.device)).filter(|s| !s.is_empty()));
         browser.push(Some(pg_text(&v.browser)).filter(|s| !s.is_empty()));
         os.push(Some(pg_text(&v.os)).filter(|s| !s.is_empty()));
+        ft_arrival.push(v.ft_arrival);
+        ft_at.push(t.occurred_at);
     }
     let result = sqlx::query(&upsert_visitors_sql())
         .bind(visitor_id)
@@ -275,6 +283,8 @@ async fn upsert_visitors(
         .bind(device)
         .bind(browser)
         .bind(os)
+        .bind(ft_arrival)
+        .bind(ft_at)
         .execute(&mut **tx)
         .await
         .map_err(write("visitors"))?;
@@ -284,14 +294,15 @@ async fn upsert_visitors(
 const UPSERT_TOUCHES: &str = "
     INSERT INTO touches AS t (
         visitor_id, session_id, occurred_at, event_id, channel, source, medium, campaign, term,
-        content, referrer_host, landing_page, click_ids)
+        content, referrer_host, landing_page, click_ids, arrival)
     SELECT u.visitor_id, u.session_id, u.occurred_at, u.event_id, u.channel, u.source, u.medium,
-        u.campaign, u.term, u.content, u.referrer_host, u.landing_page, u.click_ids::jsonb
+        u.campaign, u.term, u.content, u.referrer_host, u.landing_page, u.click_ids::jsonb,
+        u.arrival
     FROM UNNEST(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]
+        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::boolean[]
     ) AS u(visitor_id, session_id, occurred_at, event_id, channel, source, medium, campaign, term,
-        content, referrer_host, landing_page, click_ids)
+        content, referrer_host, landing_page, click_ids, arrival)
     ON CONFLICT (visitor_id, session_id) DO UPDATE SET
         occurred_at = EXCLUDED.occurred_at,
         event_id = EXCLUDED.event_id,
@@ -303,8 +314,10 @@ const UPSERT_TOUCHES: &str = "
         content = EXCLUDED.content,
         referrer_host = EXCLUDED.referrer_host,
         landing_page = EXCLUDED.landing_page,
-        click_ids = EXCLUDED.click_ids
-    WHERE (EXCLUDED.occurred_at, EXCLUDED.event_id) < (t.occurred_at, t.event_id)";
+        click_ids = EXCLUDED.click_ids,
+        arrival = EXCLUDED.arrival
+    WHERE (NOT EXCLUDED.arrival, EXCLUDED.occurred_at, EXCLUDED.event_id)
+        < (NOT t.arrival, t.occurred_at, t.event_id)";
 
 async fn upsert_touches(
     tx: &mut Transaction<'_, Postgres>,
@@ -327,6 +340,7 @@ async fn upsert_touches(
     let mut referrer = Vec::with_capacity(n);
     let mut landing = Vec::with_capacity(n);
     let mut click_ids = Vec::with_capacity(n);
+    let mut arrival = Vec::with_capacity(n);
     for row in &plan.touches {
         let t = &row.touch;
         visitor_id.push(pg_text(&t.visitor_id));
@@ -342,6 +356,7 @@ async fn upsert_touches(
         referrer.push(pg_opt(t.referrer_host.as_deref()));
         landing.push(pg_text(&t.landing_page));
         click_ids.push(pg_json(&serde_json::json!(t.click_ids)));
+        arrival.push(row.arrival);
     }
     let result = sqlx::query(UPSERT_TOUCHES)
         .bind(visitor_id)
@@ -357,6 +372,7 @@ async fn upsert_touches(
         .bind(referrer)
         .bind(landing)
         .bind(click_ids)
+        .bind(arrival)
         .execute(&mut **tx)
         .await
         .map_err(write("touches"))?;

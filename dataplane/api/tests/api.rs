@@ -240,6 +240,50 @@ async fn the_earliest_touch_wins_when_a_later_event_arrives_first() {
     h.cleanup().await;
 }
 
+/// The tracker reports a session's end on the next visit: that page's URL and referrer with
+/// the old session's time. It must never become the first touch, in either arrival order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_end_never_becomes_the_first_touch() {
+    let h = Harness::start().await;
+    let path = format!("/api/v1/attribution?dimension=source&{}", range(10));
+    for arrival_first in [true, false] {
+        let v = visitor();
+        let arrival = page_view(&v, &session(), days_ago(1), "/pricing", &TWITTER);
+        let StreamMessage::Event(mut end) =
+            page_view(&v, &session(), days_ago(3), "/blog", &GOOGLE)
+        else {
+            unreachable!("page_view builds an event")
+        };
+        end.name = "session_end".to_owned();
+        let end = StreamMessage::Event(end);
+        let (first, second) = if arrival_first {
+            (&arrival, &end)
+        } else {
+            (&end, &arrival)
+        };
+        h.publish(first, first.id()).await;
+        h.drained().await;
+        h.publish(second, second.id()).await;
+        h.drained().await;
+        let journey = h.report(&format!("/api/v1/visitors/{v}/journey")).await;
+        assert_eq!(
+            journey["visitor"]["first_touch"]["source"], "twitter",
+            "arrival first: {arrival_first}: {journey:#}"
+        );
+        assert_eq!(
+            journey["visitor"]["first_touch"]["landing_page"],
+            "/pricing"
+        );
+    }
+    let report = h.report(&path).await;
+    assert!(row(&report, "value", "google.com").is_none(), "{report:#}");
+    assert_eq!(
+        row(&report, "value", "twitter").map(|r| r["visitors"].clone()),
+        Some(json!(2))
+    );
+    h.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn identify_links_visitors_and_the_user_keeps_the_earliest_first_touch() {
     let h = Harness::start().await;

@@ -63,6 +63,15 @@ pub const NOT_SET: &str = "(not set)";
 /// Label of the source of a touch with neither UTM source nor referrer.
 pub const DIRECT: &str = "(direct)";
 
+/// Whether an event describes a page being entered (`page_view`, `session_start`). Only these
+/// carry the landing page and referrer of a touch: a `session_end` is sent on the next visit
+/// with that page's URL and referrer but the old session's time, and clicks, custom events or
+/// page-hidden events happen on a page already entered. Any arrival event is a better touch
+/// than any other event, whatever their times.
+pub fn is_arrival(event_name: &str) -> bool {
+    matches!(event_name, "page_view" | "session_start")
+}
+
 /// One arrival of a visitor: the first event of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touch {

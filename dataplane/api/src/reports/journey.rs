@@ -338,10 +338,12 @@ pub async fn journey(
 
     let email_hash = user.as_ref().and_then(|u| u.email_hash.clone());
     let payments: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT payment_id, paid_at, amount, amount_refunded, currency, description, livemode,
+        "SELECT payment_id, paid_at, amount, amount_refunded + amount_disputed AS amount_refunded,
+                currency, description, livemode,
                 visitor_id, COALESCE(visitor_id = ANY($1), false) AS by_visitor
          FROM payments
-         WHERE visitor_id = ANY($1) OR ($2::text IS NOT NULL AND email_hash = $2::text)
+         WHERE amount > 0
+           AND (visitor_id = ANY($1) OR ($2::text IS NOT NULL AND email_hash = $2::text))
          ORDER BY paid_at, payment_id",
     )
     .bind(&visitor_ids)

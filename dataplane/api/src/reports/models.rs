@@ -30,7 +30,7 @@ use zori_core::{
 
 use super::{
     filters::Filters,
-    revenue::{fetch_all_local, livemode, Share, RESOLVED_PAYMENTS},
+    revenue::{fetch_all_local, livemode, resolved_payments, RefundsOn, Share},
     DayRange, Params, ReportError, ReportsState,
 };
 
@@ -261,6 +261,7 @@ struct PaymentRow {
     paid_at: OffsetDateTime,
     amount: i64,
     amount_refunded: i64,
+    amount_disputed: i64,
     currency: String,
     payer: String,
     /// The user whose visitors' touches count, if any.
@@ -307,9 +308,10 @@ impl TouchRow {
 /// matching a user), else of its own visitor; the same rule as the first touch of revenue.rs.
 fn payments_sql(filters: &Filters) -> (String, Vec<String>) {
     let (conditions, binds) = filters.pg("v", 4);
+    let resolved = resolved_payments(RefundsOn::Payment);
     let sql = format!(
-        "WITH {RESOLVED_PAYMENTS}
-        SELECT r.paid_at, r.amount, r.amount_refunded, r.currency, r.payer,
+        "WITH {resolved}
+        SELECT r.paid_at, r.amount, r.amount_refunded, r.amount_disputed, r.currency, r.payer,
                COALESCE(r.visitor_user_id,
                         CASE WHEN r.own_visitor THEN NULL ELSE r.email_user_id END) AS user_id,
                CASE WHEN r.visitor_user_id IS NULL AND r.own_visitor THEN r.visitor_id END
@@ -402,7 +404,10 @@ async fn load_history(
         .into_iter()
         .map(|r| PaymentToCredit {
             paid_at: r.paid_at,
-            net: r.amount.saturating_sub(r.amount_refunded),
+            net: r
+                .amount
+                .saturating_sub(r.amount_refunded)
+                .saturating_sub(r.amount_disputed),
             currency: r.currency,
             payer: r.payer,
         })

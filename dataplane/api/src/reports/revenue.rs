@@ -4,7 +4,9 @@
 //! identified, the earliest first touch among all visitors of the user; else the visitor's own
 //! first touch; else (no visitor id, or one never seen) its `email_hash` → the matching user's
 //! earliest first touch; else the payment is *unattributed* — a bucket of its own, never folded
-//! into direct. Net = amount − amount_refunded. Currencies are never summed together (§9.5).
+//! into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
+//! Only captured money counts: authorizations and placeholders (amount 0) are left out.
+//! Currencies are never summed together (§9.5).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,19 +39,22 @@ pub struct Money {
     pub payments: i64,
     pub gross: i64,
     pub refunded: i64,
+    /// Chargebacks lost, or withdrawn and not (yet) reinstated.
+    pub disputed: i64,
     pub net: i64,
     pub formatted: String,
 }
 
 impl Money {
-    fn new(currency: String, payments: i64, gross: i64, refunded: i64) -> Self {
-        let net = gross.saturating_sub(refunded);
+    fn new(currency: String, payments: i64, gross: i64, refunded: i64, disputed: i64) -> Self {
+        let net = gross.saturating_sub(refunded).saturating_sub(disputed);
         Money {
             formatted: format_minor(net, &currency),
             currency,
             payments,
             gross,
             refunded,
+            disputed,
             net,
         }
     }
@@ -156,9 +161,11 @@ fn dimension_sql(group: Group) -> String {
 /// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
 /// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
 /// `visitors` evaluates nothing again.
-pub(super) const RESOLVED_PAYMENTS: &str = "
+const PAID_IN_RANGE: &str = "
     pay AS (
-        SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.currency, p.visitor_id,
+        SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.amount_disputed,
+               true AS in_range,
+               p.currency, p.visitor_id,
                p.email_hash, p.customer_id,
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
@@ -167,9 +174,12 @@ pub(super) const RESOLVED_PAYMENTS: &str = "
         LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
         LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
         LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
-        WHERE p.paid_at >= $1 AND p.paid_at < $2
+        WHERE p.paid_at >= $1 AND p.paid_at < $2 AND p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
-    ),
+    )";
+
+/// The payer and the first-touch visitor of each row of `pay`.
+const RESOLVE: &str = "
     resolved AS (
         SELECT pay.*,
                COALESCE(
@@ -201,15 +211,81 @@ pub(super) const RESOLVED_PAYMENTS: &str = "
         ) email_user_ft ON true
     )";
 
+/// The payments of a report with and disputes on the day they happened: every payment
+/// with money in range (paid, refunded or disputed in range), `in_range` when it was paid in
+/// range; gross counts only for those, refunded / disputed only what happened in range. While no
+/// refund record is known for a payment, its charge's cumulative refund is booked on the day of
+/// the latest `charge.refunded`.
+pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
+    match refunds_on {
+        RefundsOn::Payment => format!("{PAID_IN_RANGE},{RESOLVE}"),
+        RefundsOn::Event => {
+            format!(
+                "
+    pay AS (
+        SELECT p.payment_id, p.paid_at, p.currency, p.visitor_id, p.email_hash, p.customer_id,
+               vi.user_id AS visitor_user_id,
+               eu.user_id AS email_user_id,
+               (ov.visitor_id IS NOT NULL) AS own_visitor,
+               m.in_range,
+               CASE WHEN m.in_range THEN p.amount ELSE 0 END AS amount,
+               m.amount_refunded, m.amount_disputed
+        FROM payments p
+        CROSS JOIN LATERAL (
+            SELECT (p.paid_at >= $1 AND p.paid_at < $2) AS in_range,
+                   CASE WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.payment_id)
+                        THEN (SELECT COALESCE(sum(r.amount), 0) FROM refunds r
+                               WHERE r.payment_id = p.payment_id AND r.counts
+                                 AND r.created_at >= $1 AND r.created_at < $2)
+                        WHEN p.charge_refunded_as_of >= $1 AND p.charge_refunded_as_of < $2
+                        THEN COALESCE(p.charge_amount_refunded, 0)
+                        ELSE 0 END AS amount_refunded,
+                   (SELECT COALESCE(sum(d.amount), 0) FROM disputes d
+                     WHERE d.payment_id = p.payment_id AND d.counts
+                       AND d.created_at >= $1 AND d.created_at < $2) AS amount_disputed
+        ) m
+        LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
+        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
+        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
+        WHERE p.amount > 0
+          AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
+          AND (m.in_range OR m.amount_refunded > 0 OR m.amount_disputed > 0)
+    ),{RESOLVE}"
+            )
+        }
+    }
+}
+
+/// Where refunds and disputes are reported: on the day of the payment they take back (the
+/// default: a period's net revenue is final once its payments are), or on the day they
+/// happened (`refunds_on=event`, what finance books).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundsOn {
+    Payment,
+    Event,
+}
+
+fn refunds_on(params: &Params) -> Result<RefundsOn, ReportError> {
+    match params.get("refunds_on") {
+        None | Some("") | Some("payment") => Ok(RefundsOn::Payment),
+        Some("event") => Ok(RefundsOn::Event),
+        Some(other) => Err(ReportError::bad(
+            "refunds_on",
+            format!("{other:?} is not payment or event"),
+        )),
+    }
+}
+
 /// Payments in range, labelled with the group value and filtered by the visitor they are
 /// credited to. Parameters: $1 start, $2 end (exclusive), $3 livemode, then the filters.
-fn breakdown_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
+fn breakdown_sql(group: Group, filters: &Filters, refunds_on: RefundsOn) -> (String, Vec<String>) {
     let dim = dimension_sql(group);
     let (conditions, binds) = filters.pg("v", 4);
+    let resolved = resolved_payments(refunds_on);
     let sql = format!(
-        "WITH {RESOLVED_PAYMENTS},
+        "WITH {resolved},
         labelled AS (
-            SELECT r.payer, r.amount, r.amount_refunded, r.currency,
+            SELECT r.payer, r.amount, r.amount_refunded, r.amount_disputed, r.currency, r.in_range,
                    (r.ft_visitor_id IS NOT NULL) AS attributed,
                    {dim} AS value
             FROM resolved r
@@ -218,10 +294,11 @@ fn breakdown_sql(group: Group, filters: &Filters) -> (String, Vec<String>) {
         )
         SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
                attributed, value, currency,
-               count(DISTINCT payer)::int8 AS customers,
-               count(*)::int8 AS payments,
+               count(DISTINCT payer) FILTER (WHERE in_range)::int8 AS customers,
+               count(*) FILTER (WHERE in_range)::int8 AS payments,
                COALESCE(sum(amount), 0)::int8 AS gross,
-               COALESCE(sum(amount_refunded), 0)::int8 AS refunded
+               COALESCE(sum(amount_refunded), 0)::int8 AS refunded,
+               COALESCE(sum(amount_disputed), 0)::int8 AS disputed
         FROM labelled
         GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))"
     );
@@ -264,6 +341,7 @@ struct GroupRow {
     payments: i64,
     gross: i64,
     refunded: i64,
+    disputed: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -317,6 +395,7 @@ async fn breakdown(
     range: DayRange,
     livemode: Option<bool>,
     filters: &Filters,
+    refunds_on: RefundsOn,
 ) -> Result<Breakdown, ReportError> {
     let (visitors_sql, visitors_binds) = visitors_sql(group, filters);
     let mut visitors = sqlx::query_as(&visitors_sql)
@@ -325,7 +404,7 @@ async fn breakdown(
     for b in &visitors_binds {
         visitors = visitors.bind(b);
     }
-    let (payments_sql, payments_binds) = breakdown_sql(group, filters);
+    let (payments_sql, payments_binds) = breakdown_sql(group, filters, refunds_on);
     let mut payments = sqlx::query_as(&payments_sql)
         .bind(range.start())
         .bind(range.end_exclusive())
@@ -370,9 +449,9 @@ async fn breakdown(
             }
             _ => {
                 if let Some(currency) = g.currency {
-                    bucket
-                        .revenue
-                        .push(Money::new(currency, g.payments, g.gross, g.refunded));
+                    bucket.revenue.push(Money::new(
+                        currency, g.payments, g.gross, g.refunded, g.disputed,
+                    ));
                 }
             }
         }
@@ -440,7 +519,15 @@ async fn grouped(
     let range = params.range()?;
     let livemode = livemode(params)?;
     let filters = Filters::parse(params)?;
-    let b = breakdown(&state.pool, group, range, livemode, &filters).await?;
+    let b = breakdown(
+        &state.pool,
+        group,
+        range,
+        livemode,
+        &filters,
+        refunds_on(params)?,
+    )
+    .await?;
 
     let values: BTreeSet<&String> = b.visitors.keys().chain(b.rows.keys()).collect();
     let empty = Bucket::default();
@@ -657,10 +744,25 @@ pub async fn overview(
             ))
         }
     };
-    let current = breakdown(&state.pool, Group::All, range, livemode, &filters);
+    let refunds_on = refunds_on(&params)?;
+    let current = breakdown(
+        &state.pool,
+        Group::All,
+        range,
+        livemode,
+        &filters,
+        refunds_on,
+    );
     let (current, previous) = if compare {
         let before = range.previous();
-        let previous = breakdown(&state.pool, Group::All, before, livemode, &filters);
+        let previous = breakdown(
+            &state.pool,
+            Group::All,
+            before,
+            livemode,
+            &filters,
+            refunds_on,
+        );
         let (current, previous) = tokio::try_join!(current, previous)?;
         (current, Some(period(before, previous).0))
     } else {
@@ -685,6 +787,47 @@ pub struct Day {
     pub visitors: i64,
     pub payments: i64,
     pub revenue: Vec<Money>,
+}
+
+/// Money per day and currency with refunds and disputes on the day they happened: payments (and
+/// gross) on their paid day, each refund on its own day (a charge's cumulative refund on the day
+/// of its latest `charge.refunded` while no refund record is known), each dispute on its day.
+fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
+    let resolved = resolved_payments(RefundsOn::Event);
+    let credited = if filters.is_empty() {
+        "SELECT r.* FROM resolved r".to_owned()
+    } else {
+        format!(
+            "SELECT r.* FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+             WHERE true{conditions}"
+        )
+    };
+    format!(
+        "WITH {resolved},
+         credited AS ({credited}),
+         moves AS (
+            SELECT (c.paid_at AT TIME ZONE 'UTC')::date AS day, c.currency, 1 AS n,
+                   c.amount AS gross, 0::int8 AS refunded, 0::int8 AS disputed
+              FROM credited c WHERE c.in_range
+            UNION ALL
+            SELECT (r.created_at AT TIME ZONE 'UTC')::date, c.currency, 0, 0, r.amount, 0
+              FROM credited c JOIN refunds r ON r.payment_id = c.payment_id
+             WHERE r.counts AND r.created_at >= $1 AND r.created_at < $2
+            UNION ALL
+            SELECT (p.charge_refunded_as_of AT TIME ZONE 'UTC')::date, c.currency, 0, 0,
+                   COALESCE(p.charge_amount_refunded, 0), 0
+              FROM credited c JOIN payments p ON p.payment_id = c.payment_id
+             WHERE NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = c.payment_id)
+               AND p.charge_refunded_as_of >= $1 AND p.charge_refunded_as_of < $2
+            UNION ALL
+            SELECT (d.created_at AT TIME ZONE 'UTC')::date, c.currency, 0, 0, 0, d.amount
+              FROM credited c JOIN disputes d ON d.payment_id = c.payment_id
+             WHERE d.counts AND d.created_at >= $1 AND d.created_at < $2
+         )
+         SELECT day, currency, sum(n)::int8, sum(gross)::int8, sum(refunded)::int8,
+                sum(disputed)::int8
+         FROM moves GROUP BY 1, 2"
+    )
 }
 
 #[derive(Serialize)]
@@ -726,22 +869,27 @@ pub async fn timeseries(
     // Without filters every payment counts (attributed or not); with filters only those
     // credited to a visitor that matches them.
     let (conditions, binds) = filters.pg("v", 4);
-    let sql = if filters.is_empty() {
+    let sql = if refunds_on(&params)? == RefundsOn::Event {
+        timeseries_by_event_sql(&filters, &conditions)
+    } else if filters.is_empty() {
         "SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, currency, count(*)::int8,
-                COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8
+                COALESCE(sum(amount), 0)::int8, COALESCE(sum(amount_refunded), 0)::int8,
+                COALESCE(sum(amount_disputed), 0)::int8
          FROM payments
-         WHERE paid_at >= $1 AND paid_at < $2 AND ($3::boolean IS NULL OR livemode = $3::boolean)
+         WHERE paid_at >= $1 AND paid_at < $2 AND amount > 0 AND ($3::boolean IS NULL OR livemode = $3::boolean)
          GROUP BY 1, 2"
             .to_owned()
     } else {
         format!(
-            "WITH {RESOLVED_PAYMENTS}
+            "WITH {}
              SELECT (r.paid_at AT TIME ZONE 'UTC')::date AS day, r.currency, count(*)::int8,
-                    COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8
+                    COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8,
+                    COALESCE(sum(r.amount_disputed), 0)::int8
              FROM resolved r
              JOIN visitors v ON v.visitor_id = r.ft_visitor_id
              WHERE true{conditions}
-             GROUP BY 1, 2"
+             GROUP BY 1, 2",
+            resolved_payments(RefundsOn::Payment)
         )
     };
     let mut query = sqlx::query_as(&sql)
@@ -751,7 +899,7 @@ pub async fn timeseries(
     for b in &binds {
         query = query.bind(b);
     }
-    let revenue: Vec<(Date, String, i64, i64, i64)> = query
+    let revenue: Vec<(Date, String, i64, i64, i64, i64)> = query
         .fetch_all(&state.pool)
         .await
         .map_err(ReportError::pg("payments"))?;
@@ -763,9 +911,9 @@ pub async fn timeseries(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut money: BTreeMap<(Date, String), (i64, i64, i64)> = BTreeMap::new();
-    for (day, currency, payments, gross, refunded) in revenue {
-        money.insert((day, currency), (payments, gross, refunded));
+    let mut money: BTreeMap<(Date, String), (i64, i64, i64, i64)> = BTreeMap::new();
+    for (day, currency, payments, gross, refunded, disputed) in revenue {
+        money.insert((day, currency), (payments, gross, refunded, disputed));
     }
     let days = range
         .days()
@@ -773,8 +921,8 @@ pub async fn timeseries(
             let revenue: Vec<Money> = currencies
                 .iter()
                 .map(|c| {
-                    let (p, g, r) = money.get(&(date, c.clone())).copied().unwrap_or_default();
-                    Money::new(c.clone(), p, g, r)
+                    let (p, g, r, d) = money.get(&(date, c.clone())).copied().unwrap_or_default();
+                    Money::new(c.clone(), p, g, r, d)
                 })
                 .collect();
             Day {
@@ -827,6 +975,7 @@ struct CustomerRow {
     payments: i64,
     gross: i64,
     refunded: i64,
+    disputed: i64,
     first_paid_at: OffsetDateTime,
     last_paid_at: OffsetDateTime,
     visitor_id: Option<String>,
@@ -848,8 +997,9 @@ pub async fn customers(
     let limit = params.int("limit", 50, 1, 1000)?;
     let (conditions, binds) = filters.pg("v", 4);
     // Grouped by payer and currency straight from the payments: no join multiplies amounts.
+    let resolved = resolved_payments(RefundsOn::Payment);
     let sql = format!(
-        "WITH {RESOLVED_PAYMENTS},
+        "WITH {resolved},
         labelled AS (
             SELECT r.*, v.ft_channel, v.ft_source
             FROM resolved r
@@ -860,6 +1010,7 @@ pub async fn customers(
                count(*)::int8 AS payments,
                COALESCE(sum(l.amount), 0)::int8 AS gross,
                COALESCE(sum(l.amount_refunded), 0)::int8 AS refunded,
+               COALESCE(sum(l.amount_disputed), 0)::int8 AS disputed,
                min(l.paid_at) AS first_paid_at,
                max(l.paid_at) AS last_paid_at,
                COALESCE((array_agg(l.visitor_id ORDER BY l.paid_at DESC)
@@ -886,7 +1037,7 @@ pub async fn customers(
         .map_err(ReportError::pg("customers"))?;
     let mut by_payer: BTreeMap<String, Customer> = BTreeMap::new();
     for r in rows {
-        let money = Money::new(r.currency, r.payments, r.gross, r.refunded);
+        let money = Money::new(r.currency, r.payments, r.gross, r.refunded, r.disputed);
         let c = by_payer.entry(r.payer).or_insert_with(|| Customer {
             visitor_id: None,
             app_id: r.app_id,
@@ -925,19 +1076,19 @@ mod tests {
 
     #[test]
     fn money_formats_net_per_currency() {
-        let usd = Money::new("usd".into(), 2, 9900, 900);
+        let usd = Money::new("usd".into(), 2, 9900, 900, 0);
         assert_eq!((usd.net, usd.formatted.as_str()), (9000, "90.00"));
-        let jpy = Money::new("jpy".into(), 1, 5000, 0);
+        let jpy = Money::new("jpy".into(), 1, 5000, 0, 0);
         assert_eq!(jpy.formatted, "5000");
-        let kwd = Money::new("kwd".into(), 1, 1234, 0);
+        let kwd = Money::new("kwd".into(), 1, 1234, 0, 0);
         assert_eq!(kwd.formatted, "1.234");
     }
 
     #[test]
     fn per_visitor_and_shares() {
         let rev = vec![
-            Money::new("eur".into(), 1, 1000, 0),
-            Money::new("usd".into(), 1, 3000, 0),
+            Money::new("eur".into(), 1, 1000, 0, 0),
+            Money::new("usd".into(), 1, 3000, 0, 0),
         ];
         let per = per_visitor(&rev, 4);
         assert_eq!(per[0].amount, 250.0);
@@ -945,13 +1096,13 @@ mod tests {
         assert_eq!(per[1].formatted, "7.50");
         assert!(per_visitor(&rev, 0).is_empty());
         let totals = vec![
-            Money::new("eur".into(), 1, 1000, 0),
-            Money::new("usd".into(), 2, 6000, 0),
+            Money::new("eur".into(), 1, 1000, 0, 0),
+            Money::new("usd".into(), 2, 6000, 0, 0),
         ];
         let s = shares(&rev, &totals);
         assert_eq!(s[0].share, Some(1.0));
         assert_eq!(s[1].share, Some(0.5));
-        let zero = vec![Money::new("usd".into(), 1, 100, 100)];
+        let zero = vec![Money::new("usd".into(), 1, 100, 100, 0)];
         assert_eq!(shares(&zero, &zero)[0].share, None);
         assert_eq!(rate(1, 4), Some(0.25));
         assert_eq!(rate(1, 0), None);
@@ -981,11 +1132,11 @@ mod tests {
             15,
             3,
             vec![
-                Money::new("jpy".into(), 1, 500, 0),
-                Money::new("usd".into(), 2, 3000, 0),
+                Money::new("jpy".into(), 1, 500, 0, 0),
+                Money::new("usd".into(), 2, 3000, 0, 0),
             ],
         );
-        let before = period(10, 3, vec![Money::new("usd".into(), 3, 2000, 0)]);
+        let before = period(10, 3, vec![Money::new("usd".into(), 3, 2000, 0, 0)]);
         let c = change(&now, &before);
         assert_eq!(c.visitors, Some(0.5));
         assert_eq!(c.customers, Some(0.0));

@@ -207,6 +207,10 @@ async fn handle(
         Recorded::Duplicate => Outcome::Duplicate,
         Recorded::Ignored => Outcome::Ignored,
         Recorded::Unreadable => Outcome::Unreadable,
+        Recorded::Linked => {
+            state.metrics.links.inc();
+            Outcome::Processed
+        }
         Recorded::Payment {
             payment_id,
             effect,
@@ -222,6 +226,18 @@ async fn handle(
                 }
                 store::Effect::Refunded { created } => {
                     metrics.refunds.inc();
+                    if created {
+                        metrics.payments_created.inc();
+                    }
+                }
+                store::Effect::Disputed { created } => {
+                    metrics.disputes.inc();
+                    if created {
+                        metrics.payments_created.inc();
+                    }
+                }
+                store::Effect::Hold { created } => {
+                    metrics.holds.inc();
                     if created {
                         metrics.payments_created.inc();
                     }

@@ -9,7 +9,7 @@ use prometheus_client::{
 /// What became of one webhook request.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A payment was created, merged or refunded.
+    /// A payment was created, merged, refunded, disputed or held, or a visitor link recorded.
     Processed,
     /// The event id was seen before; nothing changed.
     Duplicate,
@@ -66,6 +66,9 @@ pub struct StripeMetrics {
     pub(crate) payments_created: Counter,
     pub(crate) payments_merged: Counter,
     pub(crate) refunds: Counter,
+    pub(crate) disputes: Counter,
+    pub(crate) holds: Counter,
+    pub(crate) links: Counter,
 }
 
 impl StripeMetrics {
@@ -96,6 +99,21 @@ impl StripeMetrics {
             "zori_stripe_refunds",
             "Stripe refund events recorded",
             metrics.refunds.clone(),
+        );
+        registry.register(
+            "zori_stripe_disputes",
+            "Stripe dispute events recorded",
+            metrics.disputes.clone(),
+        );
+        registry.register(
+            "zori_stripe_holds",
+            "Stripe authorization and void events recorded (no captured money)",
+            metrics.holds.clone(),
+        );
+        registry.register(
+            "zori_stripe_links",
+            "Stripe events that tied a subscription or customer to a visitor without moving money",
+            metrics.links.clone(),
         );
         metrics
     }

@@ -2,7 +2,10 @@
 //!
 //! The event id is inserted first (a replay is a no-op), under a per-tenant advisory lock that
 //! serialises every payment merge. A payment is found through any Stripe id it is known by
-//! (`payment_aliases`); two events about the same money update one row, never add a second.
+//! (`payment_aliases`: cs_, pi_, ch_, in_, inpay_); two events about the same money update one
+//! row, never add a second, in any arrival order. Refunds and disputes are records of their own
+//! whose totals are derived onto the payment. A payment without a visitor inherits the visitor
+//! of its subscription, else of its customer, whichever arrives first.
 
 use std::cmp::max;
 
@@ -10,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use zori_core::{
     email,
-    stripe::{PaymentChange, PaymentFacts},
+    stripe::{DisputeState, PaymentChange, PaymentFacts, RefundStatus},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub(crate) enum Recorded {
     Duplicate,
     Ignored,
     Unreadable,
+    /// A subscription or customer was tied to a visitor; no money moved.
+    Linked,
     Payment {
         payment_id: i64,
         effect: Effect,
@@ -67,8 +72,12 @@ pub(crate) enum Effect {
     Created,
     /// Money in, merged into a payment already known by one of its ids.
     Merged,
+    /// An authorization (nothing captured) or its release.
+    Hold { created: bool },
     /// Refund recorded; `created` when the payment was not known yet.
     Refunded { created: bool },
+    /// Dispute recorded; `created` when the payment was not known yet.
+    Disputed { created: bool },
 }
 
 impl Effect {
@@ -76,7 +85,21 @@ impl Effect {
         match self {
             Effect::Created => "payment_created",
             Effect::Merged => "payment_merged",
+            Effect::Hold { .. } => "hold_recorded",
             Effect::Refunded { .. } => "refund_recorded",
+            Effect::Disputed { .. } => "dispute_recorded",
+        }
+    }
+
+    fn of(change: &PaymentChange, created: bool) -> Effect {
+        match change {
+            PaymentChange::Paid { .. } if created => Effect::Created,
+            PaymentChange::Paid { .. } | PaymentChange::Linked => Effect::Merged,
+            PaymentChange::Held { .. } | PaymentChange::Voided { .. } => Effect::Hold { created },
+            PaymentChange::Refunded { .. } | PaymentChange::Refund { .. } => {
+                Effect::Refunded { created }
+            }
+            PaymentChange::Dispute { .. } => Effect::Disputed { created },
         }
     }
 }
@@ -124,23 +147,69 @@ pub(crate) async fn record(
     let recorded = match reading {
         Reading::Ignored => Recorded::Ignored,
         Reading::Unreadable => Recorded::Unreadable,
+        Reading::Facts(facts) if facts.change == PaymentChange::Linked => {
+            let linked = record_links(&mut tx, facts).await?;
+            set_outcome(
+                &mut tx,
+                &header.id,
+                if linked { "link_recorded" } else { "ignored" },
+                None,
+            )
+            .await?;
+            if linked {
+                Recorded::Linked
+            } else {
+                Recorded::Ignored
+            }
+        }
         Reading::Facts(facts) => {
             let observation = Observation::from_facts(facts, email_salt);
             let applied = apply(&mut tx, &observation).await?;
-            let effect = match (&facts.change, applied.created) {
-                (PaymentChange::Paid { .. }, true) => Effect::Created,
-                (PaymentChange::Paid { .. }, false) => Effect::Merged,
-                (PaymentChange::Refunded { .. }, created) => Effect::Refunded { created },
-            };
-            sqlx::query(
-                "UPDATE stripe_events SET outcome = $2, payment_id = $3 WHERE event_id = $1",
+            match &facts.change {
+                PaymentChange::Refund {
+                    refund_id,
+                    amount,
+                    currency,
+                    status,
+                    created_at,
+                } => {
+                    let refund = RefundRecord {
+                        refund_id,
+                        amount: *amount,
+                        currency,
+                        status: *status,
+                        created_at: *created_at,
+                    };
+                    upsert_refund(&mut tx, applied.payment_id, &refund).await?;
+                }
+                PaymentChange::Dispute {
+                    dispute_id,
+                    amount,
+                    currency,
+                    state,
+                    created_at,
+                } => {
+                    let dispute = DisputeRecord {
+                        dispute_id,
+                        amount: *amount,
+                        currency,
+                        state,
+                        created_at: *created_at,
+                    };
+                    upsert_dispute(&mut tx, applied.payment_id, &dispute).await?;
+                }
+                _ => {}
+            }
+            derive_totals(&mut tx, applied.payment_id).await?;
+            carry_visitor(&mut tx, applied.payment_id, facts.occurred_at).await?;
+            let effect = Effect::of(&facts.change, applied.created);
+            set_outcome(
+                &mut tx,
+                &header.id,
+                effect.outcome(),
+                Some(applied.payment_id),
             )
-            .bind(&header.id)
-            .bind(effect.outcome())
-            .bind(applied.payment_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("storing the event outcome"))?;
+            .await?;
             Recorded::Payment {
                 payment_id: applied.payment_id,
                 effect,
@@ -154,22 +223,278 @@ pub(crate) async fn record(
     Ok(recorded)
 }
 
+async fn set_outcome(
+    conn: &mut PgConnection,
+    event_id: &str,
+    outcome: &str,
+    payment_id: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE stripe_events SET outcome = $2, payment_id = $3 WHERE event_id = $1")
+        .bind(event_id)
+        .bind(outcome)
+        .bind(payment_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("storing the event outcome"))?;
+    Ok(())
+}
+
+struct RefundRecord<'a> {
+    refund_id: &'a str,
+    amount: i64,
+    currency: &'a str,
+    status: RefundStatus,
+    created_at: OffsetDateTime,
+}
+
+/// Creates or updates a refund; its status only moves forward ([`RefundStatus`] order).
+async fn upsert_refund(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    refund: &RefundRecord<'_>,
+) -> Result<(), StoreError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT status FROM refunds WHERE refund_id = $1 FOR UPDATE")
+            .bind(refund.refund_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the refund"))?;
+    let status = match stored.as_deref().and_then(RefundStatus::parse) {
+        Some(stored) => max(stored, refund.status),
+        None => refund.status,
+    };
+    sqlx::query(
+        "INSERT INTO refunds (refund_id, payment_id, amount, currency, status, counts, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (refund_id) DO UPDATE SET payment_id = $2, amount = $3, currency = $4, \
+             status = $5, counts = $6, updated_at = now()",
+    )
+    .bind(refund.refund_id)
+    .bind(payment_id)
+    .bind(refund.amount)
+    .bind(refund.currency.trim().to_ascii_lowercase())
+    .bind(status.as_str())
+    .bind(status.takes_money_back())
+    .bind(refund.created_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("storing the refund"))?;
+    Ok(())
+}
+
+struct DisputeRecord<'a> {
+    dispute_id: &'a str,
+    amount: i64,
+    currency: &'a str,
+    state: &'a DisputeState,
+    created_at: OffsetDateTime,
+}
+
+/// Creates or updates a dispute; a final status and the balance transactions seen never go back.
+async fn upsert_dispute(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    dispute: &DisputeRecord<'_>,
+) -> Result<(), StoreError> {
+    let stored: Option<(String, i64)> = sqlx::query_as(
+        "SELECT status, balance_transactions FROM disputes WHERE dispute_id = $1 FOR UPDATE",
+    )
+    .bind(dispute.dispute_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("reading the dispute"))?;
+    let state = match stored {
+        Some((status, balance_transactions)) => DisputeState {
+            status,
+            balance_transactions,
+        }
+        .merge(dispute.state),
+        None => dispute.state.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO disputes (dispute_id, payment_id, amount, currency, status, \
+             balance_transactions, counts, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (dispute_id) DO UPDATE SET payment_id = $2, amount = $3, currency = $4, \
+             status = $5, balance_transactions = $6, counts = $7, updated_at = now()",
+    )
+    .bind(dispute.dispute_id)
+    .bind(payment_id)
+    .bind(dispute.amount)
+    .bind(dispute.currency.trim().to_ascii_lowercase())
+    .bind(&state.status)
+    .bind(state.balance_transactions)
+    .bind(state.takes_money_back())
+    .bind(dispute.created_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("storing the dispute"))?;
+    Ok(())
+}
+
+/// Refunded = the refunds that take money back when any refund record is known, else the
+/// charge's own cumulative `amount_refunded`; disputed = disputes whose money is out.
+async fn derive_totals(conn: &mut PgConnection, payment_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE payments p SET
+            amount_refunded = CASE
+                WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.payment_id)
+                THEN (SELECT COALESCE(sum(r.amount), 0) FROM refunds r
+                       WHERE r.payment_id = p.payment_id AND r.counts)
+                ELSE COALESCE(p.charge_amount_refunded, 0) END,
+            amount_disputed = (SELECT COALESCE(sum(d.amount), 0) FROM disputes d
+                                WHERE d.payment_id = p.payment_id AND d.counts),
+            refunded_at = GREATEST(p.refunded_at,
+                (SELECT max(r.created_at) FROM refunds r WHERE r.payment_id = p.payment_id))
+         WHERE p.payment_id = $1",
+    )
+    .bind(payment_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("deriving the refunded and disputed totals"))?;
+    Ok(())
+}
+
+/// Links the payment's subscription and customer to its own visitor (from metadata), then
+/// lets every payment of that subscription or customer without a visitor of its own inherit.
+async fn carry_visitor(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let (visitor_id, visitor_source, subscription_id, customer_id): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT visitor_id, visitor_source, subscription_id, customer_id FROM payments \
+         WHERE payment_id = $1",
+    )
+    .bind(payment_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("reading the payment's visitor"))?;
+    let own = visitor_id.filter(|_| visitor_source.as_deref() == Some("metadata"));
+    link(
+        conn,
+        own.as_deref(),
+        subscription_id.as_deref(),
+        customer_id.as_deref(),
+        at,
+    )
+    .await
+}
+
+/// Records the links a no-money event carries; false when it carries none.
+async fn record_links(conn: &mut PgConnection, facts: &PaymentFacts) -> Result<bool, StoreError> {
+    let visitor = non_empty(facts.visitor_id.as_deref());
+    let subscription = non_empty(facts.ids.subscription.as_deref());
+    let customer = non_empty(facts.ids.customer.as_deref());
+    if visitor.is_none() || (subscription.is_none() && customer.is_none()) {
+        return Ok(false);
+    }
+    link(
+        conn,
+        visitor.as_deref(),
+        subscription.as_deref(),
+        customer.as_deref(),
+        facts.occurred_at,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Stores subscription → visitor and customer → visitor (the earliest `at` wins) when `visitor`
+/// is given, then hands the linked visitor to the payments of that subscription / customer
+/// that have no visitor of their own.
+async fn link(
+    conn: &mut PgConnection,
+    visitor: Option<&str>,
+    subscription: Option<&str>,
+    customer: Option<&str>,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if let Some(visitor) = visitor {
+        if let Some(subscription) = subscription {
+            sqlx::query(
+                "INSERT INTO subscription_visitors (subscription_id, visitor_id, linked_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (subscription_id) DO UPDATE \
+                 SET visitor_id = excluded.visitor_id, linked_at = excluded.linked_at \
+                 WHERE excluded.linked_at < subscription_visitors.linked_at",
+            )
+            .bind(subscription)
+            .bind(visitor)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("linking the subscription to its visitor"))?;
+        }
+        if let Some(customer) = customer {
+            sqlx::query(
+                "INSERT INTO customer_visitors (customer_id, visitor_id, linked_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (customer_id) DO UPDATE \
+                 SET visitor_id = excluded.visitor_id, linked_at = excluded.linked_at \
+                 WHERE excluded.linked_at < customer_visitors.linked_at",
+            )
+            .bind(customer)
+            .bind(visitor)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("linking the customer to its visitor"))?;
+        }
+    }
+    if let Some(subscription) = subscription {
+        sqlx::query(
+            "UPDATE payments p SET visitor_id = l.visitor_id, visitor_source = 'subscription', \
+                 updated_at = now() \
+             FROM subscription_visitors l \
+             WHERE l.subscription_id = $1 AND p.subscription_id = l.subscription_id \
+               AND p.visitor_source IS DISTINCT FROM 'metadata' \
+               AND (p.visitor_id IS DISTINCT FROM l.visitor_id \
+                    OR p.visitor_source IS DISTINCT FROM 'subscription')",
+        )
+        .bind(subscription)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("handing the subscription's visitor to its payments"))?;
+    }
+    if let Some(customer) = customer {
+        sqlx::query(
+            "UPDATE payments p SET visitor_id = l.visitor_id, visitor_source = 'customer', \
+                 updated_at = now() \
+             FROM customer_visitors l \
+             WHERE l.customer_id = $1 AND p.customer_id = l.customer_id \
+               AND (p.visitor_source IS NULL \
+                    OR (p.visitor_source = 'customer' AND p.visitor_id IS DISTINCT FROM l.visitor_id))",
+        )
+        .bind(customer)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("handing the customer's visitor to its payments"))?;
+    }
+    Ok(())
+}
+
 struct Applied {
     payment_id: i64,
     created: bool,
     folded: usize,
 }
 
+const PAYMENT_COLUMNS: &str = "payment_id, paid_at, amount, currency, charge_amount_refunded, \
+    charge_refunded_as_of, refunded_at, authorized_amount, voided_at, visitor_id, \
+    visitor_source, email_hash, customer_id, subscription_id, description, livemode, amount_source";
+
 /// Creates or merges the payment `observation` describes. Runs under the advisory lock.
 async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<Applied, StoreError> {
-    let rows: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT payment_id, paid_at, amount, currency, amount_refunded, refunded_at, visitor_id, \
-                email_hash, customer_id, subscription_id, description, livemode, amount_source \
-         FROM payments \
+    let rows: Vec<PaymentRow> = sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments \
          WHERE payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = ANY($1)) \
          ORDER BY payment_id \
-         FOR UPDATE",
-    )
+         FOR UPDATE"
+    ))
     .bind(&observation.aliases)
     .fetch_all(&mut *conn)
     .await
@@ -178,25 +503,32 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
     let mut rows = rows.into_iter();
     let applied = match rows.next() {
         None => {
+            let row = PaymentRow::from_observation(observation);
             let payment_id: i64 = sqlx::query_scalar(
-                "INSERT INTO payments (paid_at, amount, currency, amount_refunded, refunded_at, \
-                 visitor_id, email_hash, customer_id, subscription_id, description, livemode, \
-                 amount_source) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                "INSERT INTO payments (paid_at, amount, currency, charge_amount_refunded, \
+                 charge_refunded_as_of, refunded_at, authorized_amount, voided_at, visitor_id, \
+                 visitor_source, email_hash, customer_id, subscription_id, description, livemode, \
+                 amount_source, amount_refunded) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     COALESCE($4, 0)) \
              RETURNING payment_id",
             )
-            .bind(observation.paid_at)
-            .bind(observation.amount)
-            .bind(&observation.currency)
-            .bind(observation.amount_refunded)
-            .bind(observation.refunded_at)
-            .bind(&observation.visitor_id)
-            .bind(&observation.email_hash)
-            .bind(&observation.customer_id)
-            .bind(&observation.subscription_id)
-            .bind(&observation.description)
-            .bind(observation.livemode)
-            .bind(observation.source.as_str())
+            .bind(row.paid_at)
+            .bind(row.amount)
+            .bind(&row.currency)
+            .bind(row.charge_amount_refunded)
+            .bind(row.charge_refunded_as_of)
+            .bind(row.refunded_at)
+            .bind(row.authorized_amount)
+            .bind(row.voided_at)
+            .bind(&row.visitor_id)
+            .bind(&row.visitor_source)
+            .bind(&row.email_hash)
+            .bind(&row.customer_id)
+            .bind(&row.subscription_id)
+            .bind(&row.description)
+            .bind(row.livemode)
+            .bind(&row.amount_source)
             .fetch_one(&mut *conn)
             .await
             .map_err(db("inserting the payment"))?;
@@ -216,18 +548,24 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
             if changed {
                 sqlx::query(
                     "UPDATE payments SET paid_at = $2, amount = $3, currency = $4, \
-                     amount_refunded = $5, refunded_at = $6, visitor_id = $7, email_hash = $8, \
-                     customer_id = $9, subscription_id = $10, description = $11, \
-                     amount_source = $12, updated_at = now() \
+                     charge_amount_refunded = $5, charge_refunded_as_of = $6, refunded_at = $7, \
+                     authorized_amount = $8, voided_at = $9, visitor_id = $10, \
+                     visitor_source = $11, email_hash = $12, customer_id = $13, \
+                     subscription_id = $14, description = $15, amount_source = $16, \
+                     updated_at = now() \
                  WHERE payment_id = $1",
                 )
                 .bind(survivor.payment_id)
                 .bind(survivor.paid_at)
                 .bind(survivor.amount)
                 .bind(&survivor.currency)
-                .bind(survivor.amount_refunded)
+                .bind(survivor.charge_amount_refunded)
+                .bind(survivor.charge_refunded_as_of)
                 .bind(survivor.refunded_at)
+                .bind(survivor.authorized_amount)
+                .bind(survivor.voided_at)
                 .bind(&survivor.visitor_id)
+                .bind(&survivor.visitor_source)
                 .bind(&survivor.email_hash)
                 .bind(&survivor.customer_id)
                 .bind(&survivor.subscription_id)
@@ -247,6 +585,8 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
                 for statement in [
                     "UPDATE payment_aliases SET payment_id = $1 WHERE payment_id = ANY($2)",
                     "UPDATE stripe_events SET payment_id = $1 WHERE payment_id = ANY($2)",
+                    "UPDATE refunds SET payment_id = $1 WHERE payment_id = ANY($2)",
+                    "UPDATE disputes SET payment_id = $1 WHERE payment_id = ANY($2)",
                     "DELETE FROM payments WHERE payment_id = ANY($2) AND payment_id <> $1",
                 ] {
                     sqlx::query(statement)
@@ -281,11 +621,13 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
 }
 
 /// Which kind of Stripe object set a payment's amount, currency and `paid_at`. They all describe
-/// the same money; the charge is the money actually moved, so it wins, and a refund seen before
-/// its payment only holds the place until any payment event arrives.
+/// the same money; the charge is the money actually moved, so it wins. A hold (nothing captured)
+/// ranks below every capture, and a refund, dispute or void seen before its payment only holds
+/// the place (amount 0) until any payment event arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum AmountSource {
     Refund,
+    Hold,
     Other,
     CheckoutSession,
     Invoice,
@@ -311,6 +653,7 @@ impl AmountSource {
     fn as_str(self) -> &'static str {
         match self {
             AmountSource::Refund => "refund",
+            AmountSource::Hold => "hold",
             AmountSource::Other => "other",
             AmountSource::CheckoutSession => "checkout_session",
             AmountSource::Invoice => "invoice",
@@ -322,6 +665,7 @@ impl AmountSource {
     fn parse(stored: &str) -> AmountSource {
         match stored {
             "refund" => AmountSource::Refund,
+            "hold" => AmountSource::Hold,
             "checkout_session" => AmountSource::CheckoutSession,
             "invoice" => AmountSource::Invoice,
             "payment_intent" => AmountSource::PaymentIntent,
@@ -329,18 +673,27 @@ impl AmountSource {
             _ => AmountSource::Other,
         }
     }
+
+    /// Whether the amount is captured money.
+    fn is_capture(self) -> bool {
+        self > AmountSource::Hold
+    }
 }
 
-/// A `payments` row.
+/// A `payments` row (the columns this module writes).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 struct PaymentRow {
     payment_id: i64,
     paid_at: OffsetDateTime,
     amount: i64,
     currency: String,
-    amount_refunded: i64,
+    charge_amount_refunded: Option<i64>,
+    charge_refunded_as_of: Option<OffsetDateTime>,
     refunded_at: Option<OffsetDateTime>,
+    authorized_amount: Option<i64>,
+    voided_at: Option<OffsetDateTime>,
     visitor_id: Option<String>,
+    visitor_source: Option<String>,
     email_hash: Option<String>,
     customer_id: Option<String>,
     subscription_id: Option<String>,
@@ -349,16 +702,45 @@ struct PaymentRow {
     amount_source: String,
 }
 
+impl PaymentRow {
+    fn from_observation(o: &Observation) -> PaymentRow {
+        PaymentRow {
+            payment_id: 0,
+            paid_at: o.paid_at,
+            amount: o.amount,
+            currency: o.currency.clone(),
+            charge_amount_refunded: o.charge_amount_refunded,
+            charge_refunded_as_of: o.charge_refunded_as_of,
+            refunded_at: o.refunded_at,
+            authorized_amount: o.authorized_amount,
+            voided_at: o.voided_at,
+            visitor_source: o.visitor_id.as_ref().map(|_| "metadata".to_owned()),
+            visitor_id: o.visitor_id.clone(),
+            email_hash: o.email_hash.clone(),
+            customer_id: o.customer_id.clone(),
+            subscription_id: o.subscription_id.clone(),
+            description: o.description.clone(),
+            livemode: o.livemode,
+            amount_source: o.source.as_str().to_owned(),
+        }
+    }
+}
+
 /// What one event (or one duplicate row being folded) says about a payment, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Observation {
     aliases: Vec<String>,
     paid_at: OffsetDateTime,
+    /// Captured money (0 for a hold or a placeholder).
     amount: i64,
     currency: String,
     source: AmountSource,
-    amount_refunded: i64,
+    charge_amount_refunded: Option<i64>,
+    charge_refunded_as_of: Option<OffsetDateTime>,
     refunded_at: Option<OffsetDateTime>,
+    authorized_amount: Option<i64>,
+    voided_at: Option<OffsetDateTime>,
+    /// The payment's own visitor (from Stripe metadata); inherited ones are not observations.
     visitor_id: Option<String>,
     email_hash: Option<String>,
     customer_id: Option<String>,
@@ -379,47 +761,17 @@ impl Observation {
             .collect();
         aliases.sort();
         aliases.dedup();
-        let (paid_at, amount, currency, source, amount_refunded, refunded_at) = match &facts.change
-        {
-            PaymentChange::Paid {
-                amount,
-                currency,
-                paid_at,
-            } => (
-                *paid_at,
-                *amount,
-                currency,
-                AmountSource::of_paid_event(&facts.event_type),
-                0,
-                None,
-            ),
-            // The refund's charge amount is not in the contract: until a payment event arrives,
-            // the row holds the refunded amount (source `refund`, replaced by any payment event).
-            // A refund event carries the whole charge: it states the payment as well as the
-            // charge.succeeded event does.
-            PaymentChange::Refunded {
-                amount,
-                paid_at,
-                amount_refunded,
-                currency,
-                refunded_at,
-            } => (
-                *paid_at,
-                *amount,
-                currency,
-                AmountSource::Charge,
-                *amount_refunded,
-                Some(*refunded_at),
-            ),
-        };
-        Observation {
+        let mut observation = Observation {
             aliases,
-            paid_at,
-            amount,
-            currency: currency.trim().to_ascii_lowercase(),
-            source,
-            amount_refunded,
-            refunded_at,
+            paid_at: facts.occurred_at,
+            amount: 0,
+            currency: String::new(),
+            source: AmountSource::Refund,
+            charge_amount_refunded: None,
+            charge_refunded_as_of: None,
+            refunded_at: None,
+            authorized_amount: None,
+            voided_at: None,
             visitor_id: non_empty(facts.visitor_id.as_deref()),
             email_hash: facts
                 .email
@@ -430,7 +782,64 @@ impl Observation {
             subscription_id: non_empty(facts.ids.subscription.as_deref()),
             description: non_empty(facts.description.as_deref()),
             livemode: facts.livemode,
+        };
+        match &facts.change {
+            PaymentChange::Paid {
+                amount,
+                currency,
+                paid_at,
+            } => {
+                observation.paid_at = *paid_at;
+                observation.amount = *amount;
+                observation.currency.clone_from(currency);
+                observation.source = AmountSource::of_paid_event(&facts.event_type);
+            }
+            PaymentChange::Held {
+                amount,
+                currency,
+                authorized_at,
+            } => {
+                observation.paid_at = *authorized_at;
+                observation.currency.clone_from(currency);
+                observation.authorized_amount = Some(*amount);
+                observation.source = AmountSource::Hold;
+            }
+            PaymentChange::Voided { voided_at } => {
+                observation.voided_at = Some(*voided_at);
+            }
+            // A refunded charge states the payment as well as charge.succeeded does.
+            PaymentChange::Refunded {
+                amount,
+                paid_at,
+                amount_refunded,
+                currency,
+                refunded_at,
+            } => {
+                observation.paid_at = *paid_at;
+                observation.amount = *amount;
+                observation.currency.clone_from(currency);
+                observation.source = AmountSource::Charge;
+                observation.charge_amount_refunded = Some(*amount_refunded);
+                observation.charge_refunded_as_of = Some(*refunded_at);
+                observation.refunded_at = Some(*refunded_at);
+            }
+            PaymentChange::Refund {
+                currency,
+                created_at,
+                ..
+            }
+            | PaymentChange::Dispute {
+                currency,
+                created_at,
+                ..
+            } => {
+                observation.paid_at = *created_at;
+                observation.currency.clone_from(currency);
+            }
+            PaymentChange::Linked => {}
         }
+        observation.currency = observation.currency.trim().to_ascii_lowercase();
+        observation
     }
 
     fn from_row(row: &PaymentRow) -> Observation {
@@ -440,9 +849,15 @@ impl Observation {
             amount: row.amount,
             currency: row.currency.clone(),
             source: AmountSource::parse(&row.amount_source),
-            amount_refunded: row.amount_refunded,
+            charge_amount_refunded: row.charge_amount_refunded,
+            charge_refunded_as_of: row.charge_refunded_as_of,
             refunded_at: row.refunded_at,
-            visitor_id: row.visitor_id.clone(),
+            authorized_amount: row.authorized_amount,
+            voided_at: row.voided_at,
+            visitor_id: row
+                .visitor_id
+                .clone()
+                .filter(|_| row.visitor_source.as_deref() == Some("metadata")),
             email_hash: row.email_hash.clone(),
             customer_id: row.customer_id.clone(),
             subscription_id: row.subscription_id.clone(),
@@ -460,13 +875,15 @@ fn non_empty(value: Option<&str>) -> Option<String> {
 }
 
 /// Merges what `observation` says into `row`; true when anything changed. Never adds amounts:
-/// amount, currency and `paid_at` come together from the most authoritative source seen, the
-/// refunded amount is the largest cumulative amount seen, and identity fields are only filled
-/// when missing (the first value seen stays).
+/// amount, currency and `paid_at` come together from the most authoritative source seen (a
+/// capture of the same source only grows), the charge's refunded figure is the latest one by
+/// event time, a visitor from the payment's own metadata replaces an inherited one, and other
+/// identity fields are only filled when missing (the first value seen stays).
 fn merge(row: &mut PaymentRow, observation: &Observation) -> bool {
     let before = row.clone();
-    if observation.source > AmountSource::parse(&row.amount_source) {
-        if observation.currency != row.currency {
+    let stored = AmountSource::parse(&row.amount_source);
+    if observation.source > stored {
+        if observation.currency != row.currency && stored > AmountSource::Refund {
             tracing::warn!(
                 payment_id = row.payment_id,
                 stored = %row.currency,
@@ -478,10 +895,30 @@ fn merge(row: &mut PaymentRow, observation: &Observation) -> bool {
         row.amount = observation.amount;
         row.currency.clone_from(&observation.currency);
         row.amount_source = observation.source.as_str().to_owned();
+    } else if observation.source == stored && stored.is_capture() && observation.amount > row.amount
+    {
+        // A later (partial or further) capture of the same object.
+        row.amount = observation.amount;
     }
-    row.amount_refunded = max(row.amount_refunded, observation.amount_refunded);
+    if let (Some(refunded), Some(as_of)) = (
+        observation.charge_amount_refunded,
+        observation.charge_refunded_as_of,
+    ) {
+        if row
+            .charge_refunded_as_of
+            .is_none_or(|stored| as_of > stored)
+        {
+            row.charge_amount_refunded = Some(refunded);
+            row.charge_refunded_as_of = Some(as_of);
+        }
+    }
     row.refunded_at = max(row.refunded_at, observation.refunded_at);
-    fill(&mut row.visitor_id, &observation.visitor_id);
+    row.authorized_amount = max(row.authorized_amount, observation.authorized_amount);
+    fill_copy(&mut row.voided_at, observation.voided_at);
+    if observation.visitor_id.is_some() && row.visitor_source.as_deref() != Some("metadata") {
+        row.visitor_id.clone_from(&observation.visitor_id);
+        row.visitor_source = Some("metadata".to_owned());
+    }
     fill(&mut row.email_hash, &observation.email_hash);
     fill(&mut row.customer_id, &observation.customer_id);
     fill(&mut row.subscription_id, &observation.subscription_id);
@@ -492,6 +929,12 @@ fn merge(row: &mut PaymentRow, observation: &Observation) -> bool {
 fn fill(slot: &mut Option<String>, value: &Option<String>) {
     if slot.is_none() {
         slot.clone_from(value);
+    }
+}
+
+fn fill_copy<T: Copy>(slot: &mut Option<T>, value: Option<T>) {
+    if slot.is_none() {
+        *slot = value;
     }
 }
 
@@ -510,6 +953,7 @@ mod tests {
             event_id: "evt_1".to_owned(),
             event_type: event_type.to_owned(),
             livemode: true,
+            occurred_at: at(0),
             ids: PaymentIds {
                 charge: Some("ch_1".to_owned()),
                 payment_intent: Some(" pi_1 ".to_owned()),
@@ -535,18 +979,7 @@ mod tests {
     fn row_from(observation: &Observation) -> PaymentRow {
         PaymentRow {
             payment_id: 1,
-            paid_at: observation.paid_at,
-            amount: observation.amount,
-            currency: observation.currency.clone(),
-            amount_refunded: observation.amount_refunded,
-            refunded_at: observation.refunded_at,
-            visitor_id: observation.visitor_id.clone(),
-            email_hash: observation.email_hash.clone(),
-            customer_id: observation.customer_id.clone(),
-            subscription_id: observation.subscription_id.clone(),
-            description: observation.description.clone(),
-            livemode: observation.livemode,
-            amount_source: observation.source.as_str().to_owned(),
+            ..PaymentRow::from_observation(observation)
         }
     }
 
@@ -567,6 +1000,7 @@ mod tests {
     fn sources_rank_charge_highest_and_refund_lowest() {
         let order = [
             "refund",
+            "hold",
             "other",
             "checkout_session",
             "invoice",
@@ -611,7 +1045,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_the_largest_cumulative_refund_and_fills_missing_fields() {
+    fn merge_keeps_the_latest_charge_refund_figure_and_fills_missing_fields() {
         let refund = |cumulative: i64, secs: i64| {
             Observation::from_facts(
                 &facts(
@@ -632,9 +1066,12 @@ mod tests {
         bare.customer_id = None;
         let mut row = row_from(&bare);
         assert!(merge(&mut row, &refund(700, 20)));
+        // An older figure never replaces a newer one; a newer lower one does (a refund failed).
         assert!(!merge(&mut row, &refund(300, 10)));
-        assert_eq!((row.amount, row.amount_refunded), (1000, 700));
+        assert_eq!((row.amount, row.charge_amount_refunded), (1000, Some(700)));
         assert_eq!(row.refunded_at, Some(at(20)));
+        assert!(merge(&mut row, &refund(200, 30)));
+        assert_eq!(row.charge_amount_refunded, Some(200));
         assert_eq!(row.visitor_id.as_deref(), Some("vis_1"));
         assert_eq!(row.customer_id.as_deref(), Some("cus_1"));
         assert_eq!(row.amount_source, "charge");
@@ -659,7 +1096,7 @@ mod tests {
         assert_eq!(
             (
                 row.amount,
-                row.amount_refunded,
+                row.charge_amount_refunded.unwrap_or_default(),
                 row.paid_at,
                 row.amount_source.as_str()
             ),
@@ -668,6 +1105,54 @@ mod tests {
         // The invoice describes the same money; it changes nothing.
         let invoice = Observation::from_facts(&facts("invoice.paid", paid(1000, 0)), "s");
         assert!(!merge(&mut row, &invoice));
-        assert_eq!((row.amount, row.amount_refunded), (1000, 400));
+        assert_eq!((row.amount, row.charge_amount_refunded), (1000, Some(400)));
+    }
+
+    #[test]
+    fn holds_count_nothing_until_captured_and_captures_only_grow() {
+        let held = Observation::from_facts(
+            &facts(
+                "charge.succeeded",
+                PaymentChange::Held {
+                    amount: 1000,
+                    currency: "usd".to_owned(),
+                    authorized_at: at(0),
+                },
+            ),
+            "s",
+        );
+        let mut row = row_from(&held);
+        assert_eq!((row.amount, row.authorized_amount), (0, Some(1000)));
+        assert_eq!(row.amount_source, "hold");
+        // Any capture beats the hold; a larger capture of the same source replaces it.
+        let pi = Observation::from_facts(&facts("payment_intent.succeeded", paid(400, 5)), "s");
+        assert!(merge(&mut row, &pi));
+        assert_eq!(row.amount, 400);
+        assert!(!merge(&mut row, &held));
+        let captured = Observation::from_facts(&facts("charge.captured", paid(600, 6)), "s");
+        assert!(merge(&mut row, &captured));
+        assert_eq!((row.amount, row.amount_source.as_str()), (600, "charge"));
+        assert!(!merge(
+            &mut row,
+            &Observation::from_facts(&facts("charge.succeeded", paid(500, 7)), "s")
+        ));
+        assert_eq!(row.amount, 600);
+    }
+
+    #[test]
+    fn a_metadata_visitor_replaces_an_inherited_one() {
+        let mut bare = Observation::from_facts(&facts("charge.succeeded", paid(1000, 0)), "s");
+        bare.visitor_id = None;
+        let mut row = row_from(&bare);
+        row.visitor_id = Some("vis_customer".to_owned());
+        row.visitor_source = Some("customer".to_owned());
+        let with_visitor = Observation::from_facts(&facts("invoice.paid", paid(1000, 0)), "s");
+        assert!(merge(&mut row, &with_visitor));
+        assert_eq!(row.visitor_id.as_deref(), Some("vis_1"));
+        assert_eq!(row.visitor_source.as_deref(), Some("metadata"));
+        // Folding a row keeps only its own visitor.
+        let mut other = row.clone();
+        other.visitor_source = Some("subscription".to_owned());
+        assert_eq!(Observation::from_row(&other).visitor_id, None);
     }
 }

@@ -1,6 +1,8 @@
 //! Payment facts from a Stripe event payload. Parsed tolerantly from `serde_json::Value` so
 //! that any Stripe API version works: unknown fields are ignored, ids may be strings or
-//! expanded objects, and fields that moved between versions are read from every place.
+//! expanded objects, and fields that moved between versions are read from every place
+//! (before 2025-03-31.basil an Invoice names its `payment_intent`/`charge`; since then an
+//! `invoice_payment` object links the two).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -9,13 +11,16 @@ use time::OffsetDateTime;
 use crate::{currency, email, enrich::is_valid_visitor_id, text::clean};
 
 /// Every Stripe id a payment is known by. Two events describe the same payment when they
-/// share any id (checkout session, payment intent, charge or invoice).
+/// share any id (checkout session, payment intent, charge, invoice or invoice payment).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentIds {
     pub checkout_session: Option<String>,
     pub payment_intent: Option<String>,
     pub charge: Option<String>,
     pub invoice: Option<String>,
+    /// The `inpay_…` allocation of (part of) an invoice to a payment (API 2025-03-31 and later).
+    #[serde(default)]
+    pub invoice_payment: Option<String>,
     pub subscription: Option<String>,
     pub customer: Option<String>,
 }
@@ -28,6 +33,7 @@ impl PaymentIds {
             &self.payment_intent,
             &self.charge,
             &self.invoice,
+            &self.invoice_payment,
         ]
         .into_iter()
         .flatten()
@@ -36,19 +42,115 @@ impl PaymentIds {
     }
 }
 
+/// A refund's state, ordered so that a later state never loses to an earlier one whatever
+/// order the events arrive in (a succeeded refund may still fail later; failed and canceled
+/// are final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    RequiresAction,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl RefundStatus {
+    pub fn parse(raw: &str) -> Option<RefundStatus> {
+        Some(match raw {
+            "pending" => RefundStatus::Pending,
+            "requires_action" => RefundStatus::RequiresAction,
+            "succeeded" => RefundStatus::Succeeded,
+            "failed" => RefundStatus::Failed,
+            "canceled" => RefundStatus::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::RequiresAction => "requires_action",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+            RefundStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the refunded money has left (or is leaving) the merchant.
+    pub fn takes_money_back(self) -> bool {
+        !matches!(self, RefundStatus::Failed | RefundStatus::Canceled)
+    }
+}
+
+/// A dispute's state as far as money is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeState {
+    /// Stripe's `status` (`needs_response`, `under_review`, `won`, `lost`, `warning_*`, …).
+    pub status: String,
+    /// How many balance transactions the dispute has moved: 0 none, 1 funds withdrawn,
+    /// 2 withdrawn then reinstated. Only ever grows.
+    pub balance_transactions: i64,
+}
+
+impl DisputeState {
+    fn is_final(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "won" | "lost" | "warning_closed" | "prevented"
+        )
+    }
+
+    /// The later of two observations of one dispute: a final status beats an open one, and
+    /// the count of balance transactions only grows.
+    pub fn merge(&self, other: &DisputeState) -> DisputeState {
+        let status = if other.is_final() || !self.is_final() {
+            other.status.clone()
+        } else {
+            self.status.clone()
+        };
+        DisputeState {
+            status,
+            balance_transactions: self.balance_transactions.max(other.balance_transactions),
+        }
+    }
+
+    /// Whether the disputed amount is currently out of the merchant's balance: lost, or
+    /// withdrawn and not (yet) reinstated or won.
+    pub fn takes_money_back(&self) -> bool {
+        match self.status.as_str() {
+            "lost" => true,
+            "won" | "warning_closed" | "prevented" => false,
+            _ => self.balance_transactions == 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum PaymentChange {
-    /// Money received: `amount` in minor units of `currency` (lower-case ISO 4217).
+    /// Money captured: `amount` in minor units of `currency` (lower-case ISO 4217).
     Paid {
         amount: i64,
         currency: String,
         #[serde(with = "time::serde::rfc3339")]
         paid_at: OffsetDateTime,
     },
-    /// Cumulative amount refunded so far on the payment (Stripe's `amount_refunded`), with the
-    /// refunded charge's own `amount` and creation time, so a refund that arrives before the
-    /// payment event still records the payment right.
+    /// An authorization (`captured: false`, a Checkout session not paid yet): nothing counts
+    /// until it is captured.
+    Held {
+        amount: i64,
+        currency: String,
+        #[serde(with = "time::serde::rfc3339")]
+        authorized_at: OffsetDateTime,
+    },
+    /// The hold was released (`payment_intent.canceled`, `charge.expired`).
+    Voided {
+        #[serde(with = "time::serde::rfc3339")]
+        voided_at: OffsetDateTime,
+    },
+    /// `charge.refunded`: the charge's captured `amount` and creation time, and the cumulative
+    /// amount refunded so far (Stripe's `amount_refunded`, lowered again when a refund fails).
     Refunded {
         amount: i64,
         #[serde(with = "time::serde::rfc3339")]
@@ -58,6 +160,27 @@ pub enum PaymentChange {
         #[serde(with = "time::serde::rfc3339")]
         refunded_at: OffsetDateTime,
     },
+    /// One refund object (`re_…`) and its status.
+    Refund {
+        refund_id: String,
+        amount: i64,
+        currency: String,
+        status: RefundStatus,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+    },
+    /// One dispute (`dp_…`).
+    Dispute {
+        dispute_id: String,
+        amount: i64,
+        currency: String,
+        state: DisputeState,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+    },
+    /// No money moved, but the event ties a subscription or customer to a visitor (a trial's
+    /// `no_payment_required` session, `customer.subscription.*`, a zero-amount invoice).
+    Linked,
 }
 
 /// What one handled Stripe event says about one payment.
@@ -66,6 +189,9 @@ pub struct PaymentFacts {
     pub event_id: String,
     pub event_type: String,
     pub livemode: bool,
+    /// The event's `created`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
     pub ids: PaymentIds,
     pub change: PaymentChange,
     /// `zori_visitor_id` from the metadata of the object or any related object in the payload.
@@ -97,6 +223,12 @@ pub enum StripeEventError {
         event_type: String,
         value: String,
     },
+    #[error("{event_type} event {event_id} has an unknown refund status {value:?}")]
+    InvalidRefundStatus {
+        event_id: String,
+        event_type: String,
+        value: String,
+    },
 }
 
 /// Metadata key carrying the visitor id (set by the shop when it creates the payment).
@@ -108,10 +240,18 @@ const MAX_DESCRIPTION_LEN: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     CheckoutSession,
-    PaymentIntent,
+    PaymentIntentPaid,
+    PaymentIntentHeld,
+    PaymentIntentCanceled,
     Charge,
-    Invoice,
+    ChargeExpired,
+    ChargeRefunded,
     Refund,
+    Dispute,
+    Invoice,
+    InvoicePayment,
+    Subscription,
+    Customer,
 }
 
 impl Kind {
@@ -120,17 +260,34 @@ impl Kind {
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
                 Kind::CheckoutSession
             }
-            "payment_intent.succeeded" => Kind::PaymentIntent,
-            "charge.succeeded" => Kind::Charge,
+            "payment_intent.succeeded" => Kind::PaymentIntentPaid,
+            "payment_intent.amount_capturable_updated" => Kind::PaymentIntentHeld,
+            "payment_intent.canceled" => Kind::PaymentIntentCanceled,
+            "charge.succeeded" | "charge.captured" => Kind::Charge,
+            "charge.expired" => Kind::ChargeExpired,
+            "charge.refunded" => Kind::ChargeRefunded,
+            "charge.refund.updated" | "refund.created" | "refund.updated" | "refund.failed" => {
+                Kind::Refund
+            }
+            "charge.dispute.created"
+            | "charge.dispute.updated"
+            | "charge.dispute.closed"
+            | "charge.dispute.funds_withdrawn"
+            | "charge.dispute.funds_reinstated" => Kind::Dispute,
             "invoice.paid" | "invoice.payment_succeeded" => Kind::Invoice,
-            "charge.refunded" => Kind::Refund,
+            "invoice_payment.paid" => Kind::InvoicePayment,
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted"
+            | "customer.subscription.trial_will_end" => Kind::Subscription,
+            "customer.created" | "customer.updated" => Kind::Customer,
             _ => return None,
         })
     }
 }
 
-/// Reads a verified webhook body. `Ok(None)` for event types that carry no payment change
-/// (they are acknowledged and ignored), unpaid checkout sessions and zero-amount invoices.
+/// Reads a verified webhook body. `Ok(None)` for event types that carry nothing about a
+/// payment or a visitor (they are acknowledged and ignored).
 pub fn extract(body: &[u8]) -> Result<Option<PaymentFacts>, StripeEventError> {
     let event: Value =
         serde_json::from_slice(body).map_err(|e| StripeEventError::MalformedJson(e.to_string()))?;
@@ -165,10 +322,18 @@ pub fn extract(body: &[u8]) -> Result<Option<PaymentFacts>, StripeEventError> {
 
     let Some((change, ids, email)) = (match kind {
         Kind::CheckoutSession => checkout_session(&cx, at)?,
-        Kind::PaymentIntent => payment_intent(&cx, at)?,
+        Kind::PaymentIntentPaid => payment_intent(&cx, at)?,
+        Kind::PaymentIntentHeld => payment_intent_held(&cx, at)?,
+        Kind::PaymentIntentCanceled => voided(at, payment_intent_ids(&cx)),
         Kind::Charge => charge(&cx, at)?,
-        Kind::Invoice => invoice(&cx, at)?,
+        Kind::ChargeExpired => voided(at, charge_ids(&cx)),
+        Kind::ChargeRefunded => charge_refunded(&cx, at)?,
         Kind::Refund => refund(&cx, at)?,
+        Kind::Dispute => dispute(&cx, at)?,
+        Kind::Invoice => invoice(&cx, at)?,
+        Kind::InvoicePayment => invoice_payment(&cx, at)?,
+        Kind::Subscription => subscription(&cx),
+        Kind::Customer => customer(&cx),
     }) else {
         return Ok(None);
     };
@@ -180,6 +345,7 @@ pub fn extract(body: &[u8]) -> Result<Option<PaymentFacts>, StripeEventError> {
             .get("livemode")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        occurred_at: at,
         ids,
         change,
         visitor_id: visitor_id(kind, object),
@@ -226,6 +392,10 @@ impl<'a> Cx<'a> {
         str_at(self.object, &["id"]).map(str::to_owned)
     }
 
+    fn required_id(&self) -> Result<String, StripeEventError> {
+        self.own_id().ok_or_else(|| self.missing("id"))
+    }
+
     /// An id field that may be a string or an expanded object.
     fn id_of(&self, path: &[&str]) -> Option<String> {
         id_of(self.object, path)
@@ -234,20 +404,21 @@ impl<'a> Cx<'a> {
     fn str(&self, path: &[&str]) -> Option<&'a str> {
         str_at(self.object, path)
     }
+
+    /// The object's own `created`, else `fallback`.
+    fn created_or(&self, fallback: OffsetDateTime) -> OffsetDateTime {
+        self.object
+            .get("created")
+            .and_then(Value::as_i64)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .unwrap_or(fallback)
+    }
 }
 
 fn checkout_session<'a>(
     cx: &Cx<'a>,
     at: OffsetDateTime,
 ) -> Result<Extracted<'a>, StripeEventError> {
-    if cx.str(&["payment_status"]) != Some("paid") {
-        return Ok(None);
-    }
-    let change = PaymentChange::Paid {
-        amount: cx.amount("amount_total")?,
-        currency: cx.currency()?,
-        paid_at: at,
-    };
     let ids = PaymentIds {
         checkout_session: cx.own_id(),
         payment_intent: cx.id_of(&["payment_intent"]),
@@ -255,11 +426,48 @@ fn checkout_session<'a>(
         invoice: cx.id_of(&["invoice"]),
         subscription: cx.id_of(&["subscription"]),
         customer: cx.id_of(&["customer"]),
+        ..PaymentIds::default()
     };
     let email = cx
         .str(&["customer_details", "email"])
         .or_else(|| cx.str(&["customer_email"]));
+    let change = match cx.str(&["payment_status"]) {
+        Some("paid") => PaymentChange::Paid {
+            amount: cx.amount("amount_total")?,
+            currency: cx.currency()?,
+            paid_at: at,
+        },
+        // Authorized only (manual capture) or an asynchronous payment still processing: the
+        // session ties its visitor to the payment intent, no money yet.
+        Some("unpaid") if ids.payment_intent.is_some() => PaymentChange::Held {
+            amount: cx.amount("amount_total")?,
+            currency: cx.currency()?,
+            authorized_at: at,
+        },
+        // A trial or a 100 % discount: nothing to pay, but the subscription and customer now
+        // belong to the session's visitor.
+        _ => {
+            let ids = PaymentIds {
+                subscription: ids.subscription,
+                customer: ids.customer,
+                ..PaymentIds::default()
+            };
+            return Ok(Some((PaymentChange::Linked, ids, email)));
+        }
+    };
     Ok(Some((change, ids, email)))
+}
+
+fn payment_intent_ids(cx: &Cx<'_>) -> PaymentIds {
+    PaymentIds {
+        payment_intent: cx.own_id(),
+        charge: cx
+            .id_of(&["latest_charge"])
+            .or_else(|| first_in_list(cx.object, &["charges"], &["id"])),
+        invoice: cx.id_of(&["invoice"]),
+        customer: cx.id_of(&["customer"]),
+        ..PaymentIds::default()
+    }
 }
 
 fn payment_intent<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
@@ -272,42 +480,119 @@ fn payment_intent<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, 
         currency: cx.currency()?,
         paid_at: at,
     };
-    let ids = PaymentIds {
-        payment_intent: cx.own_id(),
-        charge: cx
-            .id_of(&["latest_charge"])
-            .or_else(|| first_in_list(cx.object, &["charges"], &["id"])),
-        invoice: cx.id_of(&["invoice"]),
-        customer: cx.id_of(&["customer"]),
-        ..PaymentIds::default()
-    };
-    Ok(Some((change, ids, cx.str(&["receipt_email"]))))
+    Ok(Some((
+        change,
+        payment_intent_ids(cx),
+        cx.str(&["receipt_email"]),
+    )))
 }
 
-fn charge<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
-    let change = PaymentChange::Paid {
-        amount: cx.amount("amount")?,
+fn payment_intent_held<'a>(
+    cx: &Cx<'a>,
+    at: OffsetDateTime,
+) -> Result<Extracted<'a>, StripeEventError> {
+    let change = PaymentChange::Held {
+        amount: cx.amount("amount_capturable")?,
         currency: cx.currency()?,
-        paid_at: at,
+        authorized_at: at,
+    };
+    Ok(Some((
+        change,
+        payment_intent_ids(cx),
+        cx.str(&["receipt_email"]),
+    )))
+}
+
+fn voided<'a>(at: OffsetDateTime, ids: PaymentIds) -> Extracted<'a> {
+    Some((PaymentChange::Voided { voided_at: at }, ids, None))
+}
+
+/// `charge.succeeded` / `charge.captured`: only `amount_captured` is money; a charge with
+/// `captured: false` is an authorization.
+fn charge<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
+    let captured = cx.object.get("captured").and_then(Value::as_bool);
+    let change = if captured == Some(false) {
+        PaymentChange::Held {
+            amount: cx.amount("amount")?,
+            currency: cx.currency()?,
+            authorized_at: at,
+        }
+    } else {
+        PaymentChange::Paid {
+            amount: captured_amount(cx)?,
+            currency: cx.currency()?,
+            paid_at: at,
+        }
     };
     Ok(Some((change, charge_ids(cx), charge_email(cx))))
 }
 
-fn refund<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
-    let paid_at = cx
-        .object
-        .get("created")
-        .and_then(Value::as_i64)
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-        .unwrap_or(at);
+/// `amount_captured`, else (older payloads) `amount`.
+fn captured_amount(cx: &Cx<'_>) -> Result<i64, StripeEventError> {
+    match cx.object.get("amount_captured").and_then(Value::as_i64) {
+        Some(amount) => Ok(amount),
+        None => cx.amount("amount"),
+    }
+}
+
+fn charge_refunded<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
     let change = PaymentChange::Refunded {
-        amount: cx.amount("amount")?,
-        paid_at,
+        amount: captured_amount(cx)?,
+        paid_at: cx.created_or(at),
         amount_refunded: cx.amount("amount_refunded")?,
         currency: cx.currency()?,
         refunded_at: at,
     };
     Ok(Some((change, charge_ids(cx), charge_email(cx))))
+}
+
+fn refund<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
+    let raw = cx.str(&["status"]).ok_or_else(|| cx.missing("status"))?;
+    let status = RefundStatus::parse(raw).ok_or_else(|| StripeEventError::InvalidRefundStatus {
+        event_id: cx.event_id.to_owned(),
+        event_type: cx.event_type.to_owned(),
+        value: raw.to_owned(),
+    })?;
+    let change = PaymentChange::Refund {
+        refund_id: cx.required_id()?,
+        amount: cx.amount("amount")?,
+        currency: cx.currency()?,
+        status,
+        created_at: cx.created_or(at),
+    };
+    let ids = PaymentIds {
+        charge: cx.id_of(&["charge"]),
+        payment_intent: cx.id_of(&["payment_intent"]),
+        ..PaymentIds::default()
+    };
+    Ok(Some((change, ids, None)))
+}
+
+fn dispute<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
+    let balance_transactions = cx
+        .object
+        .get("balance_transactions")
+        .and_then(Value::as_array)
+        .map_or(0, |list| list.len() as i64);
+    let change = PaymentChange::Dispute {
+        dispute_id: cx.required_id()?,
+        amount: cx.amount("amount")?,
+        currency: cx.currency()?,
+        state: DisputeState {
+            status: cx
+                .str(&["status"])
+                .ok_or_else(|| cx.missing("status"))?
+                .to_owned(),
+            balance_transactions,
+        },
+        created_at: cx.created_or(at),
+    };
+    let ids = PaymentIds {
+        charge: cx.id_of(&["charge"]),
+        payment_intent: cx.id_of(&["payment_intent"]),
+        ..PaymentIds::default()
+    };
+    Ok(Some((change, ids, None)))
 }
 
 fn charge_ids(cx: &Cx<'_>) -> PaymentIds {
@@ -330,30 +615,74 @@ fn invoice<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeE
         Some(amount) => amount,
         None => cx.amount("total")?,
     };
+    let subscription = cx
+        .id_of(&["subscription"])
+        .or_else(|| cx.id_of(&["parent", "subscription_details", "subscription"]));
+    let customer = cx.id_of(&["customer"]);
+    let email = cx.str(&["customer_email"]);
     if amount == 0 {
-        return Ok(None);
+        // A trial's or fully discounted invoice: no money, but it may carry the visitor.
+        let ids = PaymentIds {
+            subscription,
+            customer,
+            ..PaymentIds::default()
+        };
+        return Ok(Some((PaymentChange::Linked, ids, email)));
     }
     let change = PaymentChange::Paid {
         amount,
         currency: cx.currency()?,
         paid_at: at,
     };
-    // Since API 2025-03-31 the payment intent / charge live in `payments.data[].payment`.
+    // Before API 2025-03-31 the invoice names its payment intent and charge; since then only
+    // `invoice_payment.paid` links them.
     let ids = PaymentIds {
         invoice: cx.own_id(),
-        payment_intent: cx
-            .id_of(&["payment_intent"])
-            .or_else(|| first_in_list(cx.object, &["payments"], &["payment", "payment_intent"])),
-        charge: cx
-            .id_of(&["charge"])
-            .or_else(|| first_in_list(cx.object, &["payments"], &["payment", "charge"])),
-        subscription: cx
-            .id_of(&["subscription"])
-            .or_else(|| cx.id_of(&["parent", "subscription_details", "subscription"])),
+        payment_intent: cx.id_of(&["payment_intent"]),
+        charge: cx.id_of(&["charge"]),
+        subscription,
+        customer,
+        ..PaymentIds::default()
+    };
+    Ok(Some((change, ids, email)))
+}
+
+/// `invoice_payment.paid` (API 2025-03-31 and later): the allocation of an invoice to a
+/// payment intent (or a charge without one).
+fn invoice_payment<'a>(cx: &Cx<'a>, at: OffsetDateTime) -> Result<Extracted<'a>, StripeEventError> {
+    if cx.str(&["status"]).is_some_and(|s| s != "paid") {
+        return Ok(None);
+    }
+    let change = PaymentChange::Paid {
+        amount: cx.amount("amount_paid")?,
+        currency: cx.currency()?,
+        paid_at: at,
+    };
+    let ids = PaymentIds {
+        invoice_payment: Some(cx.required_id()?),
+        invoice: cx.id_of(&["invoice"]),
+        payment_intent: cx.id_of(&["payment", "payment_intent"]),
+        charge: cx.id_of(&["payment", "charge"]),
+        ..PaymentIds::default()
+    };
+    Ok(Some((change, ids, None)))
+}
+
+fn subscription<'a>(cx: &Cx<'a>) -> Extracted<'a> {
+    let ids = PaymentIds {
+        subscription: cx.own_id(),
         customer: cx.id_of(&["customer"]),
         ..PaymentIds::default()
     };
-    Ok(Some((change, ids, cx.str(&["customer_email"]))))
+    Some((PaymentChange::Linked, ids, None))
+}
+
+fn customer<'a>(cx: &Cx<'a>) -> Extracted<'a> {
+    let ids = PaymentIds {
+        customer: cx.own_id(),
+        ..PaymentIds::default()
+    };
+    Some((PaymentChange::Linked, ids, cx.str(&["email"])))
 }
 
 /// `zori_visitor_id` from the object's metadata, else from related objects in the payload.
@@ -584,21 +913,42 @@ mod tests {
     }
 
     #[test]
-    fn unpaid_checkout_session_is_ignored() {
-        for status in ["unpaid", "no_payment_required"] {
+    fn unpaid_and_free_checkout_sessions() {
+        // Authorized only (manual capture): a hold, tied to its payment intent.
+        let mut session = checkout_session();
+        session["payment_status"] = json!("unpaid");
+        let f = facts("checkout.session.completed", session);
+        assert_eq!(
+            f.change,
+            PaymentChange::Held {
+                amount: 9900,
+                currency: "usd".into(),
+                authorized_at: AT
+            }
+        );
+        assert_eq!(f.ids.payment_intent.as_deref(), Some("pi_3Q1a2b3c"));
+        // A trial: no money, but the subscription and customer belong to the visitor.
+        for status in ["no_payment_required", "unpaid"] {
             let mut session = checkout_session();
             session["payment_status"] = json!(status);
+            session["payment_intent"] = Value::Null;
+            session["mode"] = json!("subscription");
+            session["subscription"] = json!("sub_trial");
+            let f = facts("checkout.session.completed", session);
+            assert_eq!(f.change, PaymentChange::Linked, "{status}");
             assert_eq!(
-                extract(&envelope("checkout.session.completed", session)),
-                Ok(None)
+                f.ids,
+                PaymentIds {
+                    subscription: Some("sub_trial".into()),
+                    customer: Some("cus_Q1w2e3".into()),
+                    ..PaymentIds::default()
+                }
+            );
+            assert_eq!(
+                f.visitor_id.as_deref(),
+                Some("vis_1f0e3dad-9990-4c5a-8a63-6b4e0f1d2c3b")
             );
         }
-        let mut session = checkout_session();
-        session["payment_status"] = Value::Null;
-        assert_eq!(
-            extract(&envelope("checkout.session.completed", session)),
-            Ok(None)
-        );
     }
 
     #[test]
@@ -779,21 +1129,6 @@ mod tests {
     }
 
     #[test]
-    fn invoice_payments_list_links_the_payment_intent() {
-        let mut invoice = subscription_invoice();
-        invoice["payments"] = json!({
-            "object": "list",
-            "data": [{
-                "id": "inpay_1",
-                "object": "invoice_payment",
-                "payment": {"type": "payment_intent", "payment_intent": "pi_new"}
-            }]
-        });
-        let f = facts("invoice.payment_succeeded", invoice);
-        assert_eq!(f.ids.payment_intent.as_deref(), Some("pi_new"));
-    }
-
-    #[test]
     fn invoice_of_an_old_api_version() {
         let f = facts(
             "invoice.payment_succeeded",
@@ -848,16 +1183,20 @@ mod tests {
     }
 
     #[test]
-    fn zero_amount_invoices_are_ignored() {
+    fn zero_amount_invoices_only_link_the_subscription() {
         let mut invoice = subscription_invoice();
         invoice["amount_paid"] = json!(0);
         invoice["billing_reason"] = json!("subscription_create");
-        assert_eq!(extract(&envelope("invoice.paid", invoice)), Ok(None));
+        let f = facts("invoice.paid", invoice);
+        assert_eq!(f.change, PaymentChange::Linked);
+        assert_eq!(f.ids.aliases(), Vec::<&str>::new());
+        assert_eq!(f.ids.subscription.as_deref(), Some("sub_1Q7x6w"));
+        assert_eq!(f.visitor_id.as_deref(), Some("vis_sub_only"));
 
         let mut invoice = subscription_invoice();
         invoice.as_object_mut().unwrap().remove("amount_paid");
         invoice["total"] = json!(0);
-        assert_eq!(extract(&envelope("invoice.paid", invoice)), Ok(None));
+        assert_eq!(facts("invoice.paid", invoice).change, PaymentChange::Linked);
 
         let mut invoice = subscription_invoice();
         invoice.as_object_mut().unwrap().remove("amount_paid");
@@ -941,7 +1280,7 @@ mod tests {
     #[test]
     fn unknown_types_are_ignored() {
         for event_type in [
-            "customer.created",
+            "customer.deleted",
             "charge.failed",
             "payment_intent.created",
             "invoice.created",
@@ -1000,7 +1339,7 @@ mod tests {
                 "stripe event is missing created",
             ),
             (
-                envelope("charge.succeeded", without(charge_object(), "amount")),
+                envelope("charge.succeeded", without(without(charge_object(), "amount"), "amount_captured")),
                 missing("amount", "charge.succeeded"),
                 "charge.succeeded event evt_1QAbCdEfGhIjKlMn is missing amount",
             ),
@@ -1056,5 +1395,267 @@ mod tests {
         let json = serde_json::to_string(&f).unwrap();
         let back: PaymentFacts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, f);
+    }
+}
+
+/// The same extraction on Stripe's own example objects of each API version.
+#[cfg(test)]
+mod fixture_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::stripe::fixtures::ApiVersion::{self, Acacia, Basil};
+
+    const CREATED: i64 = 1_767_268_800; // 2026-01-01 12:00:00 UTC
+
+    fn read(
+        version: ApiVersion,
+        name: &str,
+        event_type: &str,
+        fields: &[(&str, Value)],
+    ) -> PaymentFacts {
+        let mut object = version.object(name).unwrap();
+        for (path, value) in fields {
+            object = object.with(path, value.clone());
+        }
+        let body = serde_json::to_vec(&object.event(event_type, "evt_fx", CREATED)).unwrap();
+        extract(&body).unwrap().unwrap()
+    }
+
+    fn at() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(CREATED).unwrap()
+    }
+
+    #[test]
+    fn invoice_payment_links_the_invoice_to_its_payment_intent() {
+        let f = read(
+            Basil,
+            "invoice_payment",
+            "invoice_payment.paid",
+            &[
+                ("id", json!("inpay_1")),
+                ("invoice", json!("in_1")),
+                ("payment.type", json!("payment_intent")),
+                ("payment.payment_intent", json!("pi_1")),
+                ("amount_paid", json!(2900)),
+                ("currency", json!("eur")),
+                ("status", json!("paid")),
+            ],
+        );
+        assert_eq!(
+            f.change,
+            PaymentChange::Paid {
+                amount: 2900,
+                currency: "eur".into(),
+                paid_at: at()
+            }
+        );
+        assert_eq!(f.ids.aliases(), ["pi_1", "in_1", "inpay_1"]);
+    }
+
+    #[test]
+    fn invoices_name_their_payment_only_before_basil() {
+        let acacia = read(
+            Acacia,
+            "invoice",
+            "invoice.paid",
+            &[
+                ("amount_paid", json!(2900)),
+                ("payment_intent", json!("pi_1")),
+                ("charge", json!("ch_1")),
+                ("subscription", json!("sub_1")),
+                (
+                    "subscription_details.metadata",
+                    json!({"zori_visitor_id": "vis_a"}),
+                ),
+            ],
+        );
+        assert_eq!(acacia.ids.payment_intent.as_deref(), Some("pi_1"));
+        assert_eq!(acacia.ids.charge.as_deref(), Some("ch_1"));
+        assert_eq!(acacia.ids.subscription.as_deref(), Some("sub_1"));
+        assert_eq!(acacia.visitor_id.as_deref(), Some("vis_a"));
+        let basil = read(
+            Basil,
+            "invoice",
+            "invoice.paid",
+            &[
+                ("amount_paid", json!(2900)),
+                ("parent.type", json!("subscription_details")),
+                ("parent.subscription_details.subscription", json!("sub_1")),
+                (
+                    "parent.subscription_details.metadata",
+                    json!({"zori_visitor_id": "vis_b"}),
+                ),
+            ],
+        );
+        assert_eq!((basil.ids.payment_intent, basil.ids.charge), (None, None));
+        assert_eq!(basil.ids.subscription.as_deref(), Some("sub_1"));
+        assert_eq!(basil.visitor_id.as_deref(), Some("vis_b"));
+    }
+
+    #[test]
+    fn only_captured_money_is_paid() {
+        for version in ApiVersion::ALL {
+            let held = read(
+                version,
+                "charge",
+                "charge.succeeded",
+                &[
+                    ("amount", json!(1000)),
+                    ("amount_captured", json!(0)),
+                    ("captured", json!(false)),
+                ],
+            );
+            assert_eq!(
+                held.change,
+                PaymentChange::Held {
+                    amount: 1000,
+                    currency: "usd".into(),
+                    authorized_at: at()
+                }
+            );
+            let captured = read(
+                version,
+                "charge",
+                "charge.captured",
+                &[
+                    ("amount", json!(1000)),
+                    ("amount_captured", json!(600)),
+                    ("captured", json!(true)),
+                ],
+            );
+            assert_eq!(
+                captured.change,
+                PaymentChange::Paid {
+                    amount: 600,
+                    currency: "usd".into(),
+                    paid_at: at()
+                }
+            );
+            for (name, event_type) in [
+                ("charge", "charge.expired"),
+                ("payment_intent", "payment_intent.canceled"),
+            ] {
+                let f = read(version, name, event_type, &[]);
+                assert_eq!(f.change, PaymentChange::Voided { voided_at: at() });
+                assert!(!f.ids.aliases().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn refunds_and_disputes_are_their_own_records() {
+        for version in ApiVersion::ALL {
+            let f = read(
+                version,
+                "refund",
+                "refund.failed",
+                &[
+                    ("id", json!("re_1")),
+                    ("status", json!("failed")),
+                    ("amount", json!(300)),
+                ],
+            );
+            let PaymentChange::Refund {
+                refund_id,
+                amount,
+                status,
+                ..
+            } = f.change
+            else {
+                panic!("{:?}", f.change)
+            };
+            assert_eq!(
+                (refund_id.as_str(), amount, status),
+                ("re_1", 300, RefundStatus::Failed)
+            );
+            assert!(f.ids.charge.is_some());
+            let f = read(
+                version,
+                "dispute",
+                "charge.dispute.funds_withdrawn",
+                &[
+                    ("id", json!("dp_1")),
+                    ("status", json!("needs_response")),
+                    (
+                        "balance_transactions",
+                        json!([{"id": "txn_1", "object": "balance_transaction"}]),
+                    ),
+                ],
+            );
+            let PaymentChange::Dispute {
+                dispute_id, state, ..
+            } = f.change
+            else {
+                panic!("{:?}", f.change)
+            };
+            assert_eq!(dispute_id, "dp_1");
+            assert!(state.takes_money_back());
+        }
+    }
+
+    #[test]
+    fn dispute_states_merge_in_any_order() {
+        let s = |status: &str, n: i64| DisputeState {
+            status: status.into(),
+            balance_transactions: n,
+        };
+        let cases = [
+            (vec![s("needs_response", 0)], false),
+            (vec![s("needs_response", 1)], true),
+            (vec![s("needs_response", 1), s("under_review", 2)], false),
+            (vec![s("lost", 1), s("needs_response", 1)], true),
+            (
+                vec![s("won", 2), s("under_review", 1), s("needs_response", 1)],
+                false,
+            ),
+            (
+                vec![s("warning_needs_response", 0), s("warning_closed", 0)],
+                false,
+            ),
+        ];
+        for (states, lost_money) in cases {
+            let mut orders = vec![states.clone()];
+            let mut reversed = states.clone();
+            reversed.reverse();
+            orders.push(reversed);
+            for order in orders {
+                let merged = order[1..].iter().fold(order[0].clone(), |a, b| a.merge(b));
+                assert_eq!(merged.takes_money_back(), lost_money, "{order:?}");
+            }
+        }
+        assert!(RefundStatus::Failed > RefundStatus::Succeeded);
+        assert!(!RefundStatus::Canceled.takes_money_back());
+        assert!(RefundStatus::Pending.takes_money_back());
+    }
+
+    #[test]
+    fn subscriptions_and_customers_link_their_visitor() {
+        for version in ApiVersion::ALL {
+            let f = read(
+                version,
+                "subscription",
+                "customer.subscription.created",
+                &[
+                    ("id", json!("sub_1")),
+                    ("metadata.zori_visitor_id", json!("vis_s")),
+                ],
+            );
+            assert_eq!(f.change, PaymentChange::Linked);
+            assert_eq!(f.ids.subscription.as_deref(), Some("sub_1"));
+            assert!(f.ids.customer.is_some());
+            assert_eq!(f.visitor_id.as_deref(), Some("vis_s"));
+            let f = read(
+                version,
+                "customer",
+                "customer.created",
+                &[
+                    ("id", json!("cus_1")),
+                    ("metadata.zori_visitor_id", json!("vis_c")),
+                ],
+            );
+            assert_eq!(f.ids.customer.as_deref(), Some("cus_1"));
+            assert_eq!(f.visitor_id.as_deref(), Some("vis_c"));
+        }
     }
 }

@@ -25,7 +25,7 @@ use self::import::{from_csv, from_json, SpendRow};
 use super::{
     filters::Filters,
     models::Credited,
-    revenue::{livemode, RESOLVED_PAYMENTS},
+    revenue::{livemode, resolved_payments, RefundsOn},
     Params, ReportError, ReportsState,
 };
 
@@ -245,10 +245,11 @@ pub async fn report(
     .map_err(ReportError::pg("ad spend"))?;
 
     let (conditions, binds) = filters.pg("v", 4);
+    let resolved = resolved_payments(RefundsOn::Payment);
     let sql = format!(
-        "WITH {RESOLVED_PAYMENTS}
+        "WITH {resolved}
          SELECT v.ft_source, COALESCE(v.ft_medium, ''), COALESCE(v.ft_campaign, ''), r.payer,
-                r.currency, (r.amount - r.amount_refunded)::int8
+                r.currency, (r.amount - r.amount_refunded - r.amount_disputed)::int8
          FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
          WHERE true{conditions}"
     );
@@ -266,7 +267,7 @@ pub async fn report(
 
     // Payers seen before the range are not new.
     let earlier: Vec<(String,)> = sqlx::query_as(&format!(
-        "WITH {RESOLVED_PAYMENTS} SELECT DISTINCT payer FROM resolved"
+        "WITH {resolved} SELECT DISTINCT payer FROM resolved"
     ))
     .bind(OffsetDateTime::UNIX_EPOCH)
     .bind(range.start())
