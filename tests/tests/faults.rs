@@ -178,11 +178,11 @@ async fn ingest_killed_with_requests_in_flight_counts_each_event_once() {
     let mut tasks = Vec::new();
     for batches in clients {
         let sender = stack.sender();
-        tasks.push(tokio::spawn(async move {
-            sender.stream(&batches, Duration::from_millis(20)).await
-        }));
+        tasks.push(tokio::spawn(
+            async move { sender.stream(&batches, PAUSE).await },
+        ));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stack.stop_ingest();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.start_ingest().await;
