@@ -1,13 +1,43 @@
 #!/usr/bin/env bash
 # Reproduces the figures in docs/benchmarks.md: release builds against the local services.
-# Usage: scripts/bench.sh [ingest|consumer|reports ...]   (default: all)
+# Usage: scripts/bench.sh [--size 1M|10M|<N>] [ingest|consumer|reports ...]   (default: all)
+#   --size  events of the reports run (default 1M; visitors are a tenth, payments a hundredth).
+# Each run's table is printed and recorded in target/bench/<benchmark>[-<size>].md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+size=1M
+benches=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size)
+      [ $# -ge 2 ] || { echo "error: --size needs a value such as 1M or 10M" >&2; exit 2; }
+      size="$2"
+      shift 2
+      ;;
+    --size=*)
+      size="${1#--size=}"
+      shift
+      ;;
+    ingest|consumer|reports)
+      benches+=("$1")
+      shift
+      ;;
+    *)
+      echo "error: unknown argument $1; usage: scripts/bench.sh [--size 1M|10M] [ingest|consumer|reports ...]" >&2
+      exit 2
+      ;;
+  esac
+done
+[ ${#benches[@]} -gt 0 ] || benches=(ingest consumer reports)
+
 scripts/services.sh
 cargo build --release --workspace --bins
-benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(ingest consumer reports)
 for what in "${benches[@]}"; do
   echo "## $what"
-  target/release/zori-bench "$what"
+  if [ "$what" = reports ]; then
+    target/release/zori-bench reports --size "$size"
+  else
+    target/release/zori-bench "$what"
+  fi
 done

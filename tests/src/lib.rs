@@ -18,6 +18,7 @@ use rand::{distr::Alphanumeric, Rng};
 use serde_json::Value;
 
 pub mod browser;
+pub mod faults;
 pub mod tracker;
 
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -43,6 +44,8 @@ pub struct Tenant {
     pub api_token: String,
     pub email_salt: String,
     pub stripe_secret: String,
+    /// Services and flags that differ from the machine's defaults.
+    pub overrides: Overrides,
 }
 
 impl Tenant {
@@ -54,6 +57,7 @@ impl Tenant {
             api_token: format!("zori_at_{}", random(32)),
             email_salt: random(24),
             stripe_secret: format!("whsec_{}", random(32)),
+            overrides: Overrides::default(),
         }
     }
 
@@ -73,8 +77,19 @@ impl Tenant {
     /// [`Tenant::ingest_args`] with more allowed origins than [`SITE_ORIGIN`] (browser tests
     /// serve their pages from `http://127.0.0.1:<port>`).
     pub fn ingest_args_with(&self, port: u16, extra_origins: &[String]) -> Vec<String> {
+        self.ingest_args_for(
+            port,
+            &StackOptions {
+                allowed_origins: extra_origins.to_vec(),
+            },
+        )
+    }
+
+    /// Settings of `zori-ingest` for this tenant with `options` (and its [`Overrides`]).
+    pub fn ingest_args_for(&self, port: u16, options: &StackOptions) -> Vec<String> {
+        let overrides = &self.overrides;
         let origins = std::iter::once(SITE_ORIGIN.to_owned())
-            .chain(extra_origins.iter().cloned())
+            .chain(options.allowed_origins.iter().cloned())
             .collect::<Vec<_>>()
             .join(",");
         [
@@ -82,26 +97,46 @@ impl Tenant {
             ("--listen", &format!("127.0.0.1:{port}")),
             ("--publishable-key", &self.publishable_key),
             ("--allowed-origins", &origins),
-            ("--nats-url", NATS_URL),
-            ("--redis-url", REDIS_URL),
+            (
+                "--nats-url",
+                overrides.nats_url.as_deref().unwrap_or(NATS_URL),
+            ),
+            (
+                "--redis-url",
+                overrides.redis_url.as_deref().unwrap_or(REDIS_URL),
+            ),
             ("--email-salt", &self.email_salt),
             ("--max-past-skew", "30d"),
         ]
         .iter()
         .flat_map(|(k, v)| [k.to_string(), v.to_string()])
         .chain(["--create-stream".to_owned()])
+        .chain(overrides.ingest_args.iter().cloned())
         .collect()
     }
 
-    /// Settings of `zori-api` for this tenant, as flag/value pairs.
+    /// Settings of `zori-api` for this tenant (with its [`Overrides`]), as flag/value pairs.
     pub fn api_args(&self, port: u16) -> Vec<String> {
+        let overrides = &self.overrides;
         [
             ("--tenant-id", self.id.as_str()),
             ("--listen", &format!("127.0.0.1:{port}")),
             ("--api-token", &self.api_token),
-            ("--nats-url", NATS_URL),
-            ("--postgres-url", POSTGRES_URL),
-            ("--clickhouse-url", CLICKHOUSE_URL),
+            (
+                "--nats-url",
+                overrides.nats_url.as_deref().unwrap_or(NATS_URL),
+            ),
+            (
+                "--postgres-url",
+                overrides.postgres_url.as_deref().unwrap_or(POSTGRES_URL),
+            ),
+            (
+                "--clickhouse-url",
+                overrides
+                    .clickhouse_url
+                    .as_deref()
+                    .unwrap_or(CLICKHOUSE_URL),
+            ),
             ("--stripe-webhook-secrets", &self.stripe_secret),
             ("--email-salt", &self.email_salt),
             ("--batch-wait", "200ms"),
@@ -110,6 +145,7 @@ impl Tenant {
         .iter()
         .flat_map(|(k, v)| [k.to_string(), v.to_string()])
         .chain(["--create-schema".to_owned(), "--create-stream".to_owned()])
+        .chain(overrides.api_args.iter().cloned())
         .collect()
     }
 
@@ -163,6 +199,11 @@ fn binary(name: &str, profile: Profile) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Path of a debug binary (asserts that it was built).
+pub fn debug_binary(name: &str) -> PathBuf {
+    binary(name, Profile::Debug)
 }
 
 /// A running binary; killed when dropped.
@@ -293,6 +334,39 @@ pub struct StackOptions {
     pub allowed_origins: Vec<String>,
 }
 
+/// Other services and more flags for [`Stack::start_overriding`] (fault and retention tests).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// NATS of both binaries instead of [`NATS_URL`] (a test's own server).
+    pub nats_url: Option<String>,
+    /// Redis of zori-ingest instead of [`REDIS_URL`].
+    pub redis_url: Option<String>,
+    /// PostgreSQL of zori-api instead of [`POSTGRES_URL`] (e.g. through a [`faults::Proxy`]).
+    pub postgres_url: Option<String>,
+    /// ClickHouse of zori-api instead of [`CLICKHOUSE_URL`].
+    pub clickhouse_url: Option<String>,
+    /// More flags of zori-ingest; they override the defaults.
+    pub ingest_args: Vec<String>,
+    /// More flags of zori-api; they override the defaults.
+    pub api_args: Vec<String>,
+}
+
+impl Overrides {
+    /// The same stream flags for both binaries (both pass `--create-stream`).
+    pub fn stream_args(mut self, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.ingest_args.extend(args.iter().cloned());
+        self.api_args.extend(args);
+        self
+    }
+
+    /// More flags of zori-ingest.
+    pub fn ingest_args(mut self, args: &[&str]) -> Self {
+        self.ingest_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
 impl Stack {
     pub async fn start(prefix: &str) -> Stack {
         Self::start_with(prefix, StackOptions::default()).await
@@ -300,13 +374,23 @@ impl Stack {
 
     /// Like [`Stack::start`], with [`StackOptions`].
     pub async fn start_with(prefix: &str, options: StackOptions) -> Stack {
-        let tenant = Tenant::new(prefix);
+        Self::start_overriding(prefix, options, Overrides::default()).await
+    }
+
+    /// Like [`Stack::start_with`], on other services or with more flags.
+    pub async fn start_overriding(
+        prefix: &str,
+        options: StackOptions,
+        overrides: Overrides,
+    ) -> Stack {
+        let mut tenant = Tenant::new(prefix);
+        tenant.overrides = overrides;
         let ingest_port = free_port();
         let api_port = free_port();
         let ingest = Process::start(
             "zori-ingest",
             ingest_port,
-            &tenant.ingest_args_with(ingest_port, &options.allowed_origins),
+            &tenant.ingest_args_for(ingest_port, &options),
         )
         .await;
         let api = Process::start("zori-api", api_port, &tenant.api_args(api_port)).await;
@@ -332,9 +416,7 @@ impl Stack {
         self.ingest = Process::start(
             "zori-ingest",
             self.ingest_port,
-            &self
-                .tenant
-                .ingest_args_with(self.ingest_port, &self.options.allowed_origins),
+            &self.tenant.ingest_args_for(self.ingest_port, &self.options),
         )
         .await;
     }
@@ -348,6 +430,91 @@ impl Stack {
             &self.tenant.api_args(self.api_port),
         )
         .await;
+    }
+
+    /// A client of this tenant's ingest endpoint that can be handed to other tasks.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            http: self.http.clone(),
+            ingest_url: self.ingest.base_url.clone(),
+            publishable_key: self.tenant.publishable_key.clone(),
+        }
+    }
+
+    /// See [`Sender::send_batch`].
+    pub async fn send_batch(&self, events: &[Value]) -> Result<reqwest::Response, reqwest::Error> {
+        self.sender().send_batch(events).await
+    }
+
+    /// See [`Sender::send_batch_until_accepted`].
+    pub async fn send_batch_until_accepted(
+        &self,
+        events: &[Value],
+        timeout: Duration,
+    ) -> Vec<(u16, Option<String>)> {
+        self.sender()
+            .send_batch_until_accepted(events, timeout)
+            .await
+    }
+
+    /// The value of an unlabelled metric on zori-api's `/metrics` (`None` if absent).
+    pub async fn api_metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.api.base_url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metric_value(&text, name)
+    }
+
+    /// Rows of `page_view` in the events report over the last day: `(events, visitors)`.
+    pub async fn page_views(&self) -> (i64, i64) {
+        let now = time::OffsetDateTime::now_utc();
+        let report = self
+            .report(&format!(
+                "/api/v1/events?from={}&to={}",
+                now.date() - time::Duration::days(1),
+                now.date()
+            ))
+            .await;
+        let row = report["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == "page_view"));
+        let field = |f: &str| row.and_then(|r| r[f].as_i64()).unwrap_or(0);
+        (field("count"), field("visitors"))
+    }
+
+    /// Waits until the events report counts at least `events` page views (and at most
+    /// `timeout`), then checks the counts hold still: exactly `events` and `visitors`.
+    pub async fn assert_page_views_exactly(
+        &self,
+        events: usize,
+        visitors: usize,
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (count, _) = self.page_views().await;
+            if count >= events as i64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {count} of {events} page views arrived within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Redeliveries after the ack wait must not add anything.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            self.page_views().await,
+            (events as i64, visitors as i64),
+            "page views and visitors after recovery"
+        );
     }
 
     /// Sends one event in the original script's wire format; returns the HTTP status.
@@ -421,6 +588,91 @@ impl Stack {
     }
 }
 
+/// Sends events to one tenant's zori-ingest the way the tracker does.
+#[derive(Clone)]
+pub struct Sender {
+    http: reqwest::Client,
+    ingest_url: String,
+    publishable_key: String,
+}
+
+impl Sender {
+    /// Posts events (and no identifies) the way the tracker delivers them: one `/batch`
+    /// request, `text/plain`, key and origin as a browser sends them.
+    pub async fn send_batch(&self, events: &[Value]) -> Result<reqwest::Response, reqwest::Error> {
+        self.http
+            .post(format!(
+                "{}/batch?key={}",
+                self.ingest_url, self.publishable_key
+            ))
+            .header("Origin", SITE_ORIGIN)
+            .header("Content-Type", "text/plain")
+            .header(
+                "User-Agent",
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+            )
+            .timeout(Duration::from_secs(10))
+            .body(serde_json::json!({ "events": events, "identifies": [] }).to_string())
+            .send()
+            .await
+    }
+
+    /// Sends a batch until it is accepted, retrying connection errors, `429` and `5xx` the way
+    /// the tracker does (with the same event ids, so the server de-duplicates). Returns the
+    /// answers that were not `200`, as `(status or 0 for a connection error, Retry-After)`.
+    /// Panics on any other `4xx`, or when not accepted within `timeout`.
+    pub async fn send_batch_until_accepted(
+        &self,
+        events: &[Value],
+        timeout: Duration,
+    ) -> Vec<(u16, Option<String>)> {
+        let deadline = Instant::now() + timeout;
+        let mut refusals = Vec::new();
+        loop {
+            match self.send_batch(events).await {
+                Ok(response) if response.status() == 200 => return refusals,
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = response.text().await.unwrap_or_default();
+                    assert!(
+                        status == 429 || status >= 500,
+                        "batch refused for good: {status} {body}"
+                    );
+                    refusals.push((status, retry_after));
+                }
+                Err(_) => refusals.push((0, None)),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch not accepted within {timeout:?}; answers: {refusals:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sends every batch in order, `pause` apart, each until accepted; returns all refusals.
+    pub async fn stream(
+        &self,
+        batches: &[Vec<Value>],
+        pause: Duration,
+    ) -> Vec<(u16, Option<String>)> {
+        let mut refusals = Vec::new();
+        for batch in batches {
+            refusals.extend(
+                self.send_batch_until_accepted(batch, Duration::from_secs(90))
+                    .await,
+            );
+            tokio::time::sleep(pause).await;
+        }
+        refusals
+    }
+}
+
 /// A page view as the tracker sends it, at `at` (client clock).
 pub fn page_view(
     visitor: &str,
@@ -441,6 +693,41 @@ pub fn page_view(
         "host": parsed.host_str().unwrap_or_default(),
         "custom_properties": {"page_title": "Shop", "page_path": parsed.path()},
     })
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+}
+
+/// `visitors` visitors with `per_visitor` page views each, one batch per view round, all within
+/// the last minutes: `per_visitor` batches of `visitors` events.
+pub fn page_view_batches(visitors: usize, per_visitor: usize) -> Vec<Vec<Value>> {
+    let now = time::OffsetDateTime::now_utc();
+    let people: Vec<(String, String)> = (0..visitors)
+        .map(|_| (visitor_id(), session_id()))
+        .collect();
+    (0..per_visitor)
+        .map(|i| {
+            people
+                .iter()
+                .map(|(visitor, session)| {
+                    page_view(
+                        visitor,
+                        session,
+                        &format!("{SITE_ORIGIN}/page/{i}"),
+                        None,
+                        now - time::Duration::seconds((per_visitor - i) as i64),
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A new visitor id in the tracker's shape.

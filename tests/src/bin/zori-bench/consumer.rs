@@ -12,10 +12,10 @@ use zori_core::{
     enrich::{enrich_event, EnrichContext, EnrichSettings},
     event::{RawEvent, StreamMessage, Subjects, TrackedEvent},
 };
-use zori_e2e::{free_port, Process, Profile, Tenant, CLICKHOUSE_URL, NATS_URL, SITE_ORIGIN};
+use zori_e2e::{free_port, Process, Tenant, CLICKHOUSE_URL, NATS_URL, SITE_ORIGIN};
 use zori_service::jetstream::{desired_config, ensure_stream, StreamLimits};
 
-use crate::ingest::tracker_event;
+use crate::{ingest::tracker_event, Record};
 
 const EVENTS: usize = 200_000;
 const VISITORS: usize = 20_000;
@@ -92,7 +92,7 @@ pub async fn create_stream(js: &jetstream::Context, tenant: &Tenant) {
     .expect("create stream");
 }
 
-pub async fn run() {
+pub async fn run(record: &mut Record) {
     let tenant = Tenant::new("benchc");
     let js = jetstream::new(async_nats::connect(NATS_URL).await.expect("NATS is up"));
     create_stream(&js, &tenant).await;
@@ -102,7 +102,7 @@ pub async fn run() {
     let port = free_port();
     let started = Instant::now();
     let api =
-        Process::start_profile("zori-api", Profile::Release, port, &tenant.api_args(port)).await;
+        Process::start_profile("zori-api", crate::profile(), port, &tenant.api_args(port)).await;
     let ch = clickhouse::Client::default()
         .with_url(CLICKHOUSE_URL)
         .with_compression(clickhouse::Compression::None)
@@ -143,15 +143,17 @@ pub async fn run() {
     tenant.cleanup().await;
 
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
-    println!("| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare |");
-    println!("|---|---:|---:|");
-    println!(
+    record.line(&format!(
+        "| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare |"
+    ));
+    record.line("|---|---:|---:|");
+    record.line(&format!(
         "| bare RowBinary insert, batches of {BATCH} | {:.0} | 1.00 |",
         rate(bare)
-    );
-    println!(
+    ));
+    record.line(&format!(
         "| zori-api consumer (ClickHouse + PostgreSQL, from process start) | {:.0} | {:.2} |",
         rate(consumer),
         rate(consumer) / rate(bare)
-    );
+    ));
 }

@@ -4,9 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::{jetstream, HeaderMap};
 use serde_json::json;
-use zori_e2e::{free_port, Process, Profile, Tenant, NATS_URL, SITE_ORIGIN};
+use zori_e2e::{free_port, Overrides, Process, Tenant, NATS_URL, SITE_ORIGIN};
 
-use crate::{run_for, Figures};
+use crate::{run_for, Figures, Record};
 
 const CONCURRENCY: usize = 32;
 const BATCH: usize = 20;
@@ -26,7 +26,7 @@ pub fn tracker_event(visitor: usize) -> serde_json::Value {
     })
 }
 
-pub async fn run() {
+pub async fn run(record: &mut Record) {
     // The raw limit: the same number of concurrent publishers, each publishing a message of
     // the size ingest publishes and awaiting its JetStream ack, with a Nats-Msg-Id.
     let nats = async_nats::connect(NATS_URL).await.expect("NATS is up");
@@ -63,7 +63,9 @@ pub async fn run() {
     .await;
     let _ = js.delete_stream(&stream).await;
 
-    let tenant = Tenant::new("bench");
+    let mut tenant = Tenant::new("bench");
+    // Nothing consumes this stream: its buffer must hold everything the runs send.
+    tenant.overrides = Overrides::default().stream_args(&["--stream-max-bytes", "8GiB"]);
     let port = free_port();
     let mut args = tenant.ingest_args(port);
     args.extend(
@@ -75,7 +77,7 @@ pub async fn run() {
         ]
         .map(str::to_owned),
     );
-    let server = Process::start_profile("zori-ingest", Profile::Release, port, &args).await;
+    let server = Process::start_profile("zori-ingest", crate::profile(), port, &args).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
@@ -129,21 +131,21 @@ pub async fn run() {
     drop(server);
     tenant.cleanup().await;
 
-    print_table(&[bare, single, batched]);
+    print_table(record, &[bare, single, batched]);
 }
 
-fn print_table(runs: &[Figures]) {
+fn print_table(record: &mut Record, runs: &[Figures]) {
     let base_rate = runs[0].rate();
-    println!("| run | events/s | ratio to bare | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|");
+    record.line("| run | events/s | ratio to bare | p50 ms | p99 ms |");
+    record.line("|---|---:|---:|---:|---:|");
     for figures in runs {
-        println!(
+        record.line(&format!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.2} |",
             figures.label,
             figures.rate(),
             figures.rate() / base_rate,
             figures.percentile_ms(0.50),
             figures.percentile_ms(0.99),
-        );
+        ));
     }
 }

@@ -4,16 +4,25 @@
 //!   the same concurrency and message size.
 //! - `consumer`: rows/s of `zori-api`'s stream consumer into ClickHouse (and PostgreSQL) beside a
 //!   bare batched RowBinary insert of the same rows.
-//! - `reports`: latency of the reports on a tenant with 1M events and 10k payments, all sent
-//!   through the real ingest and webhook endpoints.
+//! - `reports [--size N]`: latency of the reports on a tenant with N events (default 1M; `10M`
+//!   on request), N/10 visitors and N/100 payments, all sent through the real ingest and
+//!   webhook endpoints, each report's p50/p99 beside a bare ClickHouse scan of the same run.
+//!
+//! Each run's table is printed and recorded in `target/bench/<benchmark>[-<size>].md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 mod consumer;
 mod ingest;
 mod reports;
+
+use zori_e2e::Profile;
 
 /// Throughput and latency of one run.
 pub struct Figures {
@@ -38,21 +47,142 @@ impl Figures {
     }
 }
 
+/// The build the benchmarks start: release, unless `ZORI_BENCH_PROFILE=debug` asks for the
+/// debug binaries (to check the harness itself at a small size; its figures mean nothing).
+pub fn profile() -> Profile {
+    match std::env::var("ZORI_BENCH_PROFILE").as_deref() {
+        Ok("debug") => Profile::Debug,
+        _ => Profile::Release,
+    }
+}
+
 /// How long each throughput run lasts.
 const SECONDS: u64 = 10;
 
+const USAGE: &str =
+    "usage: zori-bench ingest | consumer | reports [--size N]  (N: 1M default, 10M, 100k, …)";
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let what = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ingest".to_owned());
-    match what.as_str() {
-        "ingest" => ingest::run().await,
-        "consumer" => consumer::run().await,
-        "reports" => reports::run().await,
-        other => {
-            eprintln!("error: unknown benchmark {other:?}; expected: ingest, consumer or reports");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (what, size) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            eprintln!("error: {error}\n{USAGE}");
             std::process::exit(2);
+        }
+    };
+    let mut record = Record::new(&what, size, &args);
+    match what.as_str() {
+        "ingest" => ingest::run(&mut record).await,
+        "consumer" => consumer::run(&mut record).await,
+        "reports" => reports::run(&mut record, size.unwrap_or(reports::DEFAULT_EVENTS)).await,
+        _ => unreachable!("checked by parse_args"),
+    }
+    record.save();
+}
+
+/// The benchmark's name and, for `reports`, its size.
+fn parse_args(args: &[String]) -> Result<(String, Option<usize>), String> {
+    let mut what = None;
+    let mut size = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--size" => {
+                let value = rest.next().ok_or("--size needs a value such as 1M")?;
+                size = Some(parse_size(value)?);
+            }
+            "ingest" | "consumer" | "reports" if what.is_none() => what = Some(arg.clone()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let what = what.unwrap_or_else(|| "ingest".to_owned());
+    if size.is_some() && what != "reports" {
+        return Err(format!("--size applies to reports, not {what}"));
+    }
+    Ok((what, size))
+}
+
+/// `1M`, `10M`, `100k`, `250000`: a count of events.
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    let value = value.trim();
+    let (number, multiplier) = match value.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&value[..i], 1_000),
+        Some((i, 'm' | 'M')) => (&value[..i], 1_000_000),
+        _ => (value, 1),
+    };
+    number
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n >= 1_000)
+        .ok_or_else(|| format!("{value:?} is not a size such as 1M, 10M or 100k (at least 1k)"))
+}
+
+/// Short form of a size for file names and titles: `1M`, `10M`, `100k`.
+pub fn size_label(n: usize) -> String {
+    if n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// What a run prints, also kept in `target/bench/` so each run's figures stay side by side.
+pub struct Record {
+    path: PathBuf,
+    text: String,
+}
+
+impl Record {
+    fn new(what: &str, size: Option<usize>, args: &[String]) -> Self {
+        let name = match size {
+            Some(n) => format!("{what}-{}", size_label(n)),
+            None => what.to_owned(),
+        };
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/bench")
+            .join(format!("{name}.md"));
+        let started = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut record = Record {
+            path,
+            text: String::new(),
+        };
+        let build = match profile() {
+            Profile::Release => "release build",
+            Profile::Debug => "DEBUG build: a harness check only, its figures mean nothing",
+        };
+        record.line(&format!(
+            "<!-- zori-bench {} at {started}, {build} -->",
+            args.join(" ")
+        ));
+        record
+    }
+
+    /// Prints a line and keeps it.
+    pub fn line(&mut self, line: &str) {
+        println!("{line}");
+        let _ = writeln!(self.text, "{line}");
+    }
+
+    fn save(&self) {
+        let saved = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&self.path, &self.text));
+        match saved {
+            Ok(()) => eprintln!("recorded in {}", self.path.display()),
+            Err(error) => eprintln!(
+                "warning: failed to record in {}: {error}",
+                self.path.display()
+            ),
         }
     }
 }
@@ -96,5 +226,37 @@ where
         events: (latencies_us.len() * events_per_op) as u64,
         elapsed: started.elapsed(),
         latencies_us,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1M"), Ok(1_000_000));
+        assert_eq!(parse_size("10m"), Ok(10_000_000));
+        assert_eq!(parse_size("100k"), Ok(100_000));
+        assert_eq!(parse_size("250000"), Ok(250_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1G").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(size_label(10_000_000), "10M");
+        assert_eq!(size_label(100_000), "100k");
+        assert_eq!(size_label(123_456), "123456");
+    }
+
+    #[test]
+    fn arguments() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(args(&[]), Ok(("ingest".to_owned(), None)));
+        assert_eq!(
+            args(&["reports", "--size", "10M"]),
+            Ok(("reports".to_owned(), Some(10_000_000)))
+        );
+        assert!(args(&["ingest", "--size", "1M"]).is_err());
+        assert!(args(&["reports", "--size"]).is_err());
+        assert!(args(&["bogus"]).is_err());
     }
 }

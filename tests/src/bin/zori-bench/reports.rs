@@ -1,6 +1,7 @@
-//! Report latency on a large tenant: 1M events and 10k payments, all sent through the real
-//! `zori-ingest` (`POST /batch`) and the signed Stripe webhook endpoint, then each report timed
-//! over HTTP beside a bare ClickHouse scan of the same events.
+//! Report latency on a large tenant: N events (1M by default), N/10 visitors and N/100 payments,
+//! all sent through the real `zori-ingest` (`POST /batch`) and the signed Stripe webhook endpoint
+//! (each webhook signed with the time it is sent, as Stripe does), then each report timed over
+//! HTTP beside a bare ClickHouse scan of the same events.
 
 use std::{
     sync::Arc,
@@ -12,11 +13,12 @@ use futures::{stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use zori_e2e::{free_port, Process, Profile, Tenant, CLICKHOUSE_URL, POSTGRES_URL, SITE_ORIGIN};
+use zori_e2e::{free_port, Overrides, Process, Tenant, CLICKHOUSE_URL, POSTGRES_URL, SITE_ORIGIN};
 
-const EVENTS: usize = 1_000_000;
-const VISITORS: usize = 100_000;
-const PAYMENTS: usize = 10_000;
+use crate::{size_label, Record};
+
+/// Events of the default run; visitors are a tenth, payments a hundredth of the events.
+pub const DEFAULT_EVENTS: usize = 1_000_000;
 const PER_REQUEST: usize = 100;
 const RUNS: usize = 20;
 
@@ -34,11 +36,29 @@ struct Count {
     n: u64,
 }
 
-fn event(i: usize, now: OffsetDateTime) -> serde_json::Value {
-    let visitor = i % VISITORS;
+/// Events, visitors and payments of one run.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    events: usize,
+    visitors: usize,
+    payments: usize,
+}
+
+impl Scale {
+    fn of(events: usize) -> Self {
+        Self {
+            events,
+            visitors: (events / 10).max(1),
+            payments: (events / 100).max(1),
+        }
+    }
+}
+
+fn event(i: usize, now: OffsetDateTime, visitors: usize) -> serde_json::Value {
+    let visitor = i % visitors;
     let (source, medium, campaign, referrer) = SOURCES[visitor % SOURCES.len()];
     // A visitor's events spread over 30 days; the first one carries the arrival.
-    let nth = i / VISITORS;
+    let nth = i / visitors;
     let at = now - time::Duration::minutes(((visitor * 37) % (30 * 24 * 60)) as i64)
         + time::Duration::seconds(nth as i64 * 30);
     let at = at.min(now);
@@ -60,8 +80,8 @@ fn event(i: usize, now: OffsetDateTime) -> serde_json::Value {
     })
 }
 
-fn checkout(i: usize, now: i64) -> String {
-    let visitor = (i * 7) % VISITORS;
+fn checkout(i: usize, now: i64, visitors: usize) -> String {
+    let visitor = (i * 7) % visitors;
     let currency = if i.is_multiple_of(4) { "eur" } else { "usd" };
     json!({
         "id": format!("evt_bench_{i}"), "object": "event", "api_version": "2024-06-20",
@@ -77,8 +97,13 @@ fn checkout(i: usize, now: i64) -> String {
     .to_string()
 }
 
-pub async fn run() {
-    let tenant = Tenant::new("benchr");
+pub async fn run(record: &mut Record, events: usize) {
+    let scale = Scale::of(events);
+    let mut tenant = Tenant::new("benchr");
+    // Seeding outpaces the consumer: the stream's buffer must hold the whole run (~1.2 KB an
+    // event), or ingest rightly answers 503 and the seeding rate measures the consumer.
+    let buffer = format!("{}MiB", ((scale.events * 1200) >> 20).max(1024));
+    tenant.overrides = Overrides::default().stream_args(&["--stream-max-bytes", &buffer]);
     let ingest_port = free_port();
     let mut args = tenant.ingest_args(ingest_port);
     args.extend(
@@ -92,11 +117,11 @@ pub async fn run() {
         ]
         .map(str::to_owned),
     );
-    let ingest = Process::start_profile("zori-ingest", Profile::Release, ingest_port, &args).await;
+    let ingest = Process::start_profile("zori-ingest", crate::profile(), ingest_port, &args).await;
     let api_port = free_port();
     let api = Process::start_profile(
         "zori-api",
-        Profile::Release,
+        crate::profile(),
         api_port,
         &tenant.api_args(api_port),
     )
@@ -110,13 +135,13 @@ pub async fn run() {
         ingest.base_url.clone(),
         tenant.publishable_key.clone(),
     ));
-    stream::iter((0..EVENTS).step_by(PER_REQUEST))
+    stream::iter((0..scale.events).step_by(PER_REQUEST))
         .for_each_concurrent(16, |start| {
             let shared = shared.clone();
             async move {
                 let (http, base, key) = &*shared;
-                let events: Vec<_> = (start..start + PER_REQUEST)
-                    .map(|i| event(i, now))
+                let events: Vec<_> = (start..(start + PER_REQUEST).min(scale.events))
+                    .map(|i| event(i, now, scale.visitors))
                     .collect();
                 let response = http
                     .post(format!("{base}/batch"))
@@ -130,15 +155,19 @@ pub async fn run() {
         })
         .await;
     let ingest_time = seeding.elapsed();
-    let unix = now.unix_timestamp();
-    stream::iter(0..PAYMENTS)
+    let created = now.unix_timestamp();
+    stream::iter(0..scale.payments)
         .for_each_concurrent(8, |i| {
             let http = http.clone();
             let base = api.base_url.clone();
             let secret = tenant.stripe_secret.clone();
             async move {
-                let body = checkout(i, unix);
-                let signature = zori_core::stripe::signature::sign(body.as_bytes(), &secret, unix);
+                let body = checkout(i, created, scale.visitors);
+                // Signed when sent, as Stripe does: seeding a large run takes longer than the
+                // 300 s signature tolerance.
+                let signed_at = OffsetDateTime::now_utc().unix_timestamp();
+                let signature =
+                    zori_core::stripe::signature::sign(body.as_bytes(), &secret, signed_at);
                 let response = http
                     .post(format!("{base}/webhooks/stripe"))
                     .header("Stripe-Signature", signature)
@@ -163,11 +192,11 @@ pub async fn run() {
             .await
             .map(|c| c.n)
             .unwrap_or(0);
-        if n >= EVENTS as u64 {
+        if n >= scale.events as u64 {
             break;
         }
         assert!(
-            seeding.elapsed() < Duration::from_secs(1800),
+            seeding.elapsed() < Duration::from_secs(7200),
             "pipeline stalled at {n} events"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -182,19 +211,34 @@ pub async fn run() {
         format!("/api/v1/overview?{range}"),
         format!("/api/v1/attribution?dimension=source&{range}"),
         format!("/api/v1/attribution?dimension=channel&{range}"),
+        format!("/api/v1/attribution?dimension=medium&{range}"),
+        format!("/api/v1/attribution?dimension=campaign&{range}"),
+        format!("/api/v1/attribution?dimension=referrer&{range}"),
         format!("/api/v1/attribution?dimension=landing_page&{range}"),
         format!("/api/v1/timeseries?{range}"),
         format!("/api/v1/pages?{range}"),
         format!("/api/v1/events?{range}"),
+        format!("/api/v1/countries?{range}"),
+        format!("/api/v1/devices?{range}"),
+        format!("/api/v1/customers?{range}"),
     ];
-    println!(
-        "Seeded through the real endpoints: {EVENTS} events in {:.1}s ({:.0} events/s at ingest), \
-         {PAYMENTS} webhooks in {:.1}s, all in the stores after {:.1}s.\n",
+    record.line(&format!(
+        "Size {}: {} events, {} visitors, {} payments over 30 days.\n",
+        size_label(scale.events),
+        scale.events,
+        scale.visitors,
+        scale.payments
+    ));
+    record.line(&format!(
+        "Seeded through the real endpoints: {} events in {:.1}s ({:.0} events/s at ingest), \
+         {} webhooks in {:.1}s, all in the stores after {:.1}s.\n",
+        scale.events,
         ingest_time.as_secs_f64(),
-        EVENTS as f64 / ingest_time.as_secs_f64(),
+        scale.events as f64 / ingest_time.as_secs_f64(),
+        scale.payments,
         webhook_time.as_secs_f64(),
         pipeline_time.as_secs_f64(),
-    );
+    ));
     let bare = time_runs(|| async {
         ch.query("SELECT uniqExact(visitor_id) AS n FROM events")
             .fetch_one::<Count>()
@@ -202,12 +246,12 @@ pub async fn run() {
             .expect("bare scan");
     })
     .await;
-    println!("| query | p50 ms | p99 ms | p50 ratio to bare scan |");
-    println!("|---|---:|---:|---:|");
-    println!(
+    record.line("| query (30 days) | p50 ms | p99 ms | p50 ratio to bare scan |");
+    record.line("|---|---:|---:|---:|");
+    record.line(&format!(
         "| bare ClickHouse `uniqExact(visitor_id)` over all events | {:.1} | {:.1} | 1.00 |",
         bare.0, bare.1
-    );
+    ));
     for path in &reports {
         let (p50, p99) = time_runs(|| async {
             let response = http
@@ -224,16 +268,25 @@ pub async fn run() {
             response.bytes().await.expect("body");
         })
         .await;
-        println!(
+        record.line(&format!(
             "| `GET {}` | {p50:.1} | {p99:.1} | {:.2} |",
-            path.split('?').next().unwrap_or(path),
+            report_label(path),
             p50 / bare.0
-        );
+        ));
     }
     drop(api);
     drop(ingest);
     let _ = sqlx::PgPool::connect(POSTGRES_URL).await;
     tenant.cleanup().await;
+}
+
+/// The route, with the dimension for attribution: `/api/v1/attribution?dimension=source`.
+fn report_label(path: &str) -> String {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    match query.split('&').find(|p| p.starts_with("dimension=")) {
+        Some(dimension) => format!("{route}?{dimension}"),
+        None => route.to_owned(),
+    }
 }
 
 /// p50 and p99 in milliseconds over [`RUNS`] sequential runs (after one warm-up).

@@ -1,0 +1,228 @@
+//! Faults on demand, without touching the machine's shared services: a TCP proxy that can be
+//! cut and restored (between a binary and ClickHouse or PostgreSQL), and a test's own
+//! `nats-server` and `redis-server` on their own ports and directories, to stop and start.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::copy_bidirectional,
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::free_port;
+
+/// A TCP proxy on 127.0.0.1 in front of `target`. While cut, every connection through it is
+/// closed and new ones are closed as soon as they are accepted: the client sees the server go
+/// away, the way a crashed or unreachable database looks.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    /// Bumped on every cut: connections opened before it end.
+    generation: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = watch::channel(0u64);
+        let task = tokio::spawn(accept(listener, target, up.clone(), generation.clone()));
+        Proxy {
+            port,
+            up,
+            generation,
+            task,
+        }
+    }
+
+    /// Closes every open connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    target: SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        if !up.load(Ordering::SeqCst) {
+            drop(client);
+            continue;
+        }
+        let mut cut = generation.subscribe();
+        tokio::spawn(async move {
+            let Ok(mut server) = TcpStream::connect(target).await else {
+                return;
+            };
+            tokio::select! {
+                _ = copy_bidirectional(&mut client, &mut server) => {}
+                _ = cut.changed() => {}
+            }
+        });
+    }
+}
+
+/// A child process that is killed when dropped.
+struct Owned(Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn log_file(name: &str, port: u16) -> std::fs::File {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::File::create(dir.join(format!("{name}-{port}.log"))).unwrap()
+}
+
+async fn wait_for_port(port: u16, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} on port {port} did not start within {timeout:?}; see target/e2e-logs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The test's own `nats-server` with JetStream, on its own port and store directory (which
+/// survives [`NatsServer::kill`], as a restarted server's disk does).
+pub struct NatsServer {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Owned>,
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        let port = free_port();
+        let store =
+            std::env::temp_dir().join(format!("zori-e2e-nats-{port}-{}", std::process::id()));
+        let mut server = NatsServer {
+            port,
+            store,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no goodbye to the clients, no clean shutdown of the store.
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts the server (again) on the same port and store.
+    pub async fn restart(&mut self) {
+        self.child = None;
+        let log = log_file("nats-server", self.port);
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh)");
+        self.child = Some(Owned(child));
+        wait_for_port(self.port, "nats-server", Duration::from_secs(10)).await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.child = None;
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// The test's own `redis-server` on its own port, without persistence.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Owned>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    pub async fn restart(&mut self) {
+        self.child = None;
+        let log = log_file("redis-server", self.port);
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("redis-server is installed (scripts/services.sh)");
+        self.child = Some(Owned(child));
+        wait_for_port(self.port, "redis-server", Duration::from_secs(10)).await;
+    }
+}
