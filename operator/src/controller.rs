@@ -16,7 +16,6 @@ use kube::{
     Api, Client, Resource,
 };
 use prometheus_client::registry::Registry;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -29,7 +28,7 @@ use crate::{
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
     crd::ZoriProject,
-    leader::{self, Leadership, LeaseSettings},
+    leader::{self, Elector, LeaseSettings},
     metrics::{Metrics, Started},
     reconcile::{self, Context, Next, ReconcileError},
 };
@@ -54,8 +53,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
-    #[error("lost the leader Lease {0}; exiting so that a fresh replica takes over")]
-    LeaseLost(String),
+    #[error("lost the leader Lease ({0}); exiting so that a fresh replica takes over")]
+    LeaseLost(#[from] leader::LeaseLost),
 }
 
 async fn reconcile_one(
@@ -150,55 +149,6 @@ where
     }
 }
 
-/// Waits until this replica holds the Lease (or shutdown is asked for: `false`).
-async fn become_leader(
-    api: &ClientApi,
-    lease: &LeaseSettings,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<bool, RunError> {
-    loop {
-        match leader::try_acquire_or_renew(api, lease, OffsetDateTime::now_utc()).await {
-            Ok(Leadership::Leader) => return Ok(true),
-            Ok(Leadership::Follower { holder }) => {
-                info!(
-                    holder = holder.as_deref().unwrap_or("nobody"),
-                    "waiting for the leader Lease"
-                );
-            }
-            Err(error) => warn!(%error, "failed to take part in the leader election"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(lease.retry_period) => {}
-            _ = shutdown.changed() => return Ok(false),
-        }
-    }
-}
-
-/// Renews the Lease until it is lost (returns) or shutdown is asked for (never returns).
-async fn keep_lease(api: ClientApi, lease: LeaseSettings) -> String {
-    let mut last_renewal = Instant::now();
-    loop {
-        tokio::time::sleep(lease.retry_period).await;
-        match leader::try_acquire_or_renew(&api, &lease, OffsetDateTime::now_utc()).await {
-            Ok(Leadership::Leader) => last_renewal = Instant::now(),
-            Ok(Leadership::Follower { holder }) => {
-                return format!(
-                    "{} (now held by {})",
-                    lease.name,
-                    holder.unwrap_or_default()
-                );
-            }
-            Err(error) => {
-                warn!(%error, "failed to renew the leader Lease");
-                // Stop before the Lease can expire and another replica start reconciling.
-                if last_renewal.elapsed() > lease.lease_duration * 2 / 3 {
-                    return format!("{} (not renewed in time)", lease.name);
-                }
-            }
-        }
-    }
-}
-
 /// Runs the operator until SIGTERM.
 pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let client = Client::try_default().await?;
@@ -226,8 +176,10 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
         &settings.lease_name,
         &settings.identity,
     );
-    if !become_leader(&api, &lease, &mut stopped).await? {
-        return Ok(());
+    let mut elector = Elector::new(api.clone(), lease);
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = stopped.changed() => return Ok(()),
     }
     metrics.set_leader(true);
     info!(identity = %settings.identity, "leading; starting the controllers");
@@ -263,18 +215,18 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
             }
         })
     });
-    let all = join_all(controllers);
-
-    let outcome = tokio::select! {
-        _ = all => Ok(()),
-        lost = keep_lease(api.clone(), lease.clone()) => Err(RunError::LeaseLost(lost)),
-    };
+    let outcome = elector.lead(join_all(controllers)).await;
     metrics.set_leader(false);
-    if outcome.is_ok() {
-        if let Err(error) = leader::release(&api, &lease).await {
-            warn!(%error, "failed to release the leader Lease");
+    match outcome {
+        Ok(_) => {
+            if let Err(error) = elector.release().await {
+                warn!(%error, "failed to release the leader Lease");
+            }
+            info!("stopped");
+            Ok(())
         }
-        info!("stopped");
+        // The controllers were dropped (no reconcile runs any more) before the Lease can
+        // expire for another replica; exit so that a fresh replica takes part again.
+        Err(lost) => Err(RunError::LeaseLost(lost)),
     }
-    outcome
 }

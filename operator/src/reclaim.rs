@@ -115,14 +115,9 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
             events.normal("Reclaimed", note).await;
         }
     }
-    let remaining: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-    ctx.api
-        .set_finalizers(
-            key,
-            &remaining,
-            project.metadata.resource_version.as_deref(),
-        )
-        .await?;
+    if let Some(index) = finalizers.iter().position(|f| f == FINALIZER) {
+        ctx.api.remove_finalizer(key, index, FINALIZER).await?;
+    }
     ctx.backoff.reset(&key.to_string());
     Ok(Next::AwaitChange)
 }

@@ -207,11 +207,7 @@ pub async fn reconcile<A: KubeApi, B: Backends>(
     }
     let finalizers = project.metadata.finalizers.clone().unwrap_or_default();
     if !finalizers.iter().any(|f| f == FINALIZER) {
-        let mut next = finalizers.clone();
-        next.push(FINALIZER.to_owned());
-        ctx.api
-            .set_finalizers(&key, &next, project.metadata.resource_version.as_deref())
-            .await?;
+        ctx.api.add_finalizer(&key, &finalizers, FINALIZER).await?;
     }
     apply(project, &key, ctx).await
 }
@@ -552,7 +548,7 @@ async fn apply<A: KubeApi, B: Backends>(
         match api.apply(&child.object).await {
             Ok(applied) => {
                 if child.key.kind == "Deployment" {
-                    if let Ok(d) = serde_json::from_value::<Deployment>(applied.object) {
+                    if let Ok(d) = serde_json::from_value::<Deployment>(applied) {
                         deployments.insert(child.key.name.clone(), d);
                     }
                 }
@@ -759,7 +755,8 @@ async fn prune<A: KubeApi>(
             .list(api_version, kind, Some(&config.namespace), &selector)
             .await?
         {
-            let Some(key) = ObjectKey::of(&object) else {
+            // Keyed by the kind that was listed: list items carry no apiVersion/kind.
+            let Some(key) = ObjectKey::listed(api_version, kind, &object) else {
                 continue;
             };
             let owned = object

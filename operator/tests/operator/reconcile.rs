@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use zori_operator::{
     api::{
-        fake::{FakeApi, USER_MANAGER},
+        fake::{FakeApi, Fault, Verb, USER_MANAGER},
         EventType, KubeApi, ObjectKey,
     },
     backends::{Backend, MemoryBackends},
@@ -609,8 +609,11 @@ async fn transient_backend_failures_back_off_and_recover() {
 async fn a_failing_apply_is_reported_on_its_workload() {
     let h = Harness::new();
     let key = h.create(&minimal());
-    h.api()
-        .fail_applies_of("PodDisruptionBudget", Some("admission webhook denied"));
+    h.api().inject(
+        Verb::Apply,
+        Some("PodDisruptionBudget"),
+        Some(Fault::Error("admission webhook denied".to_owned())),
+    );
     assert!(matches!(
         h.reconcile(&key).await,
         Next::Retry {
