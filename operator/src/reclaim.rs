@@ -9,7 +9,7 @@ use crate::{
     config::ClickHouseUsers,
     crd::{ReclaimPolicy, ZoriProject},
     naming::TenantNames,
-    reconcile::{write_status, Context, Events, Next, ReconcileError, FINALIZER},
+    reconcile::{memo_key, write_status, Context, Events, Next, ReconcileError, FINALIZER},
     status::{self, reasons, set_condition, types, Observation},
 };
 
@@ -118,6 +118,7 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
     if let Some(index) = finalizers.iter().position(|f| f == FINALIZER) {
         ctx.api.remove_finalizer(key, index, FINALIZER).await?;
     }
+    ctx.provisioning.forget(&memo_key(project, key));
     ctx.backoff.reset(&key.to_string());
     Ok(Next::AwaitChange)
 }
