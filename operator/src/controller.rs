@@ -12,12 +12,16 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
-    runtime::{controller::Action, watcher, Controller},
+    runtime::{
+        controller::{self, Action},
+        reflector::ObjectRef,
+        watcher, Controller,
+    },
     Api, Client, Resource,
 };
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn, Level};
 
 use crate::{
     api::client::ClientApi,
@@ -84,6 +88,72 @@ fn error_policy(project: Arc<ZoriProject>, error: &ReconcileError, shared: Arc<S
     let delay = shared.ctx.backoff.next(&key);
     warn!(%error, project = %key, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Label selector of the objects the operator made.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=zori-operator";
+
+/// At most this many projects reconcile at once (each one at most once at a time).
+pub const MAX_CONCURRENT_RECONCILES: u16 = 4;
+
+/// The projects a Secret concerns: the one owning it (its credentials Secret) and every one
+/// naming it in `spec.stripe.webhookSecretRef`, so that creating or fixing a Stripe Secret is
+/// noticed at once rather than at the next resync.
+pub fn projects_of_secret(
+    secret: &Secret,
+    projects: &[Arc<ZoriProject>],
+) -> Vec<ObjectRef<ZoriProject>> {
+    let (Some(namespace), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let owners = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.kind == crate::crd::KIND && r.api_version == crate::crd::API_VERSION)
+        .map(|r| ObjectRef::new(&r.name).within(namespace));
+    let referencing = projects
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.spec
+                    .stripe
+                    .as_ref()
+                    .is_some_and(|s| s.webhook_secret_ref.name == name)
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()));
+    let mut refs: Vec<ObjectRef<ZoriProject>> = owners.chain(referencing).collect();
+    refs.sort_by(|a, b| a.name.cmp(&b.name));
+    refs.dedup();
+    refs
+}
+
+/// How loud an error of the controller stream is. Failing watches (403 for missing RBAC,
+/// 404 for a missing CRD) stop all reconciling and are shown by default; failed reconciles
+/// were already reported by the error policy.
+pub fn controller_error_level(error: &controller::Error<ReconcileError, watcher::Error>) -> Level {
+    match error {
+        controller::Error::QueueError(_) => Level::WARN,
+        controller::Error::RunnerError(_) => Level::ERROR,
+        controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_) => {
+            Level::DEBUG
+        }
+    }
+}
+
+fn log_controller_error(error: &controller::Error<ReconcileError, watcher::Error>) {
+    let source = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match controller_error_level(error) {
+        Level::ERROR => error!(%error, %source, "the controller failed"),
+        Level::WARN => warn!(%error, %source, "failed to watch the cluster; retrying"),
+        _ => debug!(%error, %source, "controller event"),
+    }
 }
 
 /// Connects the backends and settles how ClickHouse users are made.
@@ -189,31 +259,40 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=zori-operator");
+    let children = watcher::Config::default().labels(MANAGED_BY);
     let controllers = scopes.into_iter().map(|scope| {
         let mut shutdown = stopped.clone();
-        Controller::new(
+        let controller = Controller::new(
             scoped::<ZoriProject>(&client, &scope),
             watcher::Config::default(),
-        )
-        .owns(scoped::<Deployment>(&client, &scope), children.clone())
-        .owns(scoped::<Service>(&client, &scope), children.clone())
-        .owns(scoped::<Secret>(&client, &scope), children.clone())
-        .owns(
-            scoped::<PodDisruptionBudget>(&client, &scope),
-            children.clone(),
-        )
-        .owns(scoped::<Ingress>(&client, &scope), children.clone())
-        .graceful_shutdown_on(async move {
-            let _ = shutdown.changed().await;
-        })
-        .run(reconcile_one, error_policy, shared.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(project = %object.name, "reconciled"),
-                Err(error) => tracing::debug!(%error, "controller event"),
-            }
-        })
+        );
+        let projects = controller.store();
+        controller
+            .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
+            .owns(scoped::<Deployment>(&client, &scope), children.clone())
+            .owns(scoped::<Service>(&client, &scope), children.clone())
+            .owns(
+                scoped::<PodDisruptionBudget>(&client, &scope),
+                children.clone(),
+            )
+            .owns(scoped::<Ingress>(&client, &scope), children.clone())
+            // Every Secret, not only the owned ones: the Stripe Secret a project names is the
+            // user's, unlabelled.
+            .watches(
+                scoped::<Secret>(&client, &scope),
+                watcher::Config::default(),
+                move |secret| projects_of_secret(&secret, &projects.state()),
+            )
+            .graceful_shutdown_on(async move {
+                let _ = shutdown.changed().await;
+            })
+            .run(reconcile_one, error_policy, shared.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => debug!(project = %object.name, "reconciled"),
+                    Err(error) => log_controller_error(&error),
+                }
+            })
     });
     let outcome = elector.lead(join_all(controllers)).await;
     metrics.set_leader(false);

@@ -6,6 +6,7 @@ mod operator {
     mod builders;
     mod client_contract;
     pub mod common;
+    mod controller;
     mod crd;
     mod manifests;
     mod provisioning;
