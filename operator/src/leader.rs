@@ -277,9 +277,12 @@ impl<A: KubeApi> Elector<A> {
                 }
             }
         };
+        // Renewal first: a replica resumed after a pause (a stopped process, a frozen node)
+        // notices the missed deadline before its controllers get another turn.
         tokio::select! {
-            output = work => Ok(output),
+            biased;
             lost = renewing => Err(lost),
+            output = work => Ok(output),
         }
     }
 
