@@ -12,13 +12,16 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
-    runtime::{controller::Action, watcher, Controller},
+    runtime::{
+        controller::{self, Action},
+        reflector::ObjectRef,
+        watcher, Controller,
+    },
     Api, Client, Resource,
 };
 use prometheus_client::registry::Registry;
-use time::OffsetDateTime;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn, Level};
 
 use crate::{
     api::client::ClientApi,
@@ -29,7 +32,7 @@ use crate::{
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
     crd::ZoriProject,
-    leader::{self, Leadership, LeaseSettings},
+    leader::{self, Elector, LeaseSettings},
     metrics::{Metrics, Started},
     reconcile::{self, Context, Next, ReconcileError},
 };
@@ -54,8 +57,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
-    #[error("lost the leader Lease {0}; exiting so that a fresh replica takes over")]
-    LeaseLost(String),
+    #[error("lost the leader Lease ({0}); exiting so that a fresh replica takes over")]
+    LeaseLost(#[from] leader::LeaseLost),
 }
 
 async fn reconcile_one(
@@ -85,6 +88,72 @@ fn error_policy(project: Arc<ZoriProject>, error: &ReconcileError, shared: Arc<S
     let delay = shared.ctx.backoff.next(&key);
     warn!(%error, project = %key, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Label selector of the objects the operator made.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=zori-operator";
+
+/// At most this many projects reconcile at once (each one at most once at a time).
+pub const MAX_CONCURRENT_RECONCILES: u16 = 4;
+
+/// The projects a Secret concerns: the one owning it (its credentials Secret) and every one
+/// naming it in `spec.stripe.webhookSecretRef`, so that creating or fixing a Stripe Secret is
+/// noticed at once rather than at the next resync.
+pub fn projects_of_secret(
+    secret: &Secret,
+    projects: &[Arc<ZoriProject>],
+) -> Vec<ObjectRef<ZoriProject>> {
+    let (Some(namespace), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let owners = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.kind == crate::crd::KIND && r.api_version == crate::crd::API_VERSION)
+        .map(|r| ObjectRef::new(&r.name).within(namespace));
+    let referencing = projects
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.spec
+                    .stripe
+                    .as_ref()
+                    .is_some_and(|s| s.webhook_secret_ref.name == name)
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()));
+    let mut refs: Vec<ObjectRef<ZoriProject>> = owners.chain(referencing).collect();
+    refs.sort_by(|a, b| a.name.cmp(&b.name));
+    refs.dedup();
+    refs
+}
+
+/// How loud an error of the controller stream is. Failing watches (403 for missing RBAC,
+/// 404 for a missing CRD) stop all reconciling and are shown by default; failed reconciles
+/// were already reported by the error policy.
+pub fn controller_error_level(error: &controller::Error<ReconcileError, watcher::Error>) -> Level {
+    match error {
+        controller::Error::QueueError(_) => Level::WARN,
+        controller::Error::RunnerError(_) => Level::ERROR,
+        controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_) => {
+            Level::DEBUG
+        }
+    }
+}
+
+fn log_controller_error(error: &controller::Error<ReconcileError, watcher::Error>) {
+    let source = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match controller_error_level(error) {
+        Level::ERROR => error!(%error, %source, "the controller failed"),
+        Level::WARN => warn!(%error, %source, "failed to watch the cluster; retrying"),
+        _ => debug!(%error, %source, "controller event"),
+    }
 }
 
 /// Connects the backends and settles how ClickHouse users are made.
@@ -150,55 +219,6 @@ where
     }
 }
 
-/// Waits until this replica holds the Lease (or shutdown is asked for: `false`).
-async fn become_leader(
-    api: &ClientApi,
-    lease: &LeaseSettings,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<bool, RunError> {
-    loop {
-        match leader::try_acquire_or_renew(api, lease, OffsetDateTime::now_utc()).await {
-            Ok(Leadership::Leader) => return Ok(true),
-            Ok(Leadership::Follower { holder }) => {
-                info!(
-                    holder = holder.as_deref().unwrap_or("nobody"),
-                    "waiting for the leader Lease"
-                );
-            }
-            Err(error) => warn!(%error, "failed to take part in the leader election"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(lease.retry_period) => {}
-            _ = shutdown.changed() => return Ok(false),
-        }
-    }
-}
-
-/// Renews the Lease until it is lost (returns) or shutdown is asked for (never returns).
-async fn keep_lease(api: ClientApi, lease: LeaseSettings) -> String {
-    let mut last_renewal = Instant::now();
-    loop {
-        tokio::time::sleep(lease.retry_period).await;
-        match leader::try_acquire_or_renew(&api, &lease, OffsetDateTime::now_utc()).await {
-            Ok(Leadership::Leader) => last_renewal = Instant::now(),
-            Ok(Leadership::Follower { holder }) => {
-                return format!(
-                    "{} (now held by {})",
-                    lease.name,
-                    holder.unwrap_or_default()
-                );
-            }
-            Err(error) => {
-                warn!(%error, "failed to renew the leader Lease");
-                // Stop before the Lease can expire and another replica start reconciling.
-                if last_renewal.elapsed() > lease.lease_duration * 2 / 3 {
-                    return format!("{} (not renewed in time)", lease.name);
-                }
-            }
-        }
-    }
-}
-
 /// Runs the operator until SIGTERM.
 pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let client = Client::try_default().await?;
@@ -226,8 +246,10 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
         &settings.lease_name,
         &settings.identity,
     );
-    if !become_leader(&api, &lease, &mut stopped).await? {
-        return Ok(());
+    let mut elector = Elector::new(api.clone(), lease);
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = stopped.changed() => return Ok(()),
     }
     metrics.set_leader(true);
     info!(identity = %settings.identity, "leading; starting the controllers");
@@ -237,44 +259,53 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=zori-operator");
+    let children = watcher::Config::default().labels(MANAGED_BY);
     let controllers = scopes.into_iter().map(|scope| {
         let mut shutdown = stopped.clone();
-        Controller::new(
+        let controller = Controller::new(
             scoped::<ZoriProject>(&client, &scope),
             watcher::Config::default(),
-        )
-        .owns(scoped::<Deployment>(&client, &scope), children.clone())
-        .owns(scoped::<Service>(&client, &scope), children.clone())
-        .owns(scoped::<Secret>(&client, &scope), children.clone())
-        .owns(
-            scoped::<PodDisruptionBudget>(&client, &scope),
-            children.clone(),
-        )
-        .owns(scoped::<Ingress>(&client, &scope), children.clone())
-        .graceful_shutdown_on(async move {
-            let _ = shutdown.changed().await;
-        })
-        .run(reconcile_one, error_policy, shared.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(project = %object.name, "reconciled"),
-                Err(error) => tracing::debug!(%error, "controller event"),
-            }
-        })
+        );
+        let projects = controller.store();
+        controller
+            .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
+            .owns(scoped::<Deployment>(&client, &scope), children.clone())
+            .owns(scoped::<Service>(&client, &scope), children.clone())
+            .owns(
+                scoped::<PodDisruptionBudget>(&client, &scope),
+                children.clone(),
+            )
+            .owns(scoped::<Ingress>(&client, &scope), children.clone())
+            // Every Secret, not only the owned ones: the Stripe Secret a project names is the
+            // user's, unlabelled.
+            .watches(
+                scoped::<Secret>(&client, &scope),
+                watcher::Config::default(),
+                move |secret| projects_of_secret(&secret, &projects.state()),
+            )
+            .graceful_shutdown_on(async move {
+                let _ = shutdown.changed().await;
+            })
+            .run(reconcile_one, error_policy, shared.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => debug!(project = %object.name, "reconciled"),
+                    Err(error) => log_controller_error(&error),
+                }
+            })
     });
-    let all = join_all(controllers);
-
-    let outcome = tokio::select! {
-        _ = all => Ok(()),
-        lost = keep_lease(api.clone(), lease.clone()) => Err(RunError::LeaseLost(lost)),
-    };
+    let outcome = elector.lead(join_all(controllers)).await;
     metrics.set_leader(false);
-    if outcome.is_ok() {
-        if let Err(error) = leader::release(&api, &lease).await {
-            warn!(%error, "failed to release the leader Lease");
+    match outcome {
+        Ok(_) => {
+            if let Err(error) = elector.release().await {
+                warn!(%error, "failed to release the leader Lease");
+            }
+            info!("stopped");
+            Ok(())
         }
-        info!("stopped");
+        // The controllers were dropped (no reconcile runs any more) before the Lease can
+        // expire for another replica; exit so that a fresh replica takes part again.
+        Err(lost) => Err(RunError::LeaseLost(lost)),
     }
-    outcome
 }

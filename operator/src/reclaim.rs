@@ -9,7 +9,7 @@ use crate::{
     config::ClickHouseUsers,
     crd::{ReclaimPolicy, ZoriProject},
     naming::TenantNames,
-    reconcile::{write_status, Context, Events, Next, ReconcileError, FINALIZER},
+    reconcile::{memo_key, write_status, Context, Events, Next, ReconcileError, FINALIZER},
     status::{self, reasons, set_condition, types, Observation},
 };
 
@@ -115,14 +115,10 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
             events.normal("Reclaimed", note).await;
         }
     }
-    let remaining: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
-    ctx.api
-        .set_finalizers(
-            key,
-            &remaining,
-            project.metadata.resource_version.as_deref(),
-        )
-        .await?;
+    if let Some(index) = finalizers.iter().position(|f| f == FINALIZER) {
+        ctx.api.remove_finalizer(key, index, FINALIZER).await?;
+    }
+    ctx.provisioning.forget(&memo_key(project, key));
     ctx.backoff.reset(&key.to_string());
     Ok(Next::AwaitChange)
 }

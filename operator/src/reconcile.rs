@@ -121,6 +121,53 @@ impl Backoff {
     }
 }
 
+/// What the backends last answered for each project, so that a reconcile triggered by
+/// anything but a change of what they are asked for (the project's own status write, a
+/// Deployment rolling out, a Secret changing) does not call them again before the resync
+/// after a success, or before the backoff is over after a failure: no hot loop.
+#[derive(Debug, Default)]
+pub struct Provisioning {
+    last: Mutex<HashMap<String, LastProvisioning>>,
+}
+
+#[derive(Debug, Clone)]
+struct LastProvisioning {
+    /// Digest of everything the backends were asked for.
+    inputs: [u8; 32],
+    observations: Vec<Observation>,
+    failed: bool,
+    /// When to ask them again even if nothing changed.
+    due: OffsetDateTime,
+}
+
+impl Provisioning {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastProvisioning>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last answer, while it still stands for `inputs` at `now`.
+    fn current(
+        &self,
+        project: &str,
+        inputs: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Option<LastProvisioning> {
+        self.lock()
+            .get(project)
+            .filter(|last| last.inputs == *inputs && now < last.due)
+            .cloned()
+    }
+
+    fn record(&self, project: &str, last: LastProvisioning) {
+        self.lock().insert(project.to_owned(), last);
+    }
+
+    /// Forgets a project (it was deleted).
+    pub fn forget(&self, project: &str) {
+        self.lock().remove(project);
+    }
+}
+
 /// Everything a reconcile needs besides the object.
 pub struct Context<A, B> {
     pub api: A,
@@ -129,6 +176,7 @@ pub struct Context<A, B> {
     pub clock: Box<dyn Fn() -> OffsetDateTime + Send + Sync>,
     pub random: Box<dyn secret::Randomness>,
     pub backoff: Backoff,
+    pub provisioning: Provisioning,
 }
 
 impl<A: KubeApi, B: Backends> Context<A, B> {
@@ -141,6 +189,7 @@ impl<A: KubeApi, B: Backends> Context<A, B> {
             clock: Box::new(OffsetDateTime::now_utc),
             random: Box::new(secret::OsRandomness),
             backoff: Backoff::default(),
+            provisioning: Provisioning::default(),
         }
     }
 }
@@ -207,11 +256,7 @@ pub async fn reconcile<A: KubeApi, B: Backends>(
     }
     let finalizers = project.metadata.finalizers.clone().unwrap_or_default();
     if !finalizers.iter().any(|f| f == FINALIZER) {
-        let mut next = finalizers.clone();
-        next.push(FINALIZER.to_owned());
-        ctx.api
-            .set_finalizers(&key, &next, project.metadata.resource_version.as_deref())
-            .await?;
+        ctx.api.add_finalizer(&key, &finalizers, FINALIZER).await?;
     }
     apply(project, &key, ctx).await
 }
@@ -476,73 +521,23 @@ async fn apply<A: KubeApi, B: Backends>(
         }
     };
 
-    // Provision the backends.
-    let stream = desired_stream(&config);
-    let stream_name = stream.name.clone();
-    let outcome = ctx.backends.ensure_stream(stream).await;
-    observations.push(
-        backend_observation(
-            types::STREAM,
-            format!(
-                "stream {stream_name} on {} matches the spec",
-                names.subjects.wildcard
-            ),
-            "Stream",
-            &outcome,
-            &events,
-            &mut transient,
-        )
-        .await,
-    );
-
-    let pg = PgTenant {
-        role: &names.postgres_role,
-        schema: &names.postgres_schema,
-    };
-    let outcome = if secret_ok {
-        ctx.backends.ensure_postgres(pg, &password).await
-    } else {
-        Err(BackendError::NotAttempted(format!(
-            "not provisioned: Secret {} holding the role's password could not be written",
-            secret_key.name
-        )))
-    };
-    observations.push(
-        backend_observation(
-            types::POSTGRES,
-            format!(
-                "schema {} and role {} exist; the role can use only that schema",
-                pg.schema, pg.role
-            ),
-            "Postgres",
-            &outcome,
-            &events,
-            &mut transient,
-        )
-        .await,
-    );
-
-    let ch = ChTenant {
-        database: &names.clickhouse_database,
-        user: match ctx.platform.clickhouse_users {
-            ClickHouseUsers::PerTenant => {
-                Some((names.clickhouse_user.as_str(), clickhouse_password.as_str()))
-            }
-            ClickHouseUsers::Shared { .. } => None,
+    // Provision the backends (unless they answered for the same inputs recently).
+    let provisioned = provision(
+        ctx,
+        &memo_key(project, key),
+        &config,
+        &names,
+        Credentials {
+            postgres: &password,
+            clickhouse: &clickhouse_password,
+            secret_ok,
+            secret_name: &secret_key.name,
         },
-    };
-    let outcome = ctx.backends.ensure_clickhouse(ch).await;
-    observations.push(
-        backend_observation(
-            types::CLICKHOUSE,
-            format!("database {} exists", ch.database),
-            "ClickHouse",
-            &outcome,
-            &events,
-            &mut transient,
-        )
-        .await,
-    );
+        &events,
+    )
+    .await;
+    observations.extend(provisioned.observations.iter().cloned());
+    let backends_failed = provisioned.failed;
 
     // Apply the workloads, their Services and budgets, and the Ingress.
     let mut failures: BTreeMap<&'static str, String> = BTreeMap::new();
@@ -552,7 +547,7 @@ async fn apply<A: KubeApi, B: Backends>(
         match api.apply(&child.object).await {
             Ok(applied) => {
                 if child.key.kind == "Deployment" {
-                    if let Ok(d) = serde_json::from_value::<Deployment>(applied.object) {
+                    if let Ok(d) = serde_json::from_value::<Deployment>(applied) {
                         deployments.insert(child.key.name.clone(), d);
                     }
                 }
@@ -660,7 +655,8 @@ async fn apply<A: KubeApi, B: Backends>(
     .await?;
 
     let backoff_key = key.to_string();
-    if transient {
+    let now_time = (ctx.clock)();
+    if transient || backends_failed {
         let reason = observations
             .iter()
             .map(|o| o.reason)
@@ -673,17 +669,193 @@ async fn apply<A: KubeApi, B: Backends>(
                 )
             })
             .unwrap_or("PruneFailed");
-        return Ok(Next::Retry {
-            after: ctx.backoff.next(&backoff_key),
-            reason,
-        });
+        // A failure the backends reported earlier and nothing else: wait out its backoff
+        // rather than counting this pass (triggered by something else) as another attempt.
+        let after = match provisioned.retry_at {
+            Some(due) if !transient => Duration::try_from(due - now_time)
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1)),
+            _ => ctx.backoff.next(&backoff_key),
+        };
+        provisioned.remember(ctx, now_time + after);
+        return Ok(Next::Retry { after, reason });
     }
     ctx.backoff.reset(&backoff_key);
+    provisioned.remember(ctx, now_time + RESYNC);
     Ok(Next::Requeue(if ready.is_true() || config.suspend {
         RESYNC
     } else {
         PROGRESS_CHECK
     }))
+}
+
+/// The key of a project in the [`Provisioning`] memo: a recreated project starts afresh.
+pub(crate) fn memo_key(project: &ZoriProject, key: &ObjectKey) -> String {
+    format!(
+        "{key} {}",
+        project.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The tenant's credentials as the backends are given them.
+struct Credentials<'a> {
+    postgres: &'a str,
+    clickhouse: &'a str,
+    /// Whether the Secret holding them was written (the role waits for it).
+    secret_ok: bool,
+    secret_name: &'a str,
+}
+
+/// What the backends answered in this pass.
+struct ProvisionOutcome {
+    observations: Vec<Observation>,
+    failed: bool,
+    /// The memo entry to store, when the backends were called in this pass.
+    fresh: Option<(String, [u8; 32])>,
+    /// When a failure reused from an earlier pass is due for a retry.
+    retry_at: Option<OffsetDateTime>,
+}
+
+impl ProvisionOutcome {
+    /// Stores a fresh answer until `due`.
+    fn remember<A, B>(&self, ctx: &Context<A, B>, due: OffsetDateTime) {
+        if let Some((project, inputs)) = &self.fresh {
+            ctx.provisioning.record(
+                project,
+                LastProvisioning {
+                    inputs: *inputs,
+                    observations: self.observations.clone(),
+                    failed: self.failed,
+                    due,
+                },
+            );
+        }
+    }
+}
+
+/// A digest of everything the backends are asked for.
+fn provisioning_inputs(
+    stream: &async_nats::jetstream::stream::Config,
+    pg: PgTenant<'_>,
+    ch: ChTenant<'_>,
+    credentials: &Credentials<'_>,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(serde_json::to_vec(stream).unwrap_or_default());
+    for part in [
+        pg.role,
+        pg.schema,
+        credentials.postgres,
+        ch.database,
+        ch.user.map(|(u, _)| u).unwrap_or_default(),
+        credentials.clickhouse,
+        if credentials.secret_ok {
+            "secret"
+        } else {
+            "no secret"
+        },
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize().into()
+}
+
+/// Ensures the stream, the PostgreSQL schema and role, and the ClickHouse database, or
+/// reuses what they answered for the same inputs before it is due again.
+async fn provision<A: KubeApi, B: Backends>(
+    ctx: &Context<A, B>,
+    project: &str,
+    config: &ProjectConfig,
+    names: &TenantNames,
+    credentials: Credentials<'_>,
+    events: &Events<'_, A>,
+) -> ProvisionOutcome {
+    let stream = desired_stream(config);
+    let pg = PgTenant {
+        role: &names.postgres_role,
+        schema: &names.postgres_schema,
+    };
+    let ch = ChTenant {
+        database: &names.clickhouse_database,
+        user: match ctx.platform.clickhouse_users {
+            ClickHouseUsers::PerTenant => {
+                Some((names.clickhouse_user.as_str(), credentials.clickhouse))
+            }
+            ClickHouseUsers::Shared { .. } => None,
+        },
+    };
+    let inputs = provisioning_inputs(&stream, pg, ch, &credentials);
+    if let Some(last) = ctx.provisioning.current(project, &inputs, (ctx.clock)()) {
+        return ProvisionOutcome {
+            retry_at: last.failed.then_some(last.due),
+            observations: last.observations,
+            failed: last.failed,
+            fresh: None,
+        };
+    }
+
+    let mut failed = false;
+    let mut observations = Vec::new();
+    let stream_name = stream.name.clone();
+    let outcome = ctx.backends.ensure_stream(stream).await;
+    observations.push(
+        backend_observation(
+            types::STREAM,
+            format!(
+                "stream {stream_name} on {} matches the spec",
+                names.subjects.wildcard
+            ),
+            "Stream",
+            &outcome,
+            events,
+            &mut failed,
+        )
+        .await,
+    );
+
+    let outcome = if credentials.secret_ok {
+        ctx.backends.ensure_postgres(pg, credentials.postgres).await
+    } else {
+        Err(BackendError::NotAttempted(format!(
+            "not provisioned: Secret {} holding the role's password could not be written",
+            credentials.secret_name
+        )))
+    };
+    observations.push(
+        backend_observation(
+            types::POSTGRES,
+            format!(
+                "schema {} and role {} exist; the role can use only that schema",
+                pg.schema, pg.role
+            ),
+            "Postgres",
+            &outcome,
+            events,
+            &mut failed,
+        )
+        .await,
+    );
+
+    let outcome = ctx.backends.ensure_clickhouse(ch).await;
+    observations.push(
+        backend_observation(
+            types::CLICKHOUSE,
+            format!("database {} exists", ch.database),
+            "ClickHouse",
+            &outcome,
+            events,
+            &mut failed,
+        )
+        .await,
+    );
+    ProvisionOutcome {
+        observations,
+        failed,
+        fresh: Some((project.to_owned(), inputs)),
+        retry_at: None,
+    }
 }
 
 /// The condition a child's failure is reported under.
@@ -759,7 +931,8 @@ async fn prune<A: KubeApi>(
             .list(api_version, kind, Some(&config.namespace), &selector)
             .await?
         {
-            let Some(key) = ObjectKey::of(&object) else {
+            // Keyed by the kind that was listed: list items carry no apiVersion/kind.
+            let Some(key) = ObjectKey::listed(api_version, kind, &object) else {
                 continue;
             };
             let owned = object

@@ -1,5 +1,7 @@
 //! [`KubeApi`] on a real `kube::Client`: dynamic objects, server-side apply with the operator's
-//! field manager, Events through `kube::runtime::events::Recorder`.
+//! field manager, finalizers by guarded JSON patches, Events through
+//! `kube::runtime::events::Recorder`. Errors carry the API server's own message (such as
+//! `deployments.apps "x" is forbidden: …`), not a debug dump.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +20,7 @@ use kube::{
 };
 use serde_json::{json, Value};
 
-use super::{
-    resource_version, ApiError, Applied, ApplyOutcome, EventRecord, EventType, KubeApi, ObjectKey,
-};
+use super::{resource_version, ApiError, EventRecord, EventType, KubeApi, ObjectKey};
 use crate::{builders::FIELD_MANAGER, crd::ZoriProject};
 
 /// The real API.
@@ -77,6 +77,26 @@ fn api_resource(api_version: &str, kind: &str) -> ApiResource {
     }
 }
 
+/// The API server's explanation: its message with the code and reason, such as
+/// `secrets "x" is forbidden: … (403 Forbidden)`; other errors by their own text.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(response) => {
+            let message = if response.message.is_empty() {
+                "the API server gave no reason"
+            } else {
+                response.message.as_str()
+            };
+            if response.reason.is_empty() {
+                format!("{message} ({})", response.code)
+            } else {
+                format!("{message} ({} {})", response.code, response.reason)
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 fn request_error(verb: &'static str, key: &ObjectKey, error: kube::Error) -> ApiError {
     match &error {
         kube::Error::Api(response)
@@ -93,12 +113,41 @@ fn request_error(verb: &'static str, key: &ObjectKey, error: kube::Error) -> Api
             verb,
             key: key.to_string(),
         },
+        kube::Error::Api(response) if response.code == 422 => ApiError::Invalid {
+            verb,
+            key: key.to_string(),
+            message: describe(&error),
+        },
         _ => ApiError::Request {
             verb,
             key: key.to_string(),
-            message: error.to_string(),
+            message: describe(&error),
         },
     }
+}
+
+/// A finalizer patch whose `test` operation failed: the API server answers 422 (kubernetes
+/// #68838); for the caller the finalizers changed concurrently. The other 422 a finalizer
+/// patch meets, "no new finalizers can be added if the object is being deleted", stays.
+fn finalizer_error(key: &ObjectKey, error: kube::Error) -> ApiError {
+    match request_error("set the finalizers of", key, error) {
+        ApiError::Invalid { message, .. } if !message.contains("no new finalizers") => {
+            ApiError::Conflict {
+                key: key.to_string(),
+            }
+        }
+        other => other,
+    }
+}
+
+fn json_patch(verb: &'static str, key: &ObjectKey, ops: Value) -> Result<Patch<()>, ApiError> {
+    serde_json::from_value::<json_patch::Patch>(ops)
+        .map(Patch::Json)
+        .map_err(|e| ApiError::Request {
+            verb,
+            key: key.to_string(),
+            message: format!("failed to build the JSON patch: {e}"),
+        })
 }
 
 fn to_value(
@@ -170,45 +219,18 @@ impl KubeApi for ClientApi {
             .collect()
     }
 
-    async fn apply(&self, object: &Value) -> Result<Applied, ApiError> {
+    async fn apply(&self, object: &Value) -> Result<Value, ApiError> {
         let key = key_of("apply", object)?;
-        let api = self.api_for(&key);
-        let before = api
-            .get_opt(&key.name)
-            .await
-            .map_err(|e| request_error("apply", &key, e))?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let after = api
+        let after = self
+            .api_for(&key)
             .patch(&key.name, &params, &Patch::Apply(object))
             .await
             .map_err(|e| request_error("apply", &key, e))?;
-        let outcome = match before {
-            None => ApplyOutcome::Created,
-            Some(b) if b.metadata.resource_version == after.metadata.resource_version => {
-                ApplyOutcome::Unchanged
-            }
-            Some(_) => ApplyOutcome::Configured,
-        };
-        Ok(Applied {
-            outcome,
-            object: to_value("apply", &key, &after)?,
-        })
+        to_value("apply", &key, &after)
     }
 
-    async fn apply_status(
-        &self,
-        key: &ObjectKey,
-        status: &Value,
-    ) -> Result<ApplyOutcome, ApiError> {
-        let api = self.api_for(key);
-        let before = api
-            .get_opt(&key.name)
-            .await
-            .map_err(|e| request_error("apply the status of", key, e))?
-            .ok_or_else(|| ApiError::NotFound {
-                verb: "apply the status of",
-                key: key.to_string(),
-            })?;
+    async fn apply_status(&self, key: &ObjectKey, status: &Value) -> Result<(), ApiError> {
         let patch = json!({
             "apiVersion": key.api_version,
             "kind": key.kind,
@@ -216,37 +238,56 @@ impl KubeApi for ClientApi {
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let after = api
+        self.api_for(key)
             .patch_status(&key.name, &params, &Patch::Apply(&patch))
             .await
             .map_err(|e| request_error("apply the status of", key, e))?;
-        Ok(
-            if before.metadata.resource_version == after.metadata.resource_version {
-                ApplyOutcome::Unchanged
-            } else {
-                ApplyOutcome::Configured
-            },
-        )
+        Ok(())
     }
 
-    async fn set_finalizers(
+    async fn add_finalizer(
         &self,
         key: &ObjectKey,
-        finalizers: &[String],
-        resource_version: Option<&str>,
+        current: &[String],
+        finalizer: &str,
     ) -> Result<(), ApiError> {
-        let mut metadata = json!({ "finalizers": finalizers });
-        if let Some(rv) = resource_version {
-            metadata["resourceVersion"] = json!(rv);
-        }
+        // As kube-runtime's `finalizer`: fail rather than add a duplicate when someone else
+        // changed the list meanwhile (the API server does not deduplicate finalizers).
+        let ops = if current.is_empty() {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
+            ])
+        } else {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": current},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
+            ])
+        };
+        let patch = json_patch("set the finalizers of", key, ops)?;
         self.api_for(key)
-            .patch(
-                &key.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": metadata })),
-            )
+            .patch(&key.name, &PatchParams::default(), &patch)
             .await
-            .map_err(|e| request_error("set the finalizers of", key, e))?;
+            .map_err(|e| finalizer_error(key, e))?;
+        Ok(())
+    }
+
+    async fn remove_finalizer(
+        &self,
+        key: &ObjectKey,
+        index: usize,
+        finalizer: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!("/metadata/finalizers/{index}");
+        let ops = json!([
+            {"op": "test", "path": path, "value": finalizer},
+            {"op": "remove", "path": path},
+        ]);
+        let patch = json_patch("set the finalizers of", key, ops)?;
+        self.api_for(key)
+            .patch(&key.name, &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| finalizer_error(key, e))?;
         Ok(())
     }
 

@@ -1,17 +1,29 @@
-//! An in-memory Kubernetes API for tests: objects keyed by apiVersion/kind/namespace/name,
-//! server-side apply that creates or replaces the fields a manager owns (fields another manager
-//! set are kept), resourceVersion and generation bookkeeping, finalizers and deletion with
-//! owner-reference garbage collection, and a log of every write with whether it changed
-//! anything, so "a second reconcile writes nothing" can be asserted.
+//! An in-memory Kubernetes API for tests (behind the `testing` feature), faithful to an API
+//! server on the points the reconcile depends on:
+//!
+//! - list items carry no `apiVersion`/`kind` (kubernetes#3030, kube-rs#946);
+//! - server-side apply creates or replaces the fields a manager owns and keeps what another
+//!   manager set, merging keyed lists (containers, env, ports, volumes, …) item by item;
+//! - `metadata.generation` moves only when `spec` changes, and when a deletion is held by a
+//!   finalizer (`deletionTimestamp` set);
+//! - finalizers are changed by JSON patches whose `test` operation fails when the live list
+//!   differs; no new finalizer is accepted on an object being deleted;
+//! - deletion waits for finalizers, then collects owned objects (owner-reference GC);
+//! - every verb can be made to fail or to hang ([`FakeApi::inject`]), per client handle
+//!   ([`FakeApi::handle`]), so that two replicas can share one API with different faults.
+//!
+//! Every write is logged with whether it changed anything, so "a second reconcile writes
+//! nothing" can be asserted. Watches, admission, defaulting and validation are not modelled:
+//! docs/operator.md lists what only a real cluster shows.
 
 use std::{
     collections::BTreeMap,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use serde_json::{json, Map, Value};
 
-use super::{resource_version, ApiError, Applied, ApplyOutcome, EventRecord, KubeApi, ObjectKey};
+use super::{resource_version, ApiError, EventRecord, KubeApi, ObjectKey};
 use crate::builders::FIELD_MANAGER;
 
 /// Time the fake stamps on creation and deletion.
@@ -19,6 +31,72 @@ pub const FAKE_TIME: &str = "2025-01-01T00:00:00Z";
 
 /// Field manager of the objects stored with [`FakeApi::insert`] (a user's `kubectl apply`).
 pub const USER_MANAGER: &str = "kubectl";
+
+/// The verbs of [`KubeApi`], to inject faults into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    Get,
+    List,
+    Apply,
+    ApplyStatus,
+    Finalizers,
+    Delete,
+    Create,
+    Replace,
+    Event,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 9] = [
+        Verb::Get,
+        Verb::List,
+        Verb::Apply,
+        Verb::ApplyStatus,
+        Verb::Finalizers,
+        Verb::Delete,
+        Verb::Create,
+        Verb::Replace,
+        Verb::Event,
+    ];
+
+    /// How an error message names the verb.
+    fn describe(self) -> &'static str {
+        match self {
+            Verb::Get => "read",
+            Verb::List => "list",
+            Verb::Apply => "apply",
+            Verb::ApplyStatus => "apply the status of",
+            Verb::Finalizers => "set the finalizers of",
+            Verb::Delete => "delete",
+            Verb::Create => "create",
+            Verb::Replace => "replace",
+            Verb::Event => "publish an event about",
+        }
+    }
+
+    /// The name in the write log, for writes.
+    fn log_name(self) -> Option<&'static str> {
+        match self {
+            Verb::Get | Verb::List => None,
+            Verb::Apply => Some("apply"),
+            Verb::ApplyStatus => Some("apply-status"),
+            Verb::Finalizers => Some("finalizers"),
+            Verb::Delete => Some("delete"),
+            Verb::Create => Some("create"),
+            Verb::Replace => Some("replace"),
+            Verb::Event => Some("event"),
+        }
+    }
+}
+
+/// What an injected fault does to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails with this message (as a webhook or an API server error would).
+    Error(String),
+    /// The call never answers (a partitioned or overloaded API server).
+    Hang,
+}
 
 /// One write made through the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +121,6 @@ struct State {
     writes: Vec<Write>,
     events: Vec<EventRecord>,
     counter: u64,
-    failing_kinds: BTreeMap<String, String>,
 }
 
 impl State {
@@ -51,12 +128,29 @@ impl State {
         self.counter += 1;
         self.counter
     }
+
+    fn log(&mut self, verb: &'static str, key: &ObjectKey, changed: bool) {
+        self.writes.push(Write {
+            verb,
+            key: key.clone(),
+            changed,
+        });
+    }
 }
 
-/// The in-memory API.
-#[derive(Debug, Default)]
+/// Faults of one client handle: by verb, and by kind (`None`: every kind).
+type Faults = BTreeMap<(Verb, Option<String>), Fault>;
+
+/// The in-memory API. Clones share state and faults; [`FakeApi::handle`] shares only the state.
+#[derive(Debug, Default, Clone)]
 pub struct FakeApi {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// Locks a mutex; a panic while holding it only happens in a failing test, so keep going.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl FakeApi {
@@ -64,19 +158,71 @@ impl FakeApi {
         Self::default()
     }
 
+    /// Another client of the same API server, with faults of its own (a second replica).
+    pub fn handle(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            faults: Arc::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock only happens in a failing test; keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.state)
+    }
+
+    /// Makes `verb` on objects of `kind` (every kind with `None`) fail or hang through this
+    /// handle; `fault: None` heals it.
+    pub fn inject(&self, verb: Verb, kind: Option<&str>, fault: Option<Fault>) {
+        let mut faults = locked(&self.faults);
+        let rule = (verb, kind.map(str::to_owned));
+        match fault {
+            Some(f) => faults.insert(rule, f),
+            None => faults.remove(&rule),
+        };
+    }
+
+    /// Makes every verb hang through this handle (the API server became unreachable).
+    pub fn hang_everything(&self) {
+        for verb in Verb::ALL {
+            self.inject(verb, None, Some(Fault::Hang));
+        }
+    }
+
+    /// Heals every fault of this handle.
+    pub fn heal(&self) {
+        locked(&self.faults).clear();
+    }
+
+    /// Applies the fault injected for `verb` on `key`, if any: an error, or a wait forever.
+    async fn check(&self, verb: Verb, key: &ObjectKey) -> Result<(), ApiError> {
+        let fault = {
+            let faults = locked(&self.faults);
+            faults
+                .get(&(verb, Some(key.kind.clone())))
+                .or_else(|| faults.get(&(verb, None)))
+                .cloned()
+        };
+        match fault {
+            None => Ok(()),
+            Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Error(message)) => {
+                if let Some(name) = verb.log_name() {
+                    self.lock().log(name, key, false);
+                }
+                Err(ApiError::Request {
+                    verb: verb.describe(),
+                    key: key.to_string(),
+                    message,
+                })
+            }
+        }
     }
 
     /// Stores an object as if a user applied it as [`USER_MANAGER`] (uid, resourceVersion,
     /// generation set).
     pub fn insert(&self, object: Value) -> Result<Value, ApiError> {
         let mut state = self.lock();
-        let key = ObjectKey::of(&object).ok_or(ApiError::Malformed {
-            verb: "insert",
-            field: "apiVersion, kind or metadata.name",
-        })?;
+        let key = key_of("insert", &object)?;
         let mut intent = object.clone();
         if let Some(map) = intent.as_object_mut() {
             map.remove("status");
@@ -129,18 +275,9 @@ impl FakeApi {
         self.lock().events.clone()
     }
 
-    /// Makes every apply of `kind` fail with `message` (`None` heals it).
-    pub fn fail_applies_of(&self, kind: &str, message: Option<&str>) {
-        let mut state = self.lock();
-        match message {
-            Some(m) => state.failing_kinds.insert(kind.to_owned(), m.to_owned()),
-            None => state.failing_kinds.remove(kind),
-        };
-    }
-
     /// Applies as another field manager (a user, an autoscaler).
-    pub fn apply_as(&self, manager: &str, object: &Value) -> Result<Applied, ApiError> {
-        apply_locked(&mut self.lock(), manager, object)
+    pub fn apply_as(&self, manager: &str, object: &Value) -> Result<Value, ApiError> {
+        apply_locked(&mut self.lock(), manager, object).map(|(object, _)| object)
     }
 
     /// Sets the status of an object as a controller would (e.g. a Deployment rolled out).
@@ -186,6 +323,13 @@ impl FakeApi {
     }
 }
 
+fn key_of(verb: &'static str, object: &Value) -> Result<ObjectKey, ApiError> {
+    ObjectKey::of(object).ok_or(ApiError::Malformed {
+        verb,
+        field: "apiVersion, kind or metadata.name",
+    })
+}
+
 fn set(object: &mut Value, field: &str, value: Value) {
     if let Some(map) = object.as_object_mut() {
         map.insert(field.to_owned(), value);
@@ -222,72 +366,165 @@ fn new_object(state: &mut State, mut object: Value) -> Value {
     object
 }
 
+fn bump_generation(object: &mut Value) {
+    let generation = object
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    set_meta(object, "generation", json!(generation + 1));
+}
+
+/// The merge key of an item of a list field under server-side apply (the
+/// `x-kubernetes-list-map-keys` of the built-in kinds the operator writes); `None` for atomic
+/// lists, which are replaced whole.
+fn item_key(field: &str, item: &Value) -> Option<Value> {
+    let key_field = match field {
+        "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => "name",
+        "volumeMounts" => "mountPath",
+        "ownerReferences" => "uid",
+        "conditions" => "type",
+        // Container ports are keyed by containerPort, Service ports by port.
+        "ports" if item.get("containerPort").is_some() => "containerPort",
+        "ports" => "port",
+        _ => return None,
+    };
+    item.get(key_field).cloned()
+}
+
+fn is_keyed_list(field: &str, list: &Value) -> bool {
+    const KEYED: [&str; 9] = [
+        "containers",
+        "initContainers",
+        "env",
+        "volumes",
+        "imagePullSecrets",
+        "volumeMounts",
+        "ownerReferences",
+        "conditions",
+        "ports",
+    ];
+    KEYED.contains(&field)
+        && list
+            .as_array()
+            .is_some_and(|items| items.iter().all(|i| item_key(field, i).is_some()))
+}
+
+fn position(list: &[Value], field: &str, key: &Value) -> Option<usize> {
+    list.iter()
+        .position(|i| item_key(field, i).as_ref() == Some(key))
+}
+
 /// Removes from `live` what `previous` (the manager's last intent) set and `next` no longer
-/// sets, descending into objects present in both.
+/// sets, descending into objects and keyed-list items present in both.
 fn prune(live: &mut Value, previous: &Value, next: &Value) {
     let (Some(live), Some(previous)) = (live.as_object_mut(), previous.as_object()) else {
         return;
     };
-    for (k, pv) in previous {
-        match next.get(k) {
+    for (field, pv) in previous {
+        let Some(nv) = next.get(field) else {
+            live.remove(field);
+            continue;
+        };
+        let Some(lv) = live.get_mut(field) else {
+            continue;
+        };
+        if pv.is_object() && nv.is_object() {
+            prune(lv, pv, nv);
+        } else if is_keyed_list(field, pv) && is_keyed_list(field, nv) {
+            prune_list(field, lv, pv, nv);
+        }
+    }
+}
+
+fn prune_list(field: &str, live: &mut Value, previous: &Value, next: &Value) {
+    let (Some(live), Some(previous), Some(next)) =
+        (live.as_array_mut(), previous.as_array(), next.as_array())
+    else {
+        return;
+    };
+    for item in previous {
+        let Some(key) = item_key(field, item) else {
+            continue;
+        };
+        let Some(at) = position(live, field, &key) else {
+            continue;
+        };
+        match position(next, field, &key) {
             None => {
-                live.remove(k);
+                live.remove(at);
             }
-            Some(nv) if pv.is_object() && nv.is_object() => {
-                if let Some(lv) = live.get_mut(k) {
-                    prune(lv, pv, nv);
-                }
-            }
-            Some(_) => {}
+            Some(n) => prune(&mut live[at], item, &next[n]),
         }
     }
 }
 
-/// Merges `intent` into `live`: objects recursively, lists and scalars replaced.
+/// Merges `intent` into `live`: objects recursively, keyed lists item by item, other lists
+/// and scalars replaced.
 fn merge(live: &mut Value, intent: &Value) {
-    match (live.as_object_mut(), intent.as_object()) {
-        (Some(live), Some(intent)) => {
-            for (k, v) in intent {
-                match live.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
-                    _ => {
-                        live.insert(k.clone(), v.clone());
-                    }
-                }
+    let (Some(live), Some(intent)) = (live.as_object_mut(), intent.as_object()) else {
+        *live = intent.clone();
+        return;
+    };
+    for (field, value) in intent {
+        match live.get_mut(field) {
+            Some(existing) if existing.is_object() && value.is_object() => merge(existing, value),
+            Some(existing) if is_keyed_list(field, existing) && is_keyed_list(field, value) => {
+                merge_list(field, existing, value);
+            }
+            _ => {
+                live.insert(field.clone(), value.clone());
             }
         }
-        _ => *live = intent.clone(),
     }
 }
 
-/// The object without metadata and status: what a change of bumps `generation`.
-fn spec_part(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
+fn merge_list(field: &str, live: &mut Value, intent: &Value) {
+    let (Some(live), Some(intent)) = (live.as_array_mut(), intent.as_array()) else {
+        return;
+    };
+    for item in intent {
+        match item_key(field, item).and_then(|key| position(live, field, &key)) {
+            Some(at) => merge(&mut live[at], item),
+            None => live.push(item.clone()),
+        }
     }
-    copy
 }
 
-fn apply_locked(state: &mut State, manager: &str, object: &Value) -> Result<Applied, ApiError> {
-    let key = ObjectKey::of(object).ok_or(ApiError::Malformed {
-        verb: "apply",
-        field: "apiVersion, kind or metadata.name",
-    })?;
-    if let Some(message) = state.failing_kinds.get(&key.kind) {
-        let message = message.clone();
-        state.writes.push(Write {
-            verb: "apply",
-            key: key.clone(),
-            changed: false,
-        });
-        return Err(ApiError::Request {
-            verb: "apply",
-            key: key.to_string(),
-            message,
-        });
+fn finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn terminating(object: &Value) -> bool {
+    object.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The API server's answer to a new finalizer on an object being deleted.
+fn no_new_finalizers(verb: &'static str, key: &ObjectKey, new: &[String]) -> ApiError {
+    ApiError::Invalid {
+        verb,
+        key: key.to_string(),
+        message: format!(
+            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is \
+             being deleted, found new finalizers {new:?}"
+        ),
     }
+}
+
+fn apply_locked(
+    state: &mut State,
+    manager: &str,
+    object: &Value,
+) -> Result<(Value, bool), ApiError> {
+    let key = key_of("apply", object)?;
     let mut intent = object.clone();
     remove_meta(&mut intent, "resourceVersion");
     if let Some(map) = intent.as_object_mut() {
@@ -303,50 +540,37 @@ fn apply_locked(state: &mut State, manager: &str, object: &Value) -> Result<Appl
                 intents: BTreeMap::from([(manager.to_owned(), intent)]),
             },
         );
-        state.writes.push(Write {
-            verb: "apply",
-            key,
-            changed: true,
-        });
-        return Ok(Applied {
-            outcome: ApplyOutcome::Created,
-            object: created,
-        });
+        state.log("apply", &key, true);
+        return Ok((created, true));
     };
 
     let previous = stored.intents.get(manager).cloned().unwrap_or(Value::Null);
     let mut next = stored.object.clone();
     prune(&mut next, &previous, &intent);
     merge(&mut next, &intent);
+    if terminating(&stored.object) {
+        let before = finalizers(&stored.object);
+        let new: Vec<String> = finalizers(&next)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !new.is_empty() {
+            return Err(no_new_finalizers("apply", &key, &new));
+        }
+    }
     let changed = next != stored.object;
     if changed {
         let rv = state.next();
         set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
-        if spec_part(&next) != spec_part(&stored.object) {
-            let generation = stored
-                .object
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            set_meta(&mut next, "generation", json!(generation + 1));
+        if next.get("spec") != stored.object.get("spec") {
+            bump_generation(&mut next);
         }
     }
     let entry = state.objects.entry(key.clone()).or_insert(stored);
     entry.object = next.clone();
     entry.intents.insert(manager.to_owned(), intent);
-    state.writes.push(Write {
-        verb: "apply",
-        key,
-        changed,
-    });
-    Ok(Applied {
-        outcome: if changed {
-            ApplyOutcome::Configured
-        } else {
-            ApplyOutcome::Unchanged
-        },
-        object: next,
-    })
+    state.log("apply", &key, changed);
+    Ok((next, changed))
 }
 
 /// Removes an object and, as the garbage collector does, everything it owns.
@@ -380,31 +604,21 @@ fn remove_cascading(state: &mut State, key: &ObjectKey) {
     }
 }
 
-fn has_finalizers(object: &Value) -> bool {
-    object
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty())
-}
-
+/// Deletes as the API server does: an object with finalizers only gets a
+/// `deletionTimestamp` (and a new generation); others go at once, with their dependents.
 fn delete_locked(state: &mut State, key: &ObjectKey) -> bool {
     let Some(stored) = state.objects.get(key).cloned() else {
         return false;
     };
-    if has_finalizers(&stored.object) {
-        if stored
-            .object
-            .pointer("/metadata/deletionTimestamp")
-            .is_none()
-        {
-            let rv = state.next();
-            if let Some(s) = state.objects.get_mut(key) {
-                set_meta(&mut s.object, "deletionTimestamp", json!(FAKE_TIME));
-                set_meta(&mut s.object, "resourceVersion", json!(rv.to_string()));
-            }
-        }
-    } else {
+    if finalizers(&stored.object).is_empty() {
         remove_cascading(state, key);
+    } else if !terminating(&stored.object) {
+        let rv = state.next();
+        if let Some(s) = state.objects.get_mut(key) {
+            set_meta(&mut s.object, "deletionTimestamp", json!(FAKE_TIME));
+            set_meta(&mut s.object, "resourceVersion", json!(rv.to_string()));
+            bump_generation(&mut s.object);
+        }
     }
     true
 }
@@ -419,8 +633,29 @@ fn matches_labels(object: &Value, labels: &BTreeMap<String, String>) -> bool {
     })
 }
 
+/// Stores `next` as the object's finalizers (a new resourceVersion); a terminating object
+/// whose last finalizer went is removed.
+fn store_finalizers(state: &mut State, key: &ObjectKey, next: &[String]) {
+    let rv = state.next();
+    let Some(stored) = state.objects.get_mut(key) else {
+        return;
+    };
+    if next.is_empty() {
+        remove_meta(&mut stored.object, "finalizers");
+    } else {
+        set_meta(&mut stored.object, "finalizers", json!(next));
+    }
+    set_meta(&mut stored.object, "resourceVersion", json!(rv.to_string()));
+    let gone = terminating(&stored.object) && next.is_empty();
+    if gone {
+        remove_cascading(state, key);
+    }
+    state.log("finalizers", key, true);
+}
+
 impl KubeApi for FakeApi {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, ApiError> {
+        self.check(Verb::Get, key).await?;
         Ok(self.object(key))
     }
 
@@ -431,6 +666,11 @@ impl KubeApi for FakeApi {
         namespace: Option<&str>,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<Value>, ApiError> {
+        self.check(
+            Verb::List,
+            &ObjectKey::new(api_version, kind, namespace, "*"),
+        )
+        .await?;
         Ok(self
             .lock()
             .objects
@@ -441,19 +681,25 @@ impl KubeApi for FakeApi {
                     && (namespace.is_none() || k.namespace.as_deref() == namespace)
                     && matches_labels(&s.object, labels)
             })
-            .map(|(_, s)| s.object.clone())
+            .map(|(_, s)| {
+                // As an API server answers a list: the items carry no TypeMeta.
+                let mut item = s.object.clone();
+                if let Some(map) = item.as_object_mut() {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                item
+            })
             .collect())
     }
 
-    async fn apply(&self, object: &Value) -> Result<Applied, ApiError> {
-        apply_locked(&mut self.lock(), FIELD_MANAGER, object)
+    async fn apply(&self, object: &Value) -> Result<Value, ApiError> {
+        self.check(Verb::Apply, &key_of("apply", object)?).await?;
+        apply_locked(&mut self.lock(), FIELD_MANAGER, object).map(|(object, _)| object)
     }
 
-    async fn apply_status(
-        &self,
-        key: &ObjectKey,
-        status: &Value,
-    ) -> Result<ApplyOutcome, ApiError> {
+    async fn apply_status(&self, key: &ObjectKey, status: &Value) -> Result<(), ApiError> {
+        self.check(Verb::ApplyStatus, key).await?;
         let mut state = self.lock();
         let Some(stored) = state.objects.get(key).cloned() else {
             return Err(ApiError::NotFound {
@@ -469,24 +715,17 @@ impl KubeApi for FakeApi {
                 set_meta(&mut s.object, "resourceVersion", json!(rv.to_string()));
             }
         }
-        state.writes.push(Write {
-            verb: "apply-status",
-            key: key.clone(),
-            changed,
-        });
-        Ok(if changed {
-            ApplyOutcome::Configured
-        } else {
-            ApplyOutcome::Unchanged
-        })
+        state.log("apply-status", key, changed);
+        Ok(())
     }
 
-    async fn set_finalizers(
+    async fn add_finalizer(
         &self,
         key: &ObjectKey,
-        finalizers: &[String],
-        resource_version_expected: Option<&str>,
+        current: &[String],
+        finalizer: &str,
     ) -> Result<(), ApiError> {
+        self.check(Verb::Finalizers, key).await?;
         let mut state = self.lock();
         let Some(stored) = state.objects.get(key).cloned() else {
             return Err(ApiError::NotFound {
@@ -494,54 +733,63 @@ impl KubeApi for FakeApi {
                 key: key.to_string(),
             });
         };
-        if let Some(expected) = resource_version_expected {
-            if resource_version(&stored.object) != Some(expected) {
-                return Err(ApiError::Conflict {
-                    key: key.to_string(),
-                });
-            }
+        // `test /metadata/finalizers` against the caller's copy.
+        if finalizers(&stored.object) != current {
+            return Err(ApiError::Conflict {
+                key: key.to_string(),
+            });
         }
-        let rv = state.next();
-        let mut object = stored.object.clone();
-        if finalizers.is_empty() {
-            remove_meta(&mut object, "finalizers");
-        } else {
-            set_meta(&mut object, "finalizers", json!(finalizers));
+        if terminating(&stored.object) {
+            return Err(no_new_finalizers(
+                "set the finalizers of",
+                key,
+                &[finalizer.to_owned()],
+            ));
         }
-        let changed = object != stored.object;
-        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
-        let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-        if let Some(s) = state.objects.get_mut(key) {
-            s.object = object;
+        let mut next = current.to_vec();
+        next.push(finalizer.to_owned());
+        store_finalizers(&mut state, key, &next);
+        Ok(())
+    }
+
+    async fn remove_finalizer(
+        &self,
+        key: &ObjectKey,
+        index: usize,
+        finalizer: &str,
+    ) -> Result<(), ApiError> {
+        self.check(Verb::Finalizers, key).await?;
+        let mut state = self.lock();
+        let Some(stored) = state.objects.get(key).cloned() else {
+            return Err(ApiError::NotFound {
+                verb: "set the finalizers of",
+                key: key.to_string(),
+            });
+        };
+        // `test /metadata/finalizers/{index}` against the finalizer's name.
+        let mut next = finalizers(&stored.object);
+        if next.get(index).map(String::as_str) != Some(finalizer) {
+            return Err(ApiError::Conflict {
+                key: key.to_string(),
+            });
         }
-        if deleting && finalizers.is_empty() {
-            remove_cascading(&mut state, key);
-        }
-        state.writes.push(Write {
-            verb: "finalizers",
-            key: key.clone(),
-            changed,
-        });
+        next.remove(index);
+        store_finalizers(&mut state, key, &next);
         Ok(())
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<bool, ApiError> {
+        self.check(Verb::Delete, key).await?;
         let mut state = self.lock();
         let existed = delete_locked(&mut state, key);
-        state.writes.push(Write {
-            verb: "delete",
-            key: key.clone(),
-            changed: existed,
-        });
+        state.log("delete", key, existed);
         Ok(existed)
     }
 
     async fn create(&self, object: &Value) -> Result<Value, ApiError> {
+        let key = key_of("create", object)?;
+        self.check(Verb::Create, &key).await?;
         let mut state = self.lock();
-        let key = ObjectKey::of(object).ok_or(ApiError::Malformed {
-            verb: "create",
-            field: "apiVersion, kind or metadata.name",
-        })?;
         if state.objects.contains_key(&key) {
             return Err(ApiError::AlreadyExists {
                 key: key.to_string(),
@@ -555,20 +803,14 @@ impl KubeApi for FakeApi {
                 intents: BTreeMap::new(),
             },
         );
-        state.writes.push(Write {
-            verb: "create",
-            key,
-            changed: true,
-        });
+        state.log("create", &key, true);
         Ok(created)
     }
 
     async fn replace(&self, object: &Value) -> Result<Value, ApiError> {
+        let key = key_of("replace", object)?;
+        self.check(Verb::Replace, &key).await?;
         let mut state = self.lock();
-        let key = ObjectKey::of(object).ok_or(ApiError::Malformed {
-            verb: "replace",
-            field: "apiVersion, kind or metadata.name",
-        })?;
         let Some(stored) = state.objects.get(&key).cloned() else {
             return Err(ApiError::NotFound {
                 verb: "replace",
@@ -587,32 +829,30 @@ impl KubeApi for FakeApi {
                 set_meta(&mut next, field, v.clone());
             }
         }
+        if next.get("spec") != stored.object.get("spec") {
+            bump_generation(&mut next);
+        }
         set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
         if let Some(s) = state.objects.get_mut(&key) {
             s.object = next.clone();
         }
-        state.writes.push(Write {
-            verb: "replace",
-            key,
-            changed: true,
-        });
+        state.log("replace", &key, true);
         Ok(next)
     }
 
     async fn publish_event(&self, event: &EventRecord) -> Result<(), ApiError> {
+        self.check(Verb::Event, &event.regarding).await?;
         let mut state = self.lock();
         state.events.push(event.clone());
-        state.writes.push(Write {
-            verb: "event",
-            key: event.regarding.clone(),
-            changed: true,
-        });
+        state.log("event", &event.regarding, true);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn config_map(data: Value) -> Value {
@@ -628,33 +868,55 @@ mod tests {
         ObjectKey::new("v1", "ConfigMap", Some("ns"), "c")
     }
 
+    fn deployment(env: Value, labels: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "ns", "labels": labels},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1", "env": env}]}}}
+        })
+    }
+
+    fn deployment_key() -> ObjectKey {
+        ObjectKey::new("apps/v1", "Deployment", Some("ns"), "d")
+    }
+
     #[tokio::test]
     async fn apply_creates_then_changes_only_what_differs() {
         let api = FakeApi::new();
         let first = api
-            .apply(&config_map(json!({"a": "1"})))
+            .apply(&deployment(json!([]), json!({"a": "1"})))
             .await
             .expect("apply");
-        assert_eq!(first.outcome, ApplyOutcome::Created);
         let again = api
-            .apply(&config_map(json!({"a": "1"})))
+            .apply(&deployment(json!([]), json!({"a": "1"})))
             .await
             .expect("apply");
-        assert_eq!(again.outcome, ApplyOutcome::Unchanged);
-        assert_eq!(
-            resource_version(&first.object),
-            resource_version(&again.object)
-        );
+        assert_eq!(resource_version(&first), resource_version(&again));
+        // A label is metadata: a new resourceVersion, the same generation.
+        let relabelled = api
+            .apply(&deployment(json!([]), json!({"a": "2"})))
+            .await
+            .expect("apply");
+        assert_ne!(resource_version(&relabelled), resource_version(&first));
+        assert_eq!(relabelled.pointer("/metadata/generation"), Some(&json!(1)));
+        // A spec change moves the generation.
         let changed = api
-            .apply(&config_map(json!({"a": "2"})))
+            .apply(&deployment(
+                json!([{"name": "X", "value": "1"}]),
+                json!({"a": "2"}),
+            ))
             .await
             .expect("apply");
-        assert_eq!(changed.outcome, ApplyOutcome::Configured);
+        assert_eq!(changed.pointer("/metadata/generation"), Some(&json!(2)));
+        // So does nothing else: a status write leaves it.
+        api.roll_out(&deployment_key()).expect("roll out");
         assert_eq!(
-            changed.object.pointer("/metadata/generation"),
-            Some(&json!(2))
+            api.object(&deployment_key())
+                .and_then(|d| d.pointer("/metadata/generation").cloned()),
+            Some(json!(2))
         );
-        assert_eq!(api.changes().len(), 2);
+        assert_eq!(api.changes().len(), 3);
     }
 
     #[tokio::test]
@@ -669,17 +931,66 @@ mod tests {
             .apply(&config_map(json!({"a": "1"})))
             .await
             .expect("apply");
-        assert_eq!(applied.object["data"], json!({"a": "1", "theirs": "x"}));
+        assert_eq!(applied["data"], json!({"a": "1", "theirs": "x"}));
+    }
+
+    #[tokio::test]
+    async fn keyed_lists_merge_item_by_item() {
+        let api = FakeApi::new();
+        let ours = json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
+        api.apply(&deployment(ours, json!({})))
+            .await
+            .expect("apply");
+        // A mutating admission or a user adds an env var and a sidecar of their own.
+        api.apply_as(
+            "injector",
+            &json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "namespace": "ns"},
+                "spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "env": [{"name": "THEIRS", "value": "x"}]},
+                    {"name": "sidecar", "image": "s:1"}
+                ]}}}
+            }),
+        )
+        .expect("apply");
+        // We drop B and change A: theirs stay.
+        let applied = api
+            .apply(&deployment(json!([{"name": "A", "value": "9"}]), json!({})))
+            .await
+            .expect("apply");
+        let containers = applied
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .expect("containers");
+        let names: Vec<&str> = containers
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["app", "sidecar"]);
+        assert_eq!(
+            containers[0]["env"],
+            json!([{"name": "A", "value": "9"}, {"name": "THEIRS", "value": "x"}])
+        );
+    }
+
+    #[tokio::test]
+    async fn list_items_carry_no_type_meta() {
+        let api = FakeApi::new();
+        api.apply(&config_map(json!({}))).await.expect("apply");
+        let items = api
+            .list("v1", "ConfigMap", Some("ns"), &BTreeMap::new())
+            .await
+            .expect("list");
+        assert_eq!(items.len(), 1);
+        assert!(ObjectKey::of(&items[0]).is_none(), "{}", items[0]);
+        assert_eq!(ObjectKey::listed("v1", "ConfigMap", &items[0]), Some(key()));
     }
 
     #[tokio::test]
     async fn finalizers_hold_deletion_and_owners_cascade() {
         let api = FakeApi::new();
-        let owner = api
-            .apply(&config_map(json!({})))
-            .await
-            .expect("apply")
-            .object;
+        let owner = api.apply(&config_map(json!({}))).await.expect("apply");
         let uid = owner
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
@@ -691,16 +1002,34 @@ mod tests {
         }))
         .await
         .expect("apply");
-        api.set_finalizers(&key(), &["x".to_owned()], None)
+        api.add_finalizer(&key(), &[], "x").await.expect("add");
+        // A stale copy that saw no finalizers fails the `test` operation.
+        assert!(matches!(
+            api.add_finalizer(&key(), &[], "y").await,
+            Err(ApiError::Conflict { .. })
+        ));
+        // A copy stale only in its resourceVersion does not matter.
+        api.apply_as("someone", &config_map(json!({"other": "1"})))
+            .expect("apply");
+        api.add_finalizer(&key(), &["x".to_owned()], "y")
             .await
-            .expect("finalizers");
+            .expect("add");
+
         assert!(api.delete(&key()).await.expect("delete"));
-        assert!(api.object(&key()).is_some(), "held by the finalizer");
-        let stale = api.set_finalizers(&key(), &[], Some("1")).await;
-        assert!(matches!(stale, Err(ApiError::Conflict { .. })));
-        api.set_finalizers(&key(), &[], None)
-            .await
-            .expect("finalizers");
+        let held = api.object(&key()).expect("held by the finalizers");
+        assert_eq!(held.pointer("/metadata/generation"), Some(&json!(2)));
+        assert!(matches!(
+            api.add_finalizer(&key(), &["x".to_owned(), "y".to_owned()], "z")
+                .await,
+            Err(ApiError::Invalid { .. })
+        ));
+        assert!(matches!(
+            api.remove_finalizer(&key(), 0, "y").await,
+            Err(ApiError::Conflict { .. })
+        ));
+        api.remove_finalizer(&key(), 0, "x").await.expect("remove");
+        assert!(api.object(&key()).is_some(), "y still holds it");
+        api.remove_finalizer(&key(), 0, "y").await.expect("remove");
         assert!(
             api.keys().is_empty(),
             "owner and dependent are gone: {:?}",
@@ -725,5 +1054,67 @@ mod tests {
             Err(ApiError::Conflict { .. })
         ));
         assert_eq!(replaced["data"], json!({"a": "1"}));
+    }
+
+    #[tokio::test]
+    async fn faults_fail_or_hang_one_handle() {
+        let api = FakeApi::new();
+        let other = api.handle();
+        api.inject(
+            Verb::Apply,
+            Some("ConfigMap"),
+            Some(Fault::Error("admission webhook denied".to_owned())),
+        );
+        let error = api
+            .apply(&config_map(json!({})))
+            .await
+            .expect_err("injected");
+        assert_eq!(
+            error.to_string(),
+            "failed to apply ConfigMap ns/c: admission webhook denied"
+        );
+        other
+            .apply(&config_map(json!({})))
+            .await
+            .expect("the other handle is healthy");
+
+        api.heal();
+        api.hang_everything();
+        for verb in Verb::ALL {
+            let call = async {
+                match verb {
+                    Verb::Get => api.get(&key()).await.map(drop),
+                    Verb::List => api
+                        .list("v1", "ConfigMap", None, &BTreeMap::new())
+                        .await
+                        .map(drop),
+                    Verb::Apply => api.apply(&config_map(json!({}))).await.map(drop),
+                    Verb::ApplyStatus => api.apply_status(&key(), &json!({})).await,
+                    Verb::Finalizers => api.add_finalizer(&key(), &[], "x").await,
+                    Verb::Delete => api.delete(&key()).await.map(drop),
+                    Verb::Create => api.create(&config_map(json!({}))).await.map(drop),
+                    Verb::Replace => api.replace(&config_map(json!({}))).await.map(drop),
+                    Verb::Event => {
+                        api.publish_event(&EventRecord {
+                            regarding: key(),
+                            uid: None,
+                            type_: super::super::EventType::Normal,
+                            reason: "R".to_owned(),
+                            action: "A".to_owned(),
+                            note: String::new(),
+                        })
+                        .await
+                    }
+                }
+            };
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), call)
+                    .await
+                    .is_err(),
+                "{verb:?} hangs"
+            );
+        }
+        api.heal();
+        assert!(api.get(&key()).await.expect("healed").is_some());
     }
 }

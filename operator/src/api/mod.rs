@@ -1,8 +1,9 @@
 //! The Kubernetes API as the reconcile sees it: a few verbs on JSON objects. [`client`] is the
-//! real implementation on `kube::Client`; [`fake`] an in-memory one for tests that applies
-//! server-side-apply semantics and records every write.
+//! real implementation on `kube::Client`; `fake` (behind the `testing` feature) an in-memory
+//! one for tests that behaves like an API server on the points the reconcile depends on.
 
 pub mod client;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 
 use std::{collections::BTreeMap, fmt, future::Future};
@@ -42,6 +43,16 @@ impl ObjectKey {
     }
 }
 
+impl ObjectKey {
+    /// The key of an item of a list of `api_version`/`kind`: list items of built-in kinds
+    /// carry no `apiVersion`/`kind` of their own, so the listed kind names them.
+    pub fn listed(api_version: &str, kind: &str, item: &Value) -> Option<Self> {
+        let name = item.pointer("/metadata/name")?.as_str()?;
+        let namespace = item.pointer("/metadata/namespace").and_then(Value::as_str);
+        Some(Self::new(api_version, kind, namespace, name))
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
@@ -49,27 +60,6 @@ impl fmt::Display for ObjectKey {
             None => write!(f, "{} {}", self.kind, self.name),
         }
     }
-}
-
-/// What an apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    Created,
-    Configured,
-    Unchanged,
-}
-
-impl ApplyOutcome {
-    pub fn changed(self) -> bool {
-        self != ApplyOutcome::Unchanged
-    }
-}
-
-/// The result of an apply: the outcome and the live object after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied {
-    pub outcome: ApplyOutcome,
-    pub object: Value,
 }
 
 /// Severity of an Event.
@@ -106,6 +96,12 @@ pub enum ApiError {
         key: String,
         message: String,
     },
+    #[error("failed to {verb} {key}: {message}")]
+    Invalid {
+        verb: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("failed to {verb}: the object has no {field}")]
     Malformed {
         verb: &'static str,
@@ -115,12 +111,16 @@ pub enum ApiError {
 
 /// The verbs the operator uses. Writes go through server-side apply with the fixed field
 /// manager [`crate::builders::FIELD_MANAGER`], forced, except the Lease (create / replace with
-/// a resourceVersion precondition) and finalizers (merge patch with a precondition).
+/// a resourceVersion precondition) and finalizers (JSON patches guarded by a `test` operation,
+/// as kube-runtime's `finalizer` does, so a stale cached copy fails only when the finalizers
+/// themselves changed).
 pub trait KubeApi: Send + Sync + 'static {
     /// The object, or `None` when it does not exist.
     fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Value>, ApiError>> + Send;
 
     /// Objects of a kind in a namespace (all namespaces with `None`) carrying all `labels`.
+    /// As from an API server, items may lack `apiVersion` and `kind` (kubernetes#3030): key
+    /// them by the kind that was listed, see [`ObjectKey::listed`].
     fn list(
         &self,
         api_version: &str,
@@ -129,23 +129,33 @@ pub trait KubeApi: Send + Sync + 'static {
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<Vec<Value>, ApiError>> + Send;
 
-    /// Server-side apply of `object` (which names itself by apiVersion, kind and metadata).
-    fn apply(&self, object: &Value) -> impl Future<Output = Result<Applied, ApiError>> + Send;
+    /// Server-side apply of `object` (which names itself by apiVersion, kind and metadata);
+    /// the live object after it.
+    fn apply(&self, object: &Value) -> impl Future<Output = Result<Value, ApiError>> + Send;
 
     /// Server-side apply of the status subresource.
     fn apply_status(
         &self,
         key: &ObjectKey,
         status: &Value,
-    ) -> impl Future<Output = Result<ApplyOutcome, ApiError>> + Send;
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
-    /// Sets `metadata.finalizers`, failing with a conflict when the object's resourceVersion
-    /// is no longer `resource_version`.
-    fn set_finalizers(
+    /// Appends `finalizer`, failing with [`ApiError::Conflict`] when the live finalizers are
+    /// no longer `current`.
+    fn add_finalizer(
         &self,
         key: &ObjectKey,
-        finalizers: &[String],
-        resource_version: Option<&str>,
+        current: &[String],
+        finalizer: &str,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Removes the finalizer at `index`, failing with [`ApiError::Conflict`] when that entry
+    /// is no longer `finalizer`.
+    fn remove_finalizer(
+        &self,
+        key: &ObjectKey,
+        index: usize,
+        finalizer: &str,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Deletes the object (dependents in the background); `false` when it did not exist.

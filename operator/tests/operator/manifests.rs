@@ -9,14 +9,13 @@ use std::{
 };
 
 use serde_json::Value;
-use time::OffsetDateTime;
 use zori_operator::{
     api::{fake::FakeApi, ObjectKey},
     backends::MemoryBackends,
     builders::{self, secret, Dereferenced},
     config::{ClickHouseUsers, Platform},
     crd::{self, crd_yaml, ZoriProject},
-    leader::{try_acquire_or_renew, LeaseSettings},
+    leader::{Elector, LeaseSettings},
     reconcile::{reconcile, Context},
 };
 
@@ -203,7 +202,8 @@ async fn every_object_a_reconcile_writes_validates() {
         }
     }
     let lease = LeaseSettings::new("zori-system", "zori-operator", "zori-operator-0");
-    try_acquire_or_renew(&ctx.api, &lease, OffsetDateTime::now_utc())
+    Elector::new(ctx.api.clone(), lease)
+        .try_acquire_or_renew()
         .await
         .expect("lease");
 

@@ -13,14 +13,16 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use zori_operator::{
     api::{
-        fake::{FakeApi, USER_MANAGER},
+        fake::{FakeApi, Fault, Verb, USER_MANAGER},
         EventType, KubeApi, ObjectKey,
     },
     backends::{Backend, MemoryBackends},
     builders::secret::keys,
     config::Platform,
     crd::{self, ZoriProject, ZoriProjectSpec, ZoriProjectStatus},
-    reconcile::{reconcile, Backoff, Context, Next, FINALIZER, PROGRESS_CHECK, RESYNC},
+    reconcile::{
+        reconcile, Backoff, Context, Next, Provisioning, FINALIZER, PROGRESS_CHECK, RESYNC,
+    },
     status::{reasons, types, Condition, ConditionStatus},
 };
 
@@ -48,6 +50,7 @@ impl Harness {
                 }),
                 random: Box::new(CountingRandomness::default()),
                 backoff: Backoff::default(),
+                provisioning: Provisioning::default(),
             },
             now,
         }
@@ -463,6 +466,18 @@ async fn drift_in_the_stream_is_repaired() {
     h.ctx
         .backends
         .tamper_stream("ZORI_SHOPS_ACME", |s| s.max_age = Duration::from_secs(60));
+    // A reconcile triggered by something else before the resync leaves the backends alone…
+    h.reconcile(&key).await;
+    assert_eq!(
+        h.ctx
+            .backends
+            .stream("ZORI_SHOPS_ACME")
+            .expect("stream")
+            .max_age,
+        Duration::from_secs(60)
+    );
+    // …the resync repairs the drift.
+    h.advance(RESYNC.as_secs() as i64);
     h.reconcile(&key).await;
     assert_eq!(
         h.ctx
@@ -575,6 +590,7 @@ async fn transient_backend_failures_back_off_and_recover() {
     assert!(h.child("Deployment", "acme-ingest").is_some());
 
     h.api().clear_log();
+    h.advance(Backoff::BASE.as_secs() as i64);
     assert_eq!(
         h.reconcile(&key).await,
         Next::Retry {
@@ -589,12 +605,14 @@ async fn transient_backend_failures_back_off_and_recover() {
     );
 
     h.ctx.backends.fail(Backend::ClickHouse, None);
+    h.advance((Backoff::BASE * 2).as_secs() as i64);
     h.reconcile(&key).await;
     assert_eq!(
         status_of(&h.condition(&key, types::CLICKHOUSE)),
         (ConditionStatus::True, reasons::PROVISIONED)
     );
     h.ctx.backends.fail(Backend::Stream, Some("nats down"));
+    h.advance(RESYNC.as_secs() as i64);
     assert_eq!(
         h.reconcile(&key).await,
         Next::Retry {
@@ -605,12 +623,135 @@ async fn transient_backend_failures_back_off_and_recover() {
     );
 }
 
+/// A project made Ready, with its rolled-out Deployments.
+async fn ready_project(h: &Harness) -> ObjectKey {
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    h.roll_out("acme-ingest");
+    h.roll_out("acme-api");
+    h.reconcile(&key).await;
+    assert_eq!(
+        status_of(&h.condition(&key, types::READY)),
+        (ConditionStatus::True, reasons::RECONCILED)
+    );
+    key
+}
+
+#[tokio::test]
+async fn status_writes_and_rollouts_do_not_call_the_backends_again() {
+    let h = Harness::new();
+    let key = ready_project(&h).await;
+    let calls = h.ctx.backends.calls();
+
+    // The watch on the project sees its own status write; the watch on the Deployments sees
+    // a rollout (a status change). Each triggers a reconcile; none reaches the backends.
+    h.advance(1);
+    h.reconcile(&key).await;
+    h.api()
+        .set_status(
+            &ObjectKey::new("apps/v1", "Deployment", Some("shops"), "acme-api"),
+            json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0,
+                   "readyReplicas": 0, "availableReplicas": 0}),
+        )
+        .expect("status");
+    h.advance(1);
+    h.reconcile(&key).await;
+    assert_eq!(
+        status_of(&h.condition(&key, types::API)),
+        (ConditionStatus::False, reasons::PROGRESSING),
+        "the rollout is still reported"
+    );
+    h.roll_out("acme-api");
+    h.advance(1);
+    assert_eq!(h.reconcile(&key).await, Next::Requeue(RESYNC));
+    assert_eq!(h.ctx.backends.calls(), calls, "no backend call");
+    assert_eq!(
+        status_of(&h.condition(&key, types::STREAM)),
+        (ConditionStatus::True, reasons::PROVISIONED)
+    );
+
+    // A spec change that concerns them does; so does the resync.
+    h.edit(&key, |spec| {
+        spec.stream_limits.max_bytes = crd::Quantity::new("2Gi")
+    });
+    h.reconcile(&key).await;
+    assert_eq!(h.ctx.backends.calls(), calls + 3);
+    h.advance(RESYNC.as_secs() as i64);
+    h.reconcile(&key).await;
+    assert_eq!(h.ctx.backends.calls(), calls + 6);
+}
+
+/// Drives reconciles as the controller would for `seconds`: on every change of the project
+/// or its children (the watches), and when a requeue is due. Returns how many ran.
+async fn run_controller(h: &Harness, key: &ObjectKey, seconds: i64, tick: impl Fn(i64)) -> usize {
+    let fingerprint = |h: &Harness| -> Vec<Option<Value>> {
+        h.api()
+            .keys()
+            .into_iter()
+            .map(|k| {
+                h.api()
+                    .object(&k)
+                    .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
+            })
+            .collect()
+    };
+    let mut seen = fingerprint(h);
+    let mut due = 0;
+    let mut runs = 0;
+    for t in 0..seconds {
+        tick(t);
+        let now = fingerprint(h);
+        if now != seen || t >= due {
+            // What this reconcile writes is seen by the watches in the next round.
+            seen = now;
+            runs += 1;
+            let after = match h.reconcile(key).await {
+                Next::Requeue(after) | Next::Retry { after, .. } => after,
+                Next::Invalid | Next::AwaitChange => Duration::from_secs(3600),
+            };
+            due = t + after.as_secs() as i64;
+        }
+        h.advance(1);
+    }
+    runs
+}
+
+#[tokio::test]
+async fn a_failing_backend_with_a_changing_message_is_retried_with_backoff() {
+    let h = Harness::new();
+    let key = ready_project(&h).await;
+    let calls = h.ctx.backends.calls();
+    h.advance(RESYNC.as_secs() as i64);
+    // The error names the time: every attempt's message differs, and so does the status.
+    let runs = run_controller(&h, &key, 120, |t| {
+        h.ctx.backends.fail(
+            Backend::ClickHouse,
+            Some(&format!(
+                "failed to create database: connection refused at +{t}s"
+            )),
+        );
+    })
+    .await;
+    // Attempts at 0, 5, 15, 35 and 75 s: three backend calls each.
+    assert_eq!(h.ctx.backends.calls() - calls, 5 * 3, "{runs} reconciles");
+    assert!(runs <= 12, "{runs} reconciles in two minutes");
+    let condition = h.condition(&key, types::CLICKHOUSE);
+    assert!(
+        condition.message.ends_with("at +75s"),
+        "{}",
+        condition.message
+    );
+}
+
 #[tokio::test]
 async fn a_failing_apply_is_reported_on_its_workload() {
     let h = Harness::new();
     let key = h.create(&minimal());
-    h.api()
-        .fail_applies_of("PodDisruptionBudget", Some("admission webhook denied"));
+    h.api().inject(
+        Verb::Apply,
+        Some("PodDisruptionBudget"),
+        Some(Fault::Error("admission webhook denied".to_owned())),
+    );
     assert!(matches!(
         h.reconcile(&key).await,
         Next::Retry {
