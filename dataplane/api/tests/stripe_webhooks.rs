@@ -65,6 +65,7 @@ async fn harness_with(secrets: Vec<String>) -> Harness {
         tenant_id: TENANT.to_owned(),
         secrets,
         tolerance: Duration::from_secs(300),
+        lookback: Duration::from_secs(90 * 24 * 3600),
         email_salt: SALT.to_owned(),
         metrics,
     };
@@ -912,6 +913,7 @@ async fn debug_never_prints_secrets() {
         tenant_id: TENANT.to_owned(),
         secrets: vec![SECRET.to_owned(), OLD_SECRET.to_owned()],
         tolerance: Duration::from_secs(300),
+        lookback: Duration::from_secs(90 * 24 * 3600),
         email_salt: SALT.to_owned(),
         metrics: StripeMetrics::default(),
     };

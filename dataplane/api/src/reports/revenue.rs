@@ -1,10 +1,11 @@
 //! Revenue reports, computed in PostgreSQL: attribution by first touch, overview, time series.
 //!
-//! A payment's first touch (zori-spec §9.4, §9.29): its `visitor_id` → if that visitor is
-//! identified, the earliest first touch among all visitors of the user; else the visitor's own
-//! first touch; else (no visitor id, or one never seen) its `email_hash` → the matching user's
-//! earliest first touch; else the payment is *unattributed* — a bucket of its own, never folded
-//! into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
+//! A payment's first touch (zori-spec §9.4, §9.29): the credit stored when it arrived
+//! (`credit_visitor_id`, see the Stripe store: kept, so closed months do not move); else its
+//! `visitor_id` → if that visitor is identified, the earliest first touch among all visitors of
+//! the user; else its `email_hash` → the matching user's earliest first touch (even when the
+//! paying device is known but unidentified); else the visitor's own first touch; else the
+//! payment is *unattributed* — a bucket of its own, never folded into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
 //! Only captured money counts: authorizations and placeholders (amount 0) are left out.
 //! Currencies are never summed together (§9.5).
 
@@ -168,7 +169,8 @@ const PAID_IN_RANGE: &str = "
                p.email_hash, p.customer_id,
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor
+               (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.credit_visitor_id
         FROM payments p
         LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
         LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
@@ -182,9 +184,10 @@ const RESOLVE: &str = "
     resolved AS (
         SELECT pay.*,
                COALESCE(
+                   pay.credit_visitor_id,
                    visitor_user_ft.visitor_id,
-                   CASE WHEN pay.own_visitor THEN pay.visitor_id END,
-                   email_user_ft.visitor_id
+                   email_user_ft.visitor_id,
+                   CASE WHEN pay.own_visitor THEN pay.visitor_id END
                ) AS ft_visitor_id,
                COALESCE(
                    'u:' || COALESCE(pay.visitor_user_id, pay.email_user_id)::text,
@@ -210,7 +213,7 @@ const RESOLVE: &str = "
         ) email_user_ft ON true
     )";
 
-/// The payments of a report with and disputes on the day they happened: every payment
+/// The payments of a report. With `refunds_on=event`, refunds and disputes on the day they happened: every payment
 /// with money in range (paid, refunded or disputed in range), `in_range` when it was paid in
 /// range; gross counts only for those, refunded / disputed only what happened in range. While no
 /// refund record is known for a payment, its charge's cumulative refund is booked on the day of
@@ -226,6 +229,7 @@ fn resolved_payments(refunds_on: RefundsOn) -> String {
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
                (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.credit_visitor_id,
                m.in_range,
                CASE WHEN m.in_range THEN p.amount ELSE 0 END AS amount,
                m.amount_refunded, m.amount_disputed

@@ -36,6 +36,8 @@ pub struct StripeState {
     pub secrets: Vec<String>,
     /// How far the signed timestamp may be from now (Stripe's default is 300 s).
     pub tolerance: Duration,
+    /// How far before a payment a first touch may lie to be credited with it.
+    pub lookback: Duration,
     /// Salt for the payer email hash; the email itself is never stored.
     pub email_salt: String,
     pub metrics: StripeMetrics,
@@ -51,6 +53,7 @@ impl fmt::Debug for StripeState {
                 &format_args!("[{} redacted]", self.secrets.len()),
             )
             .field("tolerance", &self.tolerance)
+            .field("lookback", &self.lookback)
             .field("email_salt", &"[redacted]")
             .finish_non_exhaustive()
     }

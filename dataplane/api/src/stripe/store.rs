@@ -7,7 +7,7 @@
 //! whose totals are derived onto the payment. A payment without a visitor inherits the visitor
 //! of its subscription, else of its customer, whichever arrives first.
 
-use std::cmp::max;
+use std::{cmp::max, time::Duration};
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -110,6 +110,7 @@ pub(crate) async fn record(
     pool: &PgPool,
     tenant_id: &str,
     email_salt: &str,
+    lookback: Duration,
     header: &EventHeader,
     reading: &Reading,
 ) -> Result<Recorded, StoreError> {
@@ -202,6 +203,7 @@ pub(crate) async fn record(
             }
             derive_totals(&mut tx, applied.payment_id).await?;
             carry_visitor(&mut tx, applied.payment_id, facts.occurred_at).await?;
+            credit(&mut tx, applied.payment_id, lookback).await?;
             let effect = Effect::of(&facts.change, applied.created);
             set_outcome(
                 &mut tx,
@@ -474,6 +476,136 @@ async fn link(
         .await
         .map_err(db("handing the customer's visitor to its payments"))?;
     }
+    Ok(())
+}
+
+/// Computes and stores the payment's credit unless it has one: the payer's user (by the
+/// payment's visitor, else by email) and that user's earliest visitor first seen within
+/// `lookback` before the payment; without a user, the payment's own visitor. An unidentified
+/// paying visitor whose email matches a user is linked to that user. Nothing is stored while no
+/// visitor is known (the reports resolve it then).
+async fn credit(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    lookback: Duration,
+) -> Result<(), StoreError> {
+    type Row = (
+        OffsetDateTime,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT paid_at, visitor_id, visitor_source, email_hash, credit_reason FROM payments \
+         WHERE payment_id = $1 AND amount > 0",
+    )
+    .bind(payment_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("reading the payment to credit"))?;
+    let Some((paid_at, visitor_id, visitor_source, email_hash, stored)) = row else {
+        return Ok(());
+    };
+    // Events about this payment itself may still bring a better reason (its own visitor id
+    // after an inherited one); nothing else ever changes a stored credit.
+    let rank = |reason: Option<&str>| match reason {
+        Some("visitor") => 4,
+        Some("subscription") => 3,
+        Some("customer") => 2,
+        Some(_) => 1,
+        None => 0,
+    };
+    let reachable = match visitor_source.as_deref() {
+        Some("metadata") => Some("visitor"),
+        other => other,
+    };
+    if stored.is_some() && rank(reachable) <= rank(stored.as_deref()) {
+        return Ok(());
+    }
+    let own: Option<String> = match &visitor_id {
+        Some(v) => sqlx::query_scalar("SELECT visitor_id FROM visitors WHERE visitor_id = $1")
+            .bind(v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("looking the payment's visitor up"))?,
+        None => None,
+    };
+    let by_visitor: Option<i64> = match &visitor_id {
+        Some(v) => sqlx::query_scalar("SELECT user_id FROM identities WHERE visitor_id = $1")
+            .bind(v)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("looking the payment's visitor's user up"))?,
+        None => None,
+    };
+    let by_email: Option<i64> = match (&by_visitor, &email_hash) {
+        (None, Some(hash)) => sqlx::query_scalar("SELECT user_id FROM users WHERE email_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("looking the payer's email up"))?,
+        _ => None,
+    };
+    let visitor_reason = match visitor_source.as_deref() {
+        Some("subscription") => "subscription",
+        Some("customer") => "customer",
+        _ => "visitor",
+    };
+    let (visitor, reason) = match (by_visitor, by_email) {
+        (Some(user), _) | (None, Some(user)) => {
+            let reason = if by_visitor.is_some() {
+                visitor_reason
+            } else {
+                "email"
+            };
+            let window_start = paid_at - lookback;
+            let earliest: Option<String> = sqlx::query_scalar(
+                "SELECT v.visitor_id FROM identities i JOIN visitors v USING (visitor_id) \
+                 WHERE i.user_id = $1 AND v.first_seen_at <= $3 \
+                 ORDER BY (v.first_seen_at < $2), \
+                          CASE WHEN v.first_seen_at >= $2 THEN v.first_seen_at END, \
+                          v.first_seen_at DESC, v.ft_event_id \
+                 LIMIT 1",
+            )
+            .bind(user)
+            .bind(window_start)
+            .bind(paid_at)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("finding the user's earliest touch"))?;
+            if by_visitor.is_none() {
+                if let Some(v) = &own {
+                    // The paying device belongs to the user its email names.
+                    sqlx::query(
+                        "INSERT INTO identities (visitor_id, user_id, identified_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (visitor_id) DO NOTHING",
+                    )
+                    .bind(v)
+                    .bind(user)
+                    .bind(paid_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("linking the paying visitor to its user"))?;
+                }
+            }
+            (earliest.or(own), reason)
+        }
+        (None, None) => (own, visitor_reason),
+    };
+    let Some(visitor) = visitor else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE payments SET credit_visitor_id = $2, credit_reason = $3, credited_at = now() \
+         WHERE payment_id = $1",
+    )
+    .bind(payment_id)
+    .bind(visitor)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("storing the payment's credit"))?;
     Ok(())
 }
 
