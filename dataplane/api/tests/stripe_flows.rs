@@ -1016,3 +1016,129 @@ async fn refunds_and_disputes_on_the_payments_day_or_their_own() {
     assert_eq!(status, 400);
     h.cleanup().await;
 }
+
+/// Identified on device A (paid search), pays on device B (direct, never identified) with the
+/// same email: credited to paid search, and B joins the user. Identifying an older device of
+/// the user later does not move the payment's credit; touches older than the lookback window
+/// do not win it.
+#[tokio::test]
+async fn a_payer_is_credited_across_devices_by_email_and_the_credit_stays() {
+    let h = Harness::start_with(&[
+        "--stripe-webhook-secrets",
+        SECRET,
+        "--attribution-lookback",
+        "30days",
+    ])
+    .await;
+    let from = |source: &'static str, campaign: &'static str| From {
+        utm_source: Some(source),
+        utm_medium: Some("cpc"),
+        utm_campaign: Some(campaign),
+        referrer: None,
+        channel: None,
+    };
+    let email = "buyer@example.com";
+    let hash = zori_core::email::hash(email, &h.salt);
+    let (a, b, c) = (visitor(), visitor(), visitor());
+    // Beyond the 30-day window, then inside it: the window's earliest wins.
+    let (old, recent) = (visitor(), visitor());
+    let other_email = "second@example.com";
+    let other_hash = zori_core::email::hash(other_email, &h.salt);
+    let direct = From::default();
+    for message in [
+        page_view(
+            &a,
+            &session(),
+            days_ago(10),
+            "/",
+            &from("google", "paid_search"),
+        ),
+        common::identify(&a, Some("user-a"), Some(&hash), days_ago(10)),
+        page_view(&b, &session(), days_ago(1), "/", &direct),
+        page_view(
+            &old,
+            &session(),
+            days_ago(60),
+            "/",
+            &from("twitter", "too_old"),
+        ),
+        common::identify(&old, Some("user-o"), Some(&other_hash), days_ago(60)),
+        page_view(
+            &recent,
+            &session(),
+            days_ago(5),
+            "/",
+            &from("podcast", "in_window"),
+        ),
+        common::identify(&recent, Some("user-o"), None, days_ago(5)),
+    ] {
+        h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    }
+    h.drained().await;
+
+    let pay = |visitor: &str, email: &str| {
+        let ids = Ids::new(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut flow = Flow::new(
+            ApiVersion::Basil,
+            OffsetDateTime::now_utc().unix_timestamp() - 60,
+        );
+        flow.checkout(&ids, 9900, "usd", visitor);
+        for event in &mut flow.events {
+            if event["type"] == "checkout.session.completed" {
+                event["data"]["object"]["customer_details"]["email"] = json!(email);
+            }
+        }
+        flow.events
+    };
+    for event in pay(&b, email).iter().chain(&pay(&recent, other_email)) {
+        post(&h, event).await;
+    }
+    let path = format!("/api/v1/attribution?dimension=campaign&{}", range(70));
+    let campaign_net =
+        |report: &Value, campaign: &str| common::net(common::row(report, "value", campaign), "usd");
+    let report = h.report(&path).await;
+    assert_eq!(campaign_net(&report, "paid_search"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "(not set)"), 0, "{report:#}");
+    assert_eq!(campaign_net(&report, "in_window"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "too_old"), 0, "{report:#}");
+    let reasons: Vec<(String, String)> =
+        sqlx::query_as("SELECT credit_visitor_id, credit_reason FROM payments ORDER BY payment_id")
+            .fetch_all(&h.pool)
+            .await
+            .expect("read credits");
+    assert_eq!(
+        reasons,
+        [
+            (a.clone(), "email".to_owned()),
+            (recent.clone(), "visitor".to_owned())
+        ]
+    );
+    // The paying device joined the user.
+    let linked: Option<String> = sqlx::query_scalar(
+        "SELECT u.app_id FROM identities i JOIN users u USING (user_id) WHERE i.visitor_id = $1",
+    )
+    .bind(&b)
+    .fetch_optional(&h.pool)
+    .await
+    .expect("read identity");
+    assert_eq!(linked.as_deref(), Some("user-a"));
+
+    // Later an older device of the user shows up: the closed credit does not move.
+    for message in [
+        page_view(
+            &c,
+            &session(),
+            days_ago(20),
+            "/",
+            &from("twitter", "older_device"),
+        ),
+        common::identify(&c, Some("user-a"), None, days_ago(0)),
+    ] {
+        h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    }
+    h.drained().await;
+    let report = h.report(&path).await;
+    assert_eq!(campaign_net(&report, "paid_search"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "older_device"), 0, "{report:#}");
+    h.cleanup().await;
+}

@@ -509,10 +509,10 @@ async fn credit(
     };
     // Events about this payment itself may still bring a better reason (its own visitor id
     // after an inherited one); nothing else ever changes a stored credit.
+    // A credit by email is final too: the paying visitor was linked to that user by it.
     let rank = |reason: Option<&str>| match reason {
-        Some("visitor") => 4,
-        Some("subscription") => 3,
-        Some("customer") => 2,
+        Some("visitor" | "email") => 3,
+        Some("subscription") => 2,
         Some(_) => 1,
         None => 0,
     };
