@@ -158,6 +158,19 @@ impl Flow {
         self.push("checkout.session.completed", o);
     }
 
+    /// The session of a Payment Link: the link's fixed metadata has no visitor id, the page
+    /// passed it as `client_reference_id`.
+    fn link_session(&mut self, ids: &Ids, mode: &str, amount: i64, currency: &str, visitor: &str) {
+        self.session(ids, mode, "paid", amount, currency, visitor);
+        let Some(event) = self.events.last_mut() else {
+            return;
+        };
+        let session = &mut event["data"]["object"];
+        session["metadata"] = json!({});
+        session["client_reference_id"] = json!(visitor);
+        session["payment_link"] = json!(format!("plink_{}", ids.cs));
+    }
+
     fn subscription(&mut self, ids: &Ids, status: &str) {
         let o = object(
             self.version,
@@ -593,6 +606,25 @@ async fn one_off_payments_count_once_in_every_currency() {
                 f.checkout(ids, 4900, "usd", v)
             }),
             (
+                "payment link usd",
+                Expect::paid("usd", 1, 9900),
+                |f, ids, v| {
+                    f.link_session(ids, "payment", 9900, "usd", v);
+                    f.payment_intent(
+                        "payment_intent.succeeded",
+                        ids,
+                        9900,
+                        9900,
+                        0,
+                        "usd",
+                        "succeeded",
+                        None,
+                        false,
+                    );
+                    f.charge("charge.succeeded", ids, 9900, Some(9900), 0, "usd", false);
+                },
+            ),
+            (
                 "payment intent jpy",
                 Expect::paid("jpy", 1, 5000),
                 |f, ids, v| {
@@ -654,6 +686,17 @@ async fn subscriptions_count_each_payment_once_and_renewals_keep_their_source() 
                     f.subscription(ids, "active");
                     f.subscription_payment(ids, 2900, "eur", "subscription_create");
                     f.subscription_payment(&ids.renewal(1), 2900, "eur", "subscription_cycle");
+                },
+            ),
+            (
+                "payment link subscription and two renewals",
+                Expect::paid("usd", 3, 3 * 1500),
+                |f, ids, v| {
+                    f.link_session(ids, "subscription", 1500, "usd", v);
+                    f.subscription(ids, "active");
+                    f.subscription_payment(ids, 1500, "usd", "subscription_create");
+                    f.subscription_payment(&ids.renewal(1), 1500, "usd", "subscription_cycle");
+                    f.subscription_payment(&ids.renewal(2), 1500, "usd", "subscription_cycle");
                 },
             ),
             (
