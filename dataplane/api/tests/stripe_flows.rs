@@ -1165,6 +1165,12 @@ async fn a_payer_is_credited_across_devices_by_email_and_the_credit_stays() {
     .await
     .expect("read identity");
     assert_eq!(linked.as_deref(), Some("user-a"));
+    let journey = h.report(&format!("/api/v1/visitors/{a}/journey")).await;
+    assert_eq!(
+        journey["payments"][0]["credit_reason"], "email",
+        "{journey:#}"
+    );
+    assert_eq!(journey["payments"][0]["amount"], 9900, "{journey:#}");
 
     // Later an older device of the user shows up: the closed credit does not move.
     for message in [
