@@ -12,7 +12,10 @@
 //!   endpoint (§9.11); database failures answer 500 so Stripe retries, with nothing half-written
 //!   (§9.8).
 
+mod adjustments;
+mod credit;
 mod handler;
+mod links;
 mod metrics;
 mod store;
 
