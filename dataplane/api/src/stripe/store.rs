@@ -172,41 +172,7 @@ pub(crate) async fn record(
         Reading::Facts(facts) => {
             let observation = Observation::from_facts(facts, email_salt);
             let applied = apply(&mut tx, &observation).await?;
-            match &facts.change {
-                PaymentChange::Refund {
-                    refund_id,
-                    amount,
-                    currency,
-                    status,
-                    created_at,
-                } => {
-                    let refund = RefundRecord {
-                        refund_id,
-                        amount: *amount,
-                        currency,
-                        status: *status,
-                        created_at: *created_at,
-                    };
-                    upsert_refund(&mut tx, applied.payment_id, &refund).await?;
-                }
-                PaymentChange::Dispute {
-                    dispute_id,
-                    amount,
-                    currency,
-                    state,
-                    created_at,
-                } => {
-                    let dispute = DisputeRecord {
-                        dispute_id,
-                        amount: *amount,
-                        currency,
-                        state,
-                        created_at: *created_at,
-                    };
-                    upsert_dispute(&mut tx, applied.payment_id, &dispute).await?;
-                }
-                _ => {}
-            }
+            record_adjustment(&mut tx, applied.payment_id, &facts.change).await?;
             derive_totals(&mut tx, applied.payment_id).await?;
             carry_visitor(&mut tx, applied.payment_id, facts.occurred_at).await?;
             credit(&mut tx, applied.payment_id, lookback).await?;
@@ -229,6 +195,50 @@ pub(crate) async fn record(
         .await
         .map_err(db("committing the transaction"))?;
     Ok(recorded)
+}
+
+/// Stores the refund or dispute record an event describes, if it describes one.
+async fn record_adjustment(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    change: &PaymentChange,
+) -> Result<(), StoreError> {
+    match change {
+        PaymentChange::Refund {
+            refund_id,
+            amount,
+            currency,
+            status,
+            created_at,
+        } => {
+            let refund = RefundRecord {
+                refund_id,
+                amount: *amount,
+                currency,
+                status: *status,
+                created_at: *created_at,
+            };
+            upsert_refund(conn, payment_id, &refund).await?;
+        }
+        PaymentChange::Dispute {
+            dispute_id,
+            amount,
+            currency,
+            state,
+            created_at,
+        } => {
+            let dispute = DisputeRecord {
+                dispute_id,
+                amount: *amount,
+                currency,
+                state,
+                created_at: *created_at,
+            };
+            upsert_dispute(conn, payment_id, &dispute).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn set_outcome(
