@@ -1191,3 +1191,85 @@ async fn a_payer_is_credited_across_devices_by_email_and_the_credit_stays() {
     assert_eq!(campaign_net(&report, "older_device"), 0, "{report:#}");
     h.cleanup().await;
 }
+
+/// Reports count live payments by default, test-mode ones only while there is no live payment
+/// at all, and both only when asked (`livemode=all`).
+#[tokio::test]
+async fn reports_default_to_live_payments_and_never_mix_them_unasked() {
+    let h = Harness::start_with(&["--stripe-webhook-secrets", SECRET]).await;
+    let visitor = visitor();
+    let from = From {
+        utm_source: Some("newsletter"),
+        utm_medium: Some("email"),
+        utm_campaign: Some("modes"),
+        referrer: None,
+        channel: None,
+    };
+    let message = page_view(&visitor, &session(), days_ago(1), "/", &from);
+    h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    h.drained().await;
+    let pay = |amount: i64, live: bool| {
+        let ids = Ids::new(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut flow = Flow::new(
+            ApiVersion::Basil,
+            OffsetDateTime::now_utc().unix_timestamp() - 60,
+        );
+        flow.checkout(&ids, amount, "usd", &visitor);
+        for event in &mut flow.events {
+            event["livemode"] = json!(live);
+            event["data"]["object"]["livemode"] = json!(live);
+        }
+        flow.events
+    };
+    let overview = |mode: &str| format!("/api/v1/overview?{}{mode}", range(2));
+    let net = |report: &Value| {
+        report["revenue"]
+            .as_array()
+            .and_then(|l| l.iter().find(|m| m["currency"] == "usd"))
+            .and_then(|m| m["net"].as_i64())
+            .unwrap_or(0)
+    };
+
+    for event in pay(1000, false) {
+        post(&h, &event).await;
+    }
+    // Only test payments so far: shown by default, and said so.
+    let report = h.report(&overview("")).await;
+    assert_eq!(
+        (net(&report), &report["livemode"]),
+        (1000, &json!(false)),
+        "{report:#}"
+    );
+
+    for event in pay(5000, true) {
+        post(&h, &event).await;
+    }
+    for (mode, expected, shown) in [
+        ("", 5000, json!(true)),
+        ("&livemode=true", 5000, json!(true)),
+        ("&livemode=false", 1000, json!(false)),
+        ("&livemode=all", 6000, Value::Null),
+    ] {
+        let report = h.report(&overview(mode)).await;
+        assert_eq!(
+            (net(&report), &report["livemode"]),
+            (expected, &shown),
+            "{mode}: {report:#}"
+        );
+    }
+    let attribution = h
+        .report(&format!(
+            "/api/v1/attribution?dimension=campaign&{}",
+            range(2)
+        ))
+        .await;
+    assert_eq!(
+        common::net(common::row(&attribution, "value", "modes"), "usd"),
+        5000
+    );
+    let (status, _) = h
+        .get("/api/v1/overview?livemode=both", Some(&h.token))
+        .await;
+    assert_eq!(status, 400);
+    h.cleanup().await;
+}

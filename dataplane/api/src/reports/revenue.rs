@@ -501,6 +501,8 @@ pub struct Totals {
 
 #[derive(Serialize)]
 pub struct Attribution {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub dimension: &'static str,
     pub from: String,
     pub to: String,
@@ -509,8 +511,29 @@ pub struct Attribution {
     pub totals: Totals,
 }
 
-fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
-    params.bool("livemode")
+/// Which payments a revenue report counts: `livemode=true` live ones, `false` test-mode ones,
+/// `all` both. By default live ones, and test-mode ones only while the tenant has no live
+/// payment at all (a shop still testing its integration, the demo): test and live money are
+/// never mixed unless asked for.
+async fn livemode(pool: &PgPool, params: &Params) -> Result<Option<bool>, ReportError> {
+    match params.get("livemode") {
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some("all") => Ok(None),
+        None | Some("") => {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM payments WHERE livemode AND amount > 0)",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(ReportError::pg("live payments"))?;
+            Ok(Some(live))
+        }
+        Some(other) => Err(ReportError::bad(
+            "livemode",
+            format!("{other:?} is not true, false or all"),
+        )),
+    }
 }
 
 /// A breakdown report (attribution by a first-touch dimension, countries, devices).
@@ -520,7 +543,7 @@ async fn grouped(
     params: &Params,
 ) -> Result<Attribution, ReportError> {
     let range = params.range()?;
-    let livemode = livemode(params)?;
+    let livemode = livemode(&state.pool, params).await?;
     let filters = Filters::parse(params)?;
     let b = breakdown(
         &state.pool,
@@ -559,6 +582,7 @@ async fn grouped(
     });
     let total_visitors: i64 = b.visitors.values().sum();
     Ok(Attribution {
+        livemode,
         dimension: group.as_str(),
         from: range.from.to_string(),
         to: range.to.to_string(),
@@ -654,6 +678,8 @@ pub struct Change {
 
 #[derive(Serialize)]
 pub struct Overview {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     #[serde(flatten)]
     pub current: Period,
     pub unattributed: UnattributedRevenue,
@@ -732,7 +758,7 @@ pub async fn overview(
 ) -> Result<Json<Overview>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
     let compare = match params.get("compare") {
         None | Some("") | Some("none") => false,
@@ -770,6 +796,7 @@ pub async fn overview(
     };
     let (current, unattributed) = period(range, current);
     Ok(Json(Overview {
+        livemode,
         change: previous.as_ref().map(|p| change(&current, p)),
         current,
         unattributed: UnattributedRevenue {
@@ -832,6 +859,8 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
 
 #[derive(Serialize)]
 pub struct Timeseries {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub from: String,
     pub to: String,
     pub currencies: Vec<String>,
@@ -844,7 +873,7 @@ pub async fn timeseries(
 ) -> Result<Json<Timeseries>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
 
     let (conditions, binds) = filters.pg("v", 3);
@@ -934,6 +963,7 @@ pub async fn timeseries(
         })
         .collect();
     Ok(Json(Timeseries {
+        livemode,
         from: range.from.to_string(),
         to: range.to.to_string(),
         currencies,
@@ -963,6 +993,8 @@ pub struct Customer {
 
 #[derive(Serialize)]
 pub struct Customers {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub from: String,
     pub to: String,
     pub rows: Vec<Customer>,
@@ -992,7 +1024,7 @@ pub async fn customers(
 ) -> Result<Json<Customers>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
     let limit = params.int("limit", 50, 1, 1000)?;
     let (conditions, binds) = filters.pg("v", 4);
@@ -1064,6 +1096,7 @@ pub async fn customers(
     rows.sort_by_key(|c| std::cmp::Reverse(c.last_paid_at));
     rows.truncate(limit as usize);
     Ok(Json(Customers {
+        livemode,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows,
