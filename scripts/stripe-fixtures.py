@@ -42,7 +42,7 @@ document = {
     "source": {
         "repository": "https://github.com/stripe/openapi",
         "commit": subprocess.run(
-            ["git", "--git-dir", git_dir, "rev-parse", commit],
+            ["git", "--git-dir", git_dir, "rev-parse", f"{commit}^{{commit}}"],
             check=True,
             capture_output=True,
             text=True,

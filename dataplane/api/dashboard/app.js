@@ -178,6 +178,9 @@
       dir: q.get('dir') === 'asc' ? 'asc' : 'desc',
       currency: q.get('currency'),
       visitor: q.get('visitor'),
+      // Payments counted: '' the API's default (live; test mode while nothing is live),
+      // 'true' live, 'false' test mode, 'all' both.
+      livemode: ['true', 'false', 'all'].includes(q.get('livemode')) ? q.get('livemode') : '',
     };
   }
 
@@ -205,6 +208,13 @@
     const p = new URLSearchParams({ from: st.from, to: st.to });
     for (const [k, v] of Object.entries(st.filters)) p.set(k, v);
     for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
+    return p;
+  }
+
+  // Query string for a revenue report: apiParams plus the live / test-mode toggle.
+  function moneyParams(st, extra) {
+    const p = apiParams(st, extra);
+    if (st.livemode) p.set('livemode', st.livemode);
     return p;
   }
 
@@ -331,6 +341,7 @@
     $('f-source').value = st.filters.source || '';
     $('f-country').value = st.filters.country || '';
     $('f-device').value = st.filters.device || '';
+    $('f-livemode').value = st.livemode === 'true' ? '' : st.livemode;
     $('clear-filters').hidden = Object.keys(st.filters).length === 0;
     $('period').textContent = st.from === st.to ? day(st.from) : `${day(st.from)} – ${day(st.to)}, ${st.to.slice(0, 4)} (UTC)`;
   }
@@ -361,6 +372,7 @@
     $('to').addEventListener('change', dates);
     $('f-channel').addEventListener('change', () => go({ channel: $('f-channel').value }));
     $('f-device').addEventListener('change', () => go({ device: $('f-device').value }));
+    $('f-livemode').addEventListener('change', () => go({ livemode: $('f-livemode').value }));
     $('f-source').addEventListener('change', () => go({ source: $('f-source').value.trim() }));
     $('f-country').addEventListener('change', () => {
       const v = $('f-country').value.trim();
@@ -435,8 +447,8 @@
 
   async function overviewView(st) {
     const [ov, ts] = await Promise.all([
-      api('overview', apiParams(st, { compare: 'previous' })),
-      api('timeseries', apiParams(st)),
+      api('overview', moneyParams(st, { compare: 'previous' })),
+      api('timeseries', moneyParams(st)),
     ]);
     const ch = ov.change || {};
     const changeOf = (list, currency) => {
@@ -469,7 +481,11 @@
         change(ch.conversion_rate, ov.conversion_rate), 'customers ÷ visitors'),
       kpi('revenue_per_visitor', 'Revenue per visitor', h('div', { class: 'kpi-value small' }, moneyKpi(ov.revenue_per_visitor, ch.revenue_per_visitor))),
     );
-    return [filterNote(st), kpis, chartPanel(st, ts)];
+    const modeNote = ov.livemode === false
+      ? h('div', { class: 'notice', id: 'mode-note' },
+        'Test-mode payments', st.livemode ? '.' : ': there is no live payment yet. Live payments replace them here as soon as the first one arrives.')
+      : null;
+    return [modeNote, filterNote(st), kpis, chartPanel(st, ts)];
   }
 
   function chartPanel(st, ts) {
@@ -686,7 +702,7 @@
   }
 
   async function attributionView(st) {
-    const report = await api('attribution', apiParams(st, { dimension: st.dimension }));
+    const report = await api('attribution', moneyParams(st, { dimension: st.dimension }));
     const tabs = h('div', { class: 'seg', role: 'group', 'aria-label': 'Dimension' },
       DIMENSIONS.map(([d, text]) => h('button', {
         type: 'button', 'data-dimension': d, 'aria-pressed': d === st.dimension ? 'true' : 'false',
@@ -702,12 +718,12 @@
   }
 
   async function countriesView(st) {
-    const report = await api('countries', apiParams(st));
+    const report = await api('countries', moneyParams(st));
     return [filterNote(st), panel('Countries', h('span', { class: 'muted' }, 'by the visitor’s latest country'), breakdownTable(st, report, 'Country', 'country'))];
   }
 
   async function devicesView(st) {
-    const report = await api('devices', apiParams(st));
+    const report = await api('devices', moneyParams(st));
     return [filterNote(st), panel('Devices', h('span', { class: 'muted' }, 'by the visitor’s latest device'), breakdownTable(st, report, 'Device', 'device'))];
   }
 
@@ -750,7 +766,7 @@
     h('button', { type: 'submit' }, 'Show journey'),
     st.visitor ? h('a', { href: href({ visitor: null }), onclick: navClick }, 'All customers') : null);
     if (!st.visitor) {
-      const report = await api('customers', apiParams(st, { limit: 100 }));
+      const report = await api('customers', moneyParams(st, { limit: 100 }));
       const who = (c) => c.fullname || c.app_id || c.visitor_id || 'Payer known by email only';
       const columns = [
         { key: 'customer', title: 'Customer', value: (c) => who(c), cell: (c) => (c.visitor_id

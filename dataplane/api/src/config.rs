@@ -160,6 +160,17 @@ pub struct Config {
     )]
     pub stripe_tolerance: String,
 
+    /// How far before a payment a visitor's first touch may lie to be credited with it: among
+    /// the payer's visitors (all devices of an identified user), the earliest first seen within
+    /// this window wins. A payment's credit is computed when it arrives and kept.
+    #[arg(
+        long,
+        env = "ZORI_ATTRIBUTION_LOOKBACK",
+        default_value = "90days",
+        value_name = "DURATION"
+    )]
+    pub attribution_lookback: String,
+
     /// Salt of the payer email hashes (at least 16 characters; the same as zori-ingest's, so
     /// identified users and payers match). Required.
     #[arg(
@@ -293,6 +304,7 @@ impl fmt::Debug for Config {
                 &redacted(&self.stripe_webhook_secrets),
             )
             .field("stripe_tolerance", &self.stripe_tolerance)
+            .field("attribution_lookback", &self.attribution_lookback)
             .field("email_salt", &redacted(&self.email_salt))
             .field("batch_size", &self.batch_size)
             .field("batch_wait", &self.batch_wait)
@@ -325,6 +337,7 @@ pub struct Settings {
     pub clickhouse_password: Option<Secret>,
     pub stripe_webhook_secrets: Vec<Secret>,
     pub stripe_tolerance: Duration,
+    pub attribution_lookback: Duration,
     pub email_salt: Secret,
     pub batch_size: usize,
     pub batch_wait: Duration,
@@ -609,6 +622,12 @@ impl Config {
             "ZORI_STRIPE_TOLERANCE",
             Duration::from_secs(1),
         )?;
+        let attribution_lookback = duration(
+            &self.attribution_lookback,
+            "--attribution-lookback",
+            "ZORI_ATTRIBUTION_LOOKBACK",
+            Duration::from_secs(3600),
+        )?;
 
         let email_salt = required(self.email_salt, "--email-salt", "ZORI_EMAIL_SALT")?;
         if email_salt.chars().count() < 16 {
@@ -740,6 +759,7 @@ impl Config {
             clickhouse_password: clickhouse_password.map(Secret::new),
             stripe_webhook_secrets,
             stripe_tolerance,
+            attribution_lookback,
             email_salt: Secret::new(email_salt),
             batch_size,
             batch_wait,
@@ -818,6 +838,7 @@ mod tests {
         assert_eq!(s.max_deliver, 10);
         assert_eq!(s.consumer_name, "zori-api");
         assert_eq!(s.stripe_tolerance, Duration::from_secs(300));
+        assert_eq!(s.attribution_lookback, Duration::from_secs(90 * 24 * 3600));
         assert!(s.stripe_webhook_secrets.is_empty());
         assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 24 * 3600));

@@ -153,6 +153,7 @@ pub async fn run(
             .map(|s| s.expose().to_owned())
             .collect(),
         tolerance: settings.stripe_tolerance,
+        lookback: settings.attribution_lookback,
         email_salt: settings.email_salt.expose().to_owned(),
         metrics: stripe_metrics,
     };

@@ -685,7 +685,7 @@ mod tests {
         let sql = upsert_visitors_sql();
         for c in FT_COLUMNS {
             assert!(
-                sql.contains(&format!("{c} = CASE WHEN (EXCLUDED.first_seen_at")),
+                sql.contains(&format!("{c} = CASE WHEN (NOT EXCLUDED.ft_arrival")),
                 "{c}"
             );
         }

@@ -158,6 +158,19 @@ impl Flow {
         self.push("checkout.session.completed", o);
     }
 
+    /// The session of a Payment Link: the link's fixed metadata has no visitor id, the page
+    /// passed it as `client_reference_id`.
+    fn link_session(&mut self, ids: &Ids, mode: &str, amount: i64, currency: &str, visitor: &str) {
+        self.session(ids, mode, "paid", amount, currency, visitor);
+        let Some(event) = self.events.last_mut() else {
+            return;
+        };
+        let session = &mut event["data"]["object"];
+        session["metadata"] = json!({});
+        session["client_reference_id"] = json!(visitor);
+        session["payment_link"] = json!(format!("plink_{}", ids.cs));
+    }
+
     fn subscription(&mut self, ids: &Ids, status: &str) {
         let o = object(
             self.version,
@@ -593,6 +606,25 @@ async fn one_off_payments_count_once_in_every_currency() {
                 f.checkout(ids, 4900, "usd", v)
             }),
             (
+                "payment link usd",
+                Expect::paid("usd", 1, 9900),
+                |f, ids, v| {
+                    f.link_session(ids, "payment", 9900, "usd", v);
+                    f.payment_intent(
+                        "payment_intent.succeeded",
+                        ids,
+                        9900,
+                        9900,
+                        0,
+                        "usd",
+                        "succeeded",
+                        None,
+                        false,
+                    );
+                    f.charge("charge.succeeded", ids, 9900, Some(9900), 0, "usd", false);
+                },
+            ),
+            (
                 "payment intent jpy",
                 Expect::paid("jpy", 1, 5000),
                 |f, ids, v| {
@@ -654,6 +686,17 @@ async fn subscriptions_count_each_payment_once_and_renewals_keep_their_source() 
                     f.subscription(ids, "active");
                     f.subscription_payment(ids, 2900, "eur", "subscription_create");
                     f.subscription_payment(&ids.renewal(1), 2900, "eur", "subscription_cycle");
+                },
+            ),
+            (
+                "payment link subscription and two renewals",
+                Expect::paid("usd", 3, 3 * 1500),
+                |f, ids, v| {
+                    f.link_session(ids, "subscription", 1500, "usd", v);
+                    f.subscription(ids, "active");
+                    f.subscription_payment(ids, 1500, "usd", "subscription_create");
+                    f.subscription_payment(&ids.renewal(1), 1500, "usd", "subscription_cycle");
+                    f.subscription_payment(&ids.renewal(2), 1500, "usd", "subscription_cycle");
                 },
             ),
             (
@@ -1012,6 +1055,220 @@ async fn refunds_and_disputes_on_the_payments_day_or_their_own() {
     );
     let (status, _) = h
         .get("/api/v1/attribution?refunds_on=later", Some(&h.token))
+        .await;
+    assert_eq!(status, 400);
+    h.cleanup().await;
+}
+
+/// Identified on device A (paid search), pays on device B (direct, never identified) with the
+/// same email: credited to paid search, and B joins the user. Identifying an older device of
+/// the user later does not move the payment's credit; touches older than the lookback window
+/// do not win it.
+#[tokio::test]
+async fn a_payer_is_credited_across_devices_by_email_and_the_credit_stays() {
+    let h = Harness::start_with(&[
+        "--stripe-webhook-secrets",
+        SECRET,
+        "--attribution-lookback",
+        "30days",
+    ])
+    .await;
+    let from = |source: &'static str, campaign: &'static str| From {
+        utm_source: Some(source),
+        utm_medium: Some("cpc"),
+        utm_campaign: Some(campaign),
+        referrer: None,
+        channel: None,
+    };
+    let email = "buyer@example.com";
+    let hash = zori_core::email::hash(email, &h.salt);
+    let (a, b, c) = (visitor(), visitor(), visitor());
+    // Beyond the 30-day window, then inside it: the window's earliest wins.
+    let (old, recent) = (visitor(), visitor());
+    let other_email = "second@example.com";
+    let other_hash = zori_core::email::hash(other_email, &h.salt);
+    let direct = From::default();
+    for message in [
+        page_view(
+            &a,
+            &session(),
+            days_ago(10),
+            "/",
+            &from("google", "paid_search"),
+        ),
+        common::identify(&a, Some("user-a"), Some(&hash), days_ago(10)),
+        page_view(&b, &session(), days_ago(1), "/", &direct),
+        page_view(
+            &old,
+            &session(),
+            days_ago(60),
+            "/",
+            &from("twitter", "too_old"),
+        ),
+        common::identify(&old, Some("user-o"), Some(&other_hash), days_ago(60)),
+        page_view(
+            &recent,
+            &session(),
+            days_ago(5),
+            "/",
+            &from("podcast", "in_window"),
+        ),
+        common::identify(&recent, Some("user-o"), None, days_ago(5)),
+    ] {
+        h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    }
+    h.drained().await;
+
+    let pay = |visitor: &str, email: &str| {
+        let ids = Ids::new(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut flow = Flow::new(
+            ApiVersion::Basil,
+            OffsetDateTime::now_utc().unix_timestamp() - 60,
+        );
+        flow.checkout(&ids, 9900, "usd", visitor);
+        for event in &mut flow.events {
+            if event["type"] == "checkout.session.completed" {
+                event["data"]["object"]["customer_details"]["email"] = json!(email);
+            }
+        }
+        flow.events
+    };
+    for event in pay(&b, email).iter().chain(&pay(&recent, other_email)) {
+        post(&h, event).await;
+    }
+    let path = format!("/api/v1/attribution?dimension=campaign&{}", range(70));
+    let campaign_net =
+        |report: &Value, campaign: &str| common::net(common::row(report, "value", campaign), "usd");
+    let report = h.report(&path).await;
+    assert_eq!(campaign_net(&report, "paid_search"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "(not set)"), 0, "{report:#}");
+    assert_eq!(campaign_net(&report, "in_window"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "too_old"), 0, "{report:#}");
+    let reasons: Vec<(String, String)> =
+        sqlx::query_as("SELECT credit_visitor_id, credit_reason FROM payments ORDER BY payment_id")
+            .fetch_all(&h.pool)
+            .await
+            .expect("read credits");
+    assert_eq!(
+        reasons,
+        [
+            (a.clone(), "email".to_owned()),
+            (recent.clone(), "visitor".to_owned())
+        ]
+    );
+    // The paying device joined the user.
+    let linked: Option<String> = sqlx::query_scalar(
+        "SELECT u.app_id FROM identities i JOIN users u USING (user_id) WHERE i.visitor_id = $1",
+    )
+    .bind(&b)
+    .fetch_optional(&h.pool)
+    .await
+    .expect("read identity");
+    assert_eq!(linked.as_deref(), Some("user-a"));
+    let journey = h.report(&format!("/api/v1/visitors/{a}/journey")).await;
+    assert_eq!(
+        journey["payments"][0]["credit_reason"], "email",
+        "{journey:#}"
+    );
+    assert_eq!(journey["payments"][0]["amount"], 9900, "{journey:#}");
+
+    // Later an older device of the user shows up: the closed credit does not move.
+    for message in [
+        page_view(
+            &c,
+            &session(),
+            days_ago(20),
+            "/",
+            &from("twitter", "older_device"),
+        ),
+        common::identify(&c, Some("user-a"), None, days_ago(0)),
+    ] {
+        h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    }
+    h.drained().await;
+    let report = h.report(&path).await;
+    assert_eq!(campaign_net(&report, "paid_search"), 9900, "{report:#}");
+    assert_eq!(campaign_net(&report, "older_device"), 0, "{report:#}");
+    h.cleanup().await;
+}
+
+/// Reports count live payments by default, test-mode ones only while there is no live payment
+/// at all, and both only when asked (`livemode=all`).
+#[tokio::test]
+async fn reports_default_to_live_payments_and_never_mix_them_unasked() {
+    let h = Harness::start_with(&["--stripe-webhook-secrets", SECRET]).await;
+    let visitor = visitor();
+    let from = From {
+        utm_source: Some("newsletter"),
+        utm_medium: Some("email"),
+        utm_campaign: Some("modes"),
+        referrer: None,
+        channel: None,
+    };
+    let message = page_view(&visitor, &session(), days_ago(1), "/", &from);
+    h.publish(&message, &uuid::Uuid::new_v4().to_string()).await;
+    h.drained().await;
+    let pay = |amount: i64, live: bool| {
+        let ids = Ids::new(&uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut flow = Flow::new(
+            ApiVersion::Basil,
+            OffsetDateTime::now_utc().unix_timestamp() - 60,
+        );
+        flow.checkout(&ids, amount, "usd", &visitor);
+        for event in &mut flow.events {
+            event["livemode"] = json!(live);
+            event["data"]["object"]["livemode"] = json!(live);
+        }
+        flow.events
+    };
+    let overview = |mode: &str| format!("/api/v1/overview?{}{mode}", range(2));
+    let net = |report: &Value| {
+        report["revenue"]
+            .as_array()
+            .and_then(|l| l.iter().find(|m| m["currency"] == "usd"))
+            .and_then(|m| m["net"].as_i64())
+            .unwrap_or(0)
+    };
+
+    for event in pay(1000, false) {
+        post(&h, &event).await;
+    }
+    // Only test payments so far: shown by default, and said so.
+    let report = h.report(&overview("")).await;
+    assert_eq!(
+        (net(&report), &report["livemode"]),
+        (1000, &json!(false)),
+        "{report:#}"
+    );
+
+    for event in pay(5000, true) {
+        post(&h, &event).await;
+    }
+    for (mode, expected, shown) in [
+        ("", 5000, json!(true)),
+        ("&livemode=true", 5000, json!(true)),
+        ("&livemode=false", 1000, json!(false)),
+        ("&livemode=all", 6000, Value::Null),
+    ] {
+        let report = h.report(&overview(mode)).await;
+        assert_eq!(
+            (net(&report), &report["livemode"]),
+            (expected, &shown),
+            "{mode}: {report:#}"
+        );
+    }
+    let attribution = h
+        .report(&format!(
+            "/api/v1/attribution?dimension=campaign&{}",
+            range(2)
+        ))
+        .await;
+    assert_eq!(
+        common::net(common::row(&attribution, "value", "modes"), "usd"),
+        5000
+    );
+    let (status, _) = h
+        .get("/api/v1/overview?livemode=both", Some(&h.token))
         .await;
     assert_eq!(status, 400);
     h.cleanup().await;

@@ -65,6 +65,7 @@ async fn harness_with(secrets: Vec<String>) -> Harness {
         tenant_id: TENANT.to_owned(),
         secrets,
         tolerance: Duration::from_secs(300),
+        lookback: Duration::from_secs(90 * 24 * 3600),
         email_salt: SALT.to_owned(),
         metrics,
     };
@@ -578,6 +579,152 @@ async fn replayed_event_is_a_duplicate_and_counts_once() {
     h.finish().await;
 }
 
+/// The events Stripe sends (API 2025-03-31.basil, built from Stripe's own example objects) for a
+/// subscription's first payment: the Checkout session (visitor id on the session only), the
+/// invoice (no payment intent on basil), the invoice payment that links the two, the payment
+/// intent and the charge.
+fn basil_subscription_events(n: usize, visitor: &str, created: i64) -> Vec<Value> {
+    use zori_core::stripe::fixtures::ApiVersion::Basil;
+    let (cs, pi, ch, inv, inpay, sub) = (
+        format!("cs_sub_{n}"),
+        format!("pi_sub_{n}"),
+        format!("ch_sub_{n}"),
+        format!("in_sub_{n}"),
+        format!("inpay_sub_{n}"),
+        format!("sub_{n}"),
+    );
+    let object = |name: &str| {
+        Basil
+            .object(name)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with("created", created)
+    };
+    let session = object("checkout.session")
+        .with("id", cs.as_str())
+        .with("mode", "subscription")
+        .with("status", "complete")
+        .with("payment_status", "paid")
+        .with("amount_total", 2900)
+        .with("currency", "eur")
+        .with("customer", "cus_sub")
+        .with("invoice", inv.as_str())
+        .with("subscription", sub.as_str())
+        .with("payment_intent", Value::Null)
+        .with("metadata.zori_visitor_id", visitor);
+    let invoice = object("invoice")
+        .with("id", inv.as_str())
+        .with("status", "paid")
+        .with("amount_paid", 2900)
+        .with("total", 2900)
+        .with("currency", "eur")
+        .with("customer", "cus_sub")
+        .with("parent.type", "subscription_details")
+        .with("parent.subscription_details.subscription", sub.as_str())
+        .with("parent.subscription_details.metadata", json!({}));
+    let invoice_payment = object("invoice_payment")
+        .with("id", inpay.as_str())
+        .with("invoice", inv.as_str())
+        .with("status", "paid")
+        .with("amount_paid", 2900)
+        .with("currency", "eur")
+        .with("payment.type", "payment_intent")
+        .with("payment.payment_intent", pi.as_str());
+    let intent = object("payment_intent")
+        .with("id", pi.as_str())
+        .with("status", "succeeded")
+        .with("amount", 2900)
+        .with("amount_received", 2900)
+        .with("currency", "eur")
+        .with("customer", "cus_sub")
+        .with("latest_charge", ch.as_str());
+    let charge = object("charge")
+        .with("id", ch.as_str())
+        .with("amount", 2900)
+        .with("amount_captured", 2900)
+        .with("captured", true)
+        .with("currency", "eur")
+        .with("customer", "cus_sub")
+        .with("payment_intent", pi.as_str());
+    [
+        ("charge.succeeded", charge),
+        ("invoice.paid", invoice),
+        ("checkout.session.completed", session),
+        ("invoice_payment.paid", invoice_payment),
+        ("payment_intent.succeeded", intent),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (event_type, o))| o.event(event_type, &unique("evt"), created + 1 + i as i64))
+    .collect()
+}
+
+#[tokio::test]
+async fn basil_subscription_events_in_any_order_make_one_attributed_payment() {
+    let h = harness().await;
+    let created = now() - 3600;
+    let orders: [[usize; 5]; 6] = [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [1, 0, 2, 4, 3],
+        [2, 0, 1, 4, 3],
+        [3, 1, 4, 0, 2],
+        [0, 2, 1, 3, 4],
+    ];
+    let mut visitors = Vec::new();
+    for (n, order) in orders.iter().enumerate() {
+        let visitor = visitor();
+        let events = basil_subscription_events(n, &visitor, created);
+        for &i in order {
+            let reply = h.send(&events[i]).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            assert_eq!(reply.status_field(), "processed", "order {order:?}");
+        }
+        visitors.push(visitor);
+    }
+    let payments = h.payments().await;
+    assert_eq!(
+        payments.len(),
+        orders.len(),
+        "one payment per subscription: {payments:#?}"
+    );
+    for (n, order) in orders.iter().enumerate() {
+        let p = payments
+            .iter()
+            .find(|p| p.visitor_id.as_deref() == Some(visitors[n].as_str()))
+            .unwrap_or_else(|| panic!("payment of order {order:?}: {payments:#?}"));
+        assert_eq!(
+            (p.amount, p.currency.as_str()),
+            (2900, "eur"),
+            "order {order:?}"
+        );
+        assert_eq!(p.amount_source, "charge", "order {order:?}");
+        assert_eq!(p.paid_at.unix_timestamp(), created + 1, "order {order:?}");
+        assert_eq!(
+            p.subscription_id.as_deref(),
+            Some(format!("sub_{n}").as_str())
+        );
+        assert_eq!(
+            h.aliases(p.payment_id).await,
+            [
+                format!("ch_sub_{n}"),
+                format!("cs_sub_{n}"),
+                format!("in_sub_{n}"),
+                format!("inpay_sub_{n}"),
+                format!("pi_sub_{n}")
+            ],
+            "order {order:?}"
+        );
+    }
+    let linked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stripe_events e JOIN payments p USING (payment_id)",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .expect("events linked to payments");
+    assert_eq!(linked, 30, "every event points at the surviving payment");
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn concurrent_events_about_one_payment_make_one_row() {
     let h = harness().await;
@@ -912,6 +1059,7 @@ async fn debug_never_prints_secrets() {
         tenant_id: TENANT.to_owned(),
         secrets: vec![SECRET.to_owned(), OLD_SECRET.to_owned()],
         tolerance: Duration::from_secs(300),
+        lookback: Duration::from_secs(90 * 24 * 3600),
         email_salt: SALT.to_owned(),
         metrics: StripeMetrics::default(),
     };

@@ -114,6 +114,9 @@ pub struct PaymentView {
     /// `visitor` (metadata visitor id is one of these visitors) or `email` (payer email matches
     /// the user).
     pub matched_by: &'static str,
+    /// Why the payment's revenue went where it did, decided when it arrived: `visitor`,
+    /// `subscription`, `customer` or `email`; `null` while it is resolved at report time.
+    pub credit_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,6 +224,7 @@ struct PaymentRow {
     livemode: Option<bool>,
     visitor_id: Option<String>,
     by_visitor: bool,
+    credit_reason: Option<String>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -340,7 +344,7 @@ pub async fn journey(
     let payments: Vec<PaymentRow> = sqlx::query_as(
         "SELECT payment_id, paid_at, amount, amount_refunded + amount_disputed AS amount_refunded,
                 currency, description, livemode,
-                visitor_id, COALESCE(visitor_id = ANY($1), false) AS by_visitor
+                visitor_id, COALESCE(visitor_id = ANY($1), false) AS by_visitor, credit_reason
          FROM payments
          WHERE amount > 0
            AND (visitor_id = ANY($1) OR ($2::text IS NOT NULL AND email_hash = $2::text))
@@ -503,6 +507,7 @@ pub async fn journey(
                 net: p.amount.saturating_sub(p.amount_refunded),
                 formatted: format_minor(p.amount.saturating_sub(p.amount_refunded), &p.currency),
                 matched_by: if p.by_visitor { "visitor" } else { "email" },
+                credit_reason: p.credit_reason,
                 payment_id: p.payment_id,
                 paid_at: p.paid_at,
                 amount: p.amount,

@@ -515,7 +515,7 @@ struct Common {
 }
 
 impl Common {
-    fn parse(params: &Params) -> Result<Self, ReportError> {
+    async fn parse(pool: &PgPool, params: &Params) -> Result<Self, ReportError> {
         let dimension: Dimension = params
             .get("dimension")
             .unwrap_or("channel")
@@ -523,7 +523,7 @@ impl Common {
             .map_err(|e: String| ReportError::bad("dimension", e))?;
         Ok(Common {
             range: params.range()?,
-            livemode: livemode(params)?,
+            livemode: livemode(pool, params).await?,
             filters: Filters::parse(params)?,
             dimension,
             lookback_days: params.int(
@@ -636,7 +636,7 @@ async fn reports(
 /// `GET /api/v1/attribution?model=…`: one model.
 pub async fn attribution(state: &ReportsState, params: &Params) -> Result<Response, ReportError> {
     let model = model_param("model", params.get("model").unwrap_or_default())?;
-    let common = Common::parse(params)?;
+    let common = Common::parse(&state.pool, params).await?;
     let mut reports = reports(state, &common, &[model]).await?;
     let report = reports
         .pop()
@@ -674,7 +674,7 @@ pub async fn compare(
             }
         }
     }
-    let common = Common::parse(&params)?;
+    let common = Common::parse(&state.pool, &params).await?;
     let reports = reports(&state, &common, &models).await?;
     Ok(Json(Comparison {
         dimension: common.dimension.as_str(),

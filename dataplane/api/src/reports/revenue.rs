@@ -1,10 +1,11 @@
 //! Revenue reports, computed in PostgreSQL: attribution by first touch, overview, time series.
 //!
-//! A payment's first touch (zori-spec §9.4, §9.29): its `visitor_id` → if that visitor is
-//! identified, the earliest first touch among all visitors of the user; else the visitor's own
-//! first touch; else (no visitor id, or one never seen) its `email_hash` → the matching user's
-//! earliest first touch; else the payment is *unattributed* — a bucket of its own, never folded
-//! into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
+//! A payment's first touch (zori-spec §9.4, §9.29): the credit stored when it arrived
+//! (`credit_visitor_id`, see the Stripe store: kept, so closed months do not move); else its
+//! `visitor_id` → if that visitor is identified, the earliest first touch among all visitors of
+//! the user; else its `email_hash` → the matching user's earliest first touch (even when the
+//! paying device is known but unidentified); else the visitor's own first touch; else the
+//! payment is *unattributed* — a bucket of its own, never folded into direct. Net = amount − amount_refunded − amount_disputed (lost or withdrawn chargebacks).
 //! Only captured money counts: authorizations and placeholders (amount 0) are left out.
 //! Currencies are never summed together (§9.5).
 
@@ -169,7 +170,8 @@ const PAID_IN_RANGE: &str = "
                p.email_hash, p.customer_id,
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor
+               (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.credit_visitor_id
         FROM payments p
         LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
         LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
@@ -183,9 +185,10 @@ const RESOLVE: &str = "
     resolved AS (
         SELECT pay.*,
                COALESCE(
+                   pay.credit_visitor_id,
                    visitor_user_ft.visitor_id,
-                   CASE WHEN pay.own_visitor THEN pay.visitor_id END,
-                   email_user_ft.visitor_id
+                   email_user_ft.visitor_id,
+                   CASE WHEN pay.own_visitor THEN pay.visitor_id END
                ) AS ft_visitor_id,
                COALESCE(
                    'u:' || COALESCE(pay.visitor_user_id, pay.email_user_id)::text,
@@ -211,7 +214,7 @@ const RESOLVE: &str = "
         ) email_user_ft ON true
     )";
 
-/// The payments of a report with and disputes on the day they happened: every payment
+/// The payments of a report. With `refunds_on=event`, refunds and disputes on the day they happened: every payment
 /// with money in range (paid, refunded or disputed in range), `in_range` when it was paid in
 /// range; gross counts only for those, refunded / disputed only what happened in range. While no
 /// refund record is known for a payment, its charge's cumulative refund is booked on the day of
@@ -227,6 +230,7 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
                vi.user_id AS visitor_user_id,
                eu.user_id AS email_user_id,
                (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.credit_visitor_id,
                m.in_range,
                CASE WHEN m.in_range THEN p.amount ELSE 0 END AS amount,
                m.amount_refunded, m.amount_disputed
@@ -498,6 +502,8 @@ pub struct Totals {
 
 #[derive(Serialize)]
 pub struct Attribution {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub dimension: &'static str,
     pub from: String,
     pub to: String,
@@ -506,8 +512,29 @@ pub struct Attribution {
     pub totals: Totals,
 }
 
-pub(super) fn livemode(params: &Params) -> Result<Option<bool>, ReportError> {
-    params.bool("livemode")
+/// Which payments a revenue report counts: `livemode=true` live ones, `false` test-mode ones,
+/// `all` both. By default live ones, and test-mode ones only while the tenant has no live
+/// payment at all (a shop still testing its integration, the demo): test and live money are
+/// never mixed unless asked for.
+pub(super) async fn livemode(pool: &PgPool, params: &Params) -> Result<Option<bool>, ReportError> {
+    match params.get("livemode") {
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some("all") => Ok(None),
+        None | Some("") => {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM payments WHERE livemode AND amount > 0)",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(ReportError::pg("live payments"))?;
+            Ok(Some(live))
+        }
+        Some(other) => Err(ReportError::bad(
+            "livemode",
+            format!("{other:?} is not true, false or all"),
+        )),
+    }
 }
 
 /// A breakdown report (attribution by a first-touch dimension, countries, devices).
@@ -517,7 +544,7 @@ async fn grouped(
     params: &Params,
 ) -> Result<Attribution, ReportError> {
     let range = params.range()?;
-    let livemode = livemode(params)?;
+    let livemode = livemode(&state.pool, params).await?;
     let filters = Filters::parse(params)?;
     let b = breakdown(
         &state.pool,
@@ -556,6 +583,7 @@ async fn grouped(
     });
     let total_visitors: i64 = b.visitors.values().sum();
     Ok(Attribution {
+        livemode,
         dimension: group.as_str(),
         from: range.from.to_string(),
         to: range.to.to_string(),
@@ -654,6 +682,8 @@ pub struct Change {
 
 #[derive(Serialize)]
 pub struct Overview {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     #[serde(flatten)]
     pub current: Period,
     pub unattributed: UnattributedRevenue,
@@ -732,7 +762,7 @@ pub async fn overview(
 ) -> Result<Json<Overview>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
     let compare = match params.get("compare") {
         None | Some("") | Some("none") => false,
@@ -770,6 +800,7 @@ pub async fn overview(
     };
     let (current, unattributed) = period(range, current);
     Ok(Json(Overview {
+        livemode,
         change: previous.as_ref().map(|p| change(&current, p)),
         current,
         unattributed: UnattributedRevenue {
@@ -832,6 +863,8 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
 
 #[derive(Serialize)]
 pub struct Timeseries {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub from: String,
     pub to: String,
     pub currencies: Vec<String>,
@@ -844,7 +877,7 @@ pub async fn timeseries(
 ) -> Result<Json<Timeseries>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
 
     let (conditions, binds) = filters.pg("v", 3);
@@ -934,6 +967,7 @@ pub async fn timeseries(
         })
         .collect();
     Ok(Json(Timeseries {
+        livemode,
         from: range.from.to_string(),
         to: range.to.to_string(),
         currencies,
@@ -963,6 +997,8 @@ pub struct Customer {
 
 #[derive(Serialize)]
 pub struct Customers {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
     pub from: String,
     pub to: String,
     pub rows: Vec<Customer>,
@@ -992,7 +1028,7 @@ pub async fn customers(
 ) -> Result<Json<Customers>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
     let limit = params.int("limit", 50, 1, 1000)?;
     let (conditions, binds) = filters.pg("v", 4);
@@ -1064,6 +1100,7 @@ pub async fn customers(
     rows.sort_by_key(|c| std::cmp::Reverse(c.last_paid_at));
     rows.truncate(limit as usize);
     Ok(Json(Customers {
+        livemode,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows,

@@ -184,6 +184,7 @@ async fn handle(
         &state.pool,
         &state.tenant_id,
         &state.email_salt,
+        state.lookback,
         &header,
         &reading,
     )

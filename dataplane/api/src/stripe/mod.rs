@@ -12,7 +12,10 @@
 //!   endpoint (§9.11); database failures answer 500 so Stripe retries, with nothing half-written
 //!   (§9.8).
 
+mod adjustments;
+mod credit;
 mod handler;
+mod links;
 mod metrics;
 mod store;
 
@@ -36,6 +39,8 @@ pub struct StripeState {
     pub secrets: Vec<String>,
     /// How far the signed timestamp may be from now (Stripe's default is 300 s).
     pub tolerance: Duration,
+    /// How far before a payment a first touch may lie to be credited with it.
+    pub lookback: Duration,
     /// Salt for the payer email hash; the email itself is never stored.
     pub email_salt: String,
     pub metrics: StripeMetrics,
@@ -51,6 +56,7 @@ impl fmt::Debug for StripeState {
                 &format_args!("[{} redacted]", self.secrets.len()),
             )
             .field("tolerance", &self.tolerance)
+            .field("lookback", &self.lookback)
             .field("email_salt", &"[redacted]")
             .finish_non_exhaustive()
     }

@@ -7,13 +7,19 @@
 //! whose totals are derived onto the payment. A payment without a visitor inherits the visitor
 //! of its subscription, else of its customer, whichever arrives first.
 
-use std::cmp::max;
+use std::{cmp::max, time::Duration};
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use zori_core::{
     email,
-    stripe::{DisputeState, PaymentChange, PaymentFacts, RefundStatus},
+    stripe::{PaymentChange, PaymentFacts},
+};
+
+use super::{
+    adjustments::{derive_totals, upsert_dispute, upsert_refund, DisputeRecord, RefundRecord},
+    credit::credit,
+    links::{carry_visitor, record_links},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +32,7 @@ pub(crate) enum StoreError {
     },
 }
 
-fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(super) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { doing, source }
 }
 
@@ -110,6 +116,7 @@ pub(crate) async fn record(
     pool: &PgPool,
     tenant_id: &str,
     email_salt: &str,
+    lookback: Duration,
     header: &EventHeader,
     reading: &Reading,
 ) -> Result<Recorded, StoreError> {
@@ -165,43 +172,10 @@ pub(crate) async fn record(
         Reading::Facts(facts) => {
             let observation = Observation::from_facts(facts, email_salt);
             let applied = apply(&mut tx, &observation).await?;
-            match &facts.change {
-                PaymentChange::Refund {
-                    refund_id,
-                    amount,
-                    currency,
-                    status,
-                    created_at,
-                } => {
-                    let refund = RefundRecord {
-                        refund_id,
-                        amount: *amount,
-                        currency,
-                        status: *status,
-                        created_at: *created_at,
-                    };
-                    upsert_refund(&mut tx, applied.payment_id, &refund).await?;
-                }
-                PaymentChange::Dispute {
-                    dispute_id,
-                    amount,
-                    currency,
-                    state,
-                    created_at,
-                } => {
-                    let dispute = DisputeRecord {
-                        dispute_id,
-                        amount: *amount,
-                        currency,
-                        state,
-                        created_at: *created_at,
-                    };
-                    upsert_dispute(&mut tx, applied.payment_id, &dispute).await?;
-                }
-                _ => {}
-            }
+            record_adjustment(&mut tx, applied.payment_id, &facts.change).await?;
             derive_totals(&mut tx, applied.payment_id).await?;
             carry_visitor(&mut tx, applied.payment_id, facts.occurred_at).await?;
+            credit(&mut tx, applied.payment_id, lookback).await?;
             let effect = Effect::of(&facts.change, applied.created);
             set_outcome(
                 &mut tx,
@@ -223,6 +197,50 @@ pub(crate) async fn record(
     Ok(recorded)
 }
 
+/// Stores the refund or dispute record an event describes, if it describes one.
+async fn record_adjustment(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    change: &PaymentChange,
+) -> Result<(), StoreError> {
+    match change {
+        PaymentChange::Refund {
+            refund_id,
+            amount,
+            currency,
+            status,
+            created_at,
+        } => {
+            let refund = RefundRecord {
+                refund_id,
+                amount: *amount,
+                currency,
+                status: *status,
+                created_at: *created_at,
+            };
+            upsert_refund(conn, payment_id, &refund).await?;
+        }
+        PaymentChange::Dispute {
+            dispute_id,
+            amount,
+            currency,
+            state,
+            created_at,
+        } => {
+            let dispute = DisputeRecord {
+                dispute_id,
+                amount: *amount,
+                currency,
+                state,
+                created_at: *created_at,
+            };
+            upsert_dispute(conn, payment_id, &dispute).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 async fn set_outcome(
     conn: &mut PgConnection,
     event_id: &str,
@@ -236,244 +254,6 @@ async fn set_outcome(
         .execute(&mut *conn)
         .await
         .map_err(db("storing the event outcome"))?;
-    Ok(())
-}
-
-struct RefundRecord<'a> {
-    refund_id: &'a str,
-    amount: i64,
-    currency: &'a str,
-    status: RefundStatus,
-    created_at: OffsetDateTime,
-}
-
-/// Creates or updates a refund; its status only moves forward ([`RefundStatus`] order).
-async fn upsert_refund(
-    conn: &mut PgConnection,
-    payment_id: i64,
-    refund: &RefundRecord<'_>,
-) -> Result<(), StoreError> {
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT status FROM refunds WHERE refund_id = $1 FOR UPDATE")
-            .bind(refund.refund_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the refund"))?;
-    let status = match stored.as_deref().and_then(RefundStatus::parse) {
-        Some(stored) => max(stored, refund.status),
-        None => refund.status,
-    };
-    sqlx::query(
-        "INSERT INTO refunds (refund_id, payment_id, amount, currency, status, counts, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (refund_id) DO UPDATE SET payment_id = $2, amount = $3, currency = $4, \
-             status = $5, counts = $6, updated_at = now()",
-    )
-    .bind(refund.refund_id)
-    .bind(payment_id)
-    .bind(refund.amount)
-    .bind(refund.currency.trim().to_ascii_lowercase())
-    .bind(status.as_str())
-    .bind(status.takes_money_back())
-    .bind(refund.created_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("storing the refund"))?;
-    Ok(())
-}
-
-struct DisputeRecord<'a> {
-    dispute_id: &'a str,
-    amount: i64,
-    currency: &'a str,
-    state: &'a DisputeState,
-    created_at: OffsetDateTime,
-}
-
-/// Creates or updates a dispute; a final status and the balance transactions seen never go back.
-async fn upsert_dispute(
-    conn: &mut PgConnection,
-    payment_id: i64,
-    dispute: &DisputeRecord<'_>,
-) -> Result<(), StoreError> {
-    let stored: Option<(String, i64)> = sqlx::query_as(
-        "SELECT status, balance_transactions FROM disputes WHERE dispute_id = $1 FOR UPDATE",
-    )
-    .bind(dispute.dispute_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("reading the dispute"))?;
-    let state = match stored {
-        Some((status, balance_transactions)) => DisputeState {
-            status,
-            balance_transactions,
-        }
-        .merge(dispute.state),
-        None => dispute.state.clone(),
-    };
-    sqlx::query(
-        "INSERT INTO disputes (dispute_id, payment_id, amount, currency, status, \
-             balance_transactions, counts, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (dispute_id) DO UPDATE SET payment_id = $2, amount = $3, currency = $4, \
-             status = $5, balance_transactions = $6, counts = $7, updated_at = now()",
-    )
-    .bind(dispute.dispute_id)
-    .bind(payment_id)
-    .bind(dispute.amount)
-    .bind(dispute.currency.trim().to_ascii_lowercase())
-    .bind(&state.status)
-    .bind(state.balance_transactions)
-    .bind(state.takes_money_back())
-    .bind(dispute.created_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("storing the dispute"))?;
-    Ok(())
-}
-
-/// Refunded = the refunds that take money back when any refund record is known, else the
-/// charge's own cumulative `amount_refunded`; disputed = disputes whose money is out.
-async fn derive_totals(conn: &mut PgConnection, payment_id: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE payments p SET
-            amount_refunded = CASE
-                WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.payment_id)
-                THEN (SELECT COALESCE(sum(r.amount), 0) FROM refunds r
-                       WHERE r.payment_id = p.payment_id AND r.counts)
-                ELSE COALESCE(p.charge_amount_refunded, 0) END,
-            amount_disputed = (SELECT COALESCE(sum(d.amount), 0) FROM disputes d
-                                WHERE d.payment_id = p.payment_id AND d.counts),
-            refunded_at = GREATEST(p.refunded_at,
-                (SELECT max(r.created_at) FROM refunds r WHERE r.payment_id = p.payment_id))
-         WHERE p.payment_id = $1",
-    )
-    .bind(payment_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("deriving the refunded and disputed totals"))?;
-    Ok(())
-}
-
-/// Links the payment's subscription and customer to its own visitor (from metadata), then
-/// lets every payment of that subscription or customer without a visitor of its own inherit.
-async fn carry_visitor(
-    conn: &mut PgConnection,
-    payment_id: i64,
-    at: OffsetDateTime,
-) -> Result<(), StoreError> {
-    let (visitor_id, visitor_source, subscription_id, customer_id): (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ) = sqlx::query_as(
-        "SELECT visitor_id, visitor_source, subscription_id, customer_id FROM payments \
-         WHERE payment_id = $1",
-    )
-    .bind(payment_id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db("reading the payment's visitor"))?;
-    let own = visitor_id.filter(|_| visitor_source.as_deref() == Some("metadata"));
-    link(
-        conn,
-        own.as_deref(),
-        subscription_id.as_deref(),
-        customer_id.as_deref(),
-        at,
-    )
-    .await
-}
-
-/// Records the links a no-money event carries; false when it carries none.
-async fn record_links(conn: &mut PgConnection, facts: &PaymentFacts) -> Result<bool, StoreError> {
-    let visitor = non_empty(facts.visitor_id.as_deref());
-    let subscription = non_empty(facts.ids.subscription.as_deref());
-    let customer = non_empty(facts.ids.customer.as_deref());
-    if visitor.is_none() || (subscription.is_none() && customer.is_none()) {
-        return Ok(false);
-    }
-    link(
-        conn,
-        visitor.as_deref(),
-        subscription.as_deref(),
-        customer.as_deref(),
-        facts.occurred_at,
-    )
-    .await?;
-    Ok(true)
-}
-
-/// Stores subscription → visitor and customer → visitor (the earliest `at` wins) when `visitor`
-/// is given, then hands the linked visitor to the payments of that subscription / customer
-/// that have no visitor of their own.
-async fn link(
-    conn: &mut PgConnection,
-    visitor: Option<&str>,
-    subscription: Option<&str>,
-    customer: Option<&str>,
-    at: OffsetDateTime,
-) -> Result<(), StoreError> {
-    if let Some(visitor) = visitor {
-        if let Some(subscription) = subscription {
-            sqlx::query(
-                "INSERT INTO subscription_visitors (subscription_id, visitor_id, linked_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT (subscription_id) DO UPDATE \
-                 SET visitor_id = excluded.visitor_id, linked_at = excluded.linked_at \
-                 WHERE excluded.linked_at < subscription_visitors.linked_at",
-            )
-            .bind(subscription)
-            .bind(visitor)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map_err(db("linking the subscription to its visitor"))?;
-        }
-        if let Some(customer) = customer {
-            sqlx::query(
-                "INSERT INTO customer_visitors (customer_id, visitor_id, linked_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT (customer_id) DO UPDATE \
-                 SET visitor_id = excluded.visitor_id, linked_at = excluded.linked_at \
-                 WHERE excluded.linked_at < customer_visitors.linked_at",
-            )
-            .bind(customer)
-            .bind(visitor)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map_err(db("linking the customer to its visitor"))?;
-        }
-    }
-    if let Some(subscription) = subscription {
-        sqlx::query(
-            "UPDATE payments p SET visitor_id = l.visitor_id, visitor_source = 'subscription', \
-                 updated_at = now() \
-             FROM subscription_visitors l \
-             WHERE l.subscription_id = $1 AND p.subscription_id = l.subscription_id \
-               AND p.visitor_source IS DISTINCT FROM 'metadata' \
-               AND (p.visitor_id IS DISTINCT FROM l.visitor_id \
-                    OR p.visitor_source IS DISTINCT FROM 'subscription')",
-        )
-        .bind(subscription)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("handing the subscription's visitor to its payments"))?;
-    }
-    if let Some(customer) = customer {
-        sqlx::query(
-            "UPDATE payments p SET visitor_id = l.visitor_id, visitor_source = 'customer', \
-                 updated_at = now() \
-             FROM customer_visitors l \
-             WHERE l.customer_id = $1 AND p.customer_id = l.customer_id \
-               AND (p.visitor_source IS NULL \
-                    OR (p.visitor_source = 'customer' AND p.visitor_id IS DISTINCT FROM l.visitor_id))",
-        )
-        .bind(customer)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("handing the customer's visitor to its payments"))?;
-    }
     Ok(())
 }
 
@@ -867,7 +647,7 @@ impl Observation {
     }
 }
 
-fn non_empty(value: Option<&str>) -> Option<String> {
+pub(super) fn non_empty(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|value| !value.is_empty())

@@ -231,7 +231,7 @@ pub async fn report(
 ) -> Result<Json<SpendReport>, ReportError> {
     let params = Params::parse(query)?;
     let range = params.range()?;
-    let livemode = livemode(&params)?;
+    let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
 
     let spend: Vec<(String, String, String, String, i64)> = sqlx::query_as(
