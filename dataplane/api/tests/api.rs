@@ -379,6 +379,83 @@ async fn identify_links_visitors_and_the_user_keeps_the_earliest_first_touch() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_unverified_identify_is_kept_apart_and_moves_nothing() {
+    let h = Harness::start().await;
+    // Jane came from Twitter; the attacker's visitor has an older first touch (Google).
+    let (laptop, attacker) = (visitor(), visitor());
+    for m in [
+        page_view(&laptop, &session(), days_ago(3), "/", &TWITTER),
+        page_view(&attacker, &session(), days_ago(9), "/", &GOOGLE),
+    ] {
+        h.publish(&m, m.id()).await;
+    }
+    let jane = identify(&laptop, Some("user-42"), None, days_ago(3));
+    h.publish(&jane, jane.id()).await;
+    // What ingest publishes for an identify it could not verify (mode `ignore`).
+    let StreamMessage::Identify(mut claim) =
+        identify(&attacker, Some("user-42"), None, days_ago(1))
+    else {
+        unreachable!()
+    };
+    claim.fullname = Some("Mallory".to_owned());
+    claim.proof = zori_core::identity::IdentityProof::Unsigned;
+    let claim = StreamMessage::Identify(claim);
+    h.publish(&claim, claim.id()).await;
+    h.publish(&claim, &format!("{}-redelivered", claim.id()))
+        .await;
+
+    let kept = || async {
+        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+            "SELECT visitor_id, app_id, fullname FROM unverified_identifies",
+        )
+        .fetch_all(&h.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while kept().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim was never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let journey_path = format!("/api/v1/visitors/{laptop}/journey");
+    let journey = h
+        .until(&journey_path, |j| j["identity"]["app_id"] == "user-42")
+        .await;
+    assert_eq!(
+        journey["identity"]["visitor_ids"],
+        json!([laptop]),
+        "{journey:#}"
+    );
+    assert_eq!(journey["identity"]["fullname"], "Jane Doe");
+    assert_eq!(journey["first_touch"]["source"], "twitter", "{journey:#}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        kept().await,
+        [(
+            attacker.clone(),
+            Some("user-42".to_owned()),
+            Some("Mallory".to_owned())
+        )],
+        "kept once, redelivery included"
+    );
+    let linked: i64 = sqlx::query_scalar("SELECT count(*) FROM identities WHERE visitor_id = $1")
+        .bind(&attacker)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(linked, 0);
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn payments_are_credited_to_first_touch_and_unattributed_stays_separate() {
     let h = Harness::start().await;
     let (ad, direct) = (visitor(), visitor());

@@ -45,6 +45,36 @@ impl Subjects {
     }
 }
 
+/// The commands a tenant's data plane sends to Redis (the rate limiter's script and readiness
+/// `PING`), as ACL rules.
+pub const REDIS_ACL_COMMANDS: &str = "+evalsha +script|load +ping +incrby +expire";
+
+/// One tenant's place in Redis: every key starts with `zori:{<id>}:` (the braces are the Redis
+/// Cluster hash tag keeping a tenant's keys on one slot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    pub prefix: String,
+}
+
+impl RedisKeys {
+    pub fn for_tenant(tenant_id: &str) -> Self {
+        Self {
+            prefix: format!("zori:{{{tenant_id}}}:"),
+        }
+    }
+
+    /// The ACL user name of the tenant: `zori-<id>`.
+    pub fn acl_user(tenant_id: &str) -> String {
+        format!("zori-{tenant_id}")
+    }
+
+    /// The rules after `ACL SETUSER <user> reset on ><password>`: this prefix only, no Pub/Sub
+    /// channel, only [`REDIS_ACL_COMMANDS`].
+    pub fn acl_rules(&self) -> String {
+        format!("~{}* resetchannels -@all {REDIS_ACL_COMMANDS}", self.prefix)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Wire types: what the browser script (original and ours) sends. Tolerant: unknown fields are
 // ignored, every field is optional, sizes are bounded during enrichment.
@@ -310,6 +340,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn redis_names_follow_the_tenant_id() {
+        let keys = RedisKeys::for_tenant("acme_shop");
+        assert_eq!(keys.prefix, "zori:{acme_shop}:");
+        assert_eq!(RedisKeys::acl_user("acme_shop"), "zori-acme_shop");
+        assert_eq!(
+            keys.acl_rules(),
+            "~zori:{acme_shop}:* resetchannels -@all +evalsha +script|load +ping +incrby +expire"
+        );
+    }
 
     #[test]
     fn compact_keys_read_like_the_long_ones() {

@@ -207,9 +207,9 @@ pub struct Config {
     )]
     pub trusted_proxies: String,
 
-    /// Most request bodies read and parsed at once; beyond that requests get 503 with
-    /// Retry-After. Bounds ingest's memory: each body in flight holds at most
-    /// --max-body-bytes plus what it parses into.
+    /// Most request bodies read and handled at once; a request that finds no room within
+    /// 100 ms gets 503 with Retry-After (the tracker retries). Bounds ingest's memory: each body
+    /// in flight holds at most --max-body-bytes plus what it parses into.
     #[arg(
         long,
         env = "ZORI_MAX_INFLIGHT_BODIES",

@@ -10,6 +10,13 @@
 //! (`IDENTIFIED <bytes>`), `POST /batch` (`{"events": [...], "identifies": [...]}`, answers
 //! `{"accepted": n, "rejected": [...]}`), `GET /zori.js` and `GET /v/<version>/zori.js` (the
 //! tracker), `GET /health`, and the shared `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Nothing a visitor sends is trusted further than it can be checked: bodies are bounded before
+//! and while they are parsed (`/batch` elements are counted as they are read, and at most
+//! `--max-inflight-bodies` bodies are in flight), the client address behind proxies is the
+//! right-most hop no trusted proxy added, and with identity verification an `identify` counts
+//! only when signed by the site's server or sent with the API token
+//! ([`zori_core::identity`]).
 
 mod batch;
 pub mod config;

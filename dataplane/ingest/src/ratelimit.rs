@@ -6,7 +6,7 @@
 //!
 //! Every key starts with `zori:{<tenant>}:`, and the limiter needs only `EVALSHA`,
 //! `SCRIPT LOAD` and `PING` (plus `INCRBY` and `EXPIRE` inside the script), so it runs under a
-//! Redis ACL user restricted to the tenant's prefix (see [`ACL_COMMANDS`]).
+//! Redis ACL user restricted to the tenant's prefix ([`zori_core::event::RedisKeys::acl_rules`]).
 //!
 //! When Redis cannot be reached, `--rate-limit-failure-mode` decides. `open` (the default): the
 //! request goes through, a metric counts it and a warning is logged at most once a minute;
@@ -29,6 +29,8 @@ use redis::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
+
+use zori_core::event::RedisKeys;
 
 use crate::{
     config::{FailureMode, RateLimits},
@@ -56,8 +58,6 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 const LOG_EVERY_SECS: u64 = 60;
-/// The commands the limiter sends, as a Redis ACL rule list: what a tenant's ACL user needs.
-pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +incrby +expire";
 /// Checks waiting for Redis; beyond this the limiter is overloaded and lets requests through.
 const QUEUE_CAPACITY: usize = 8192;
 /// Most checks sent to Redis in one script call.
@@ -140,7 +140,7 @@ impl RateLimiter {
         let limiter = Self {
             limits,
             window_secs,
-            prefix: format!("zori:{{{tenant_id}}}:rl:"),
+            prefix: format!("{}rl:", RedisKeys::for_tenant(tenant_id).prefix),
             salt: salt.as_bytes().to_vec(),
             conn: conn.clone(),
             queue,

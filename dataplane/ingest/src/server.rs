@@ -1,5 +1,6 @@
-//! The HTTP server: routes, the per-request pipeline (origin → key → body → parse → enrich →
-//! bots → rate limit → publish → answer) and the life cycle of `run`.
+//! The HTTP server: routes, the per-request pipeline (origin → key → in-flight permit → body →
+//! parse, counting batch elements → identity check → enrich → bots → rate limit → publish →
+//! answer) and the life cycle of `run`.
 
 use std::{
     future::Future,

@@ -39,6 +39,22 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Remove the test's stream, even when an assertion failed.
+        let stream = self.stream.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
+                }
+            });
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
     }
 }
 
@@ -248,10 +264,4 @@ async fn concurrent_maximum_size_batches_keep_memory_bounded() {
         growth_mib <= BOUND_MIB,
         "peak memory grew by {growth_mib} MiB, over the {BOUND_MIB} MiB bound"
     );
-
-    if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&ingest.stream)
-            .await;
-    }
 }

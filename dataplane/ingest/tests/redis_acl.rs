@@ -1,6 +1,6 @@
 //! A hostile tenant against the machine's Redis: two tenants each get the ACL user the
 //! operator creates (docs/operator-guide.md, "Security model"): their own key prefix and only
-//! the commands the rate limiter sends ([`zori_ingest::ratelimit::ACL_COMMANDS`]). With tenant
+//! the commands the rate limiter sends ([`zori_core::event::RedisKeys::acl_rules`]). With tenant
 //! A's credential, every way of reading, writing, listing or deleting tenant B's keys is
 //! refused, while A's own ingest rate-limits through Redis without a single error.
 
@@ -10,7 +10,7 @@ mod common;
 
 use common::{event, random_tenant, visitor, TestServer, REDIS_URL};
 use redis::{aio::MultiplexedConnection, Value};
-use zori_ingest::ratelimit::ACL_COMMANDS;
+use zori_core::event::RedisKeys;
 
 /// One tenant's Redis ACL user, deleted when dropped.
 struct AclUser {
@@ -23,7 +23,7 @@ impl AclUser {
     /// `ACL SETUSER` exactly as documented for the operator.
     async fn create(admin: &mut MultiplexedConnection, tenant: &str) -> AclUser {
         let user = AclUser {
-            name: format!("zori-{tenant}"),
+            name: RedisKeys::acl_user(tenant),
             password: uuid::Uuid::new_v4().simple().to_string(),
             tenant: tenant.to_owned(),
         };
@@ -32,11 +32,8 @@ impl AclUser {
             .arg(&user.name)
             .arg("reset")
             .arg("on")
-            .arg(format!(">{}", user.password))
-            .arg(format!("~{}", user.prefix_pattern()))
-            .arg("resetchannels")
-            .arg("-@all");
-        for rule in ACL_COMMANDS.split_whitespace() {
+            .arg(format!(">{}", user.password));
+        for rule in RedisKeys::for_tenant(tenant).acl_rules().split_whitespace() {
             cmd.arg(rule);
         }
         let _: () = cmd.query_async(admin).await.expect("ACL SETUSER");
@@ -44,7 +41,7 @@ impl AclUser {
     }
 
     fn prefix_pattern(&self) -> String {
-        format!("zori:{{{}}}:*", self.tenant)
+        format!("{}*", RedisKeys::for_tenant(&self.tenant).prefix)
     }
 
     fn url(&self) -> String {

@@ -263,13 +263,15 @@
     version: VERSION,
     // A manual page_view goes through the automatic one, so a page is never counted twice.
     track: async (name, props) => (name == "page_view" ? !refused() && !route() : send(name, props)),
-    identify: async ({ app_id, email, fullname, full_name, ...traits } = {}) => {
+    // signature: the site server's HMAC of app_id (identity verification), passed through.
+    identify: async ({ app_id, email, fullname, full_name, signature, ...traits } = {}) => {
       if (refused() || !(app_id || email)) return false;
       enqueue(
         assign(event("identify", 0, session()), {
           app_id: app_id?.toString(),
           email,
           fullname: fullname || full_name,
+          signature,
           a: traits,
         }),
       );
