@@ -199,6 +199,17 @@ pub struct Config {
     )]
     pub batch_wait: String,
 
+    /// Most batches written to the stores at once (1 to 16); the next batch is fetched
+    /// meanwhile. Several hide the stores' round trips; every write is idempotent and
+    /// order-independent, so they may commit in any order.
+    #[arg(
+        long,
+        env = "ZORI_BATCHES_IN_FLIGHT",
+        default_value = "3",
+        value_name = "N"
+    )]
+    pub batches_in_flight: String,
+
     /// How long the stream waits for an acknowledgement before redelivering a message.
     #[arg(
         long,
@@ -308,6 +319,7 @@ impl fmt::Debug for Config {
             .field("email_salt", &redacted(&self.email_salt))
             .field("batch_size", &self.batch_size)
             .field("batch_wait", &self.batch_wait)
+            .field("batches_in_flight", &self.batches_in_flight)
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
             .field("consumer_name", &self.consumer_name)
@@ -341,6 +353,7 @@ pub struct Settings {
     pub email_salt: Secret,
     pub batch_size: usize,
     pub batch_wait: Duration,
+    pub batches_in_flight: usize,
     pub ack_wait: Duration,
     pub max_deliver: i64,
     pub consumer_name: String,
@@ -658,6 +671,22 @@ impl Config {
             "ZORI_BATCH_WAIT",
             Duration::from_millis(10),
         )?;
+        let batches_in_flight: usize = self
+            .batches_in_flight
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "--batches-in-flight",
+                    "ZORI_BATCHES_IN_FLIGHT",
+                    format!(
+                        "{:?} is not a whole number from 1 to 16",
+                        self.batches_in_flight
+                    ),
+                )
+            })?;
         let ack_wait = duration(
             &self.ack_wait,
             "--ack-wait",
@@ -763,6 +792,7 @@ impl Config {
             email_salt: Secret::new(email_salt),
             batch_size,
             batch_wait,
+            batches_in_flight,
             ack_wait,
             max_deliver,
             consumer_name,
@@ -834,6 +864,7 @@ mod tests {
         assert!(!s.create_stream);
         assert_eq!(s.batch_size, 5000);
         assert_eq!(s.batch_wait, Duration::from_secs(1));
+        assert_eq!(s.batches_in_flight, 3);
         assert_eq!(s.ack_wait, Duration::from_secs(30));
         assert_eq!(s.max_deliver, 10);
         assert_eq!(s.consumer_name, "zori-api");
@@ -940,6 +971,14 @@ mod tests {
             (
                 &["--batch-wait", "1 fortnight"],
                 "invalid --batch-wait (ZORI_BATCH_WAIT)",
+            ),
+            (
+                &["--batches-in-flight", "0"],
+                "invalid --batches-in-flight (ZORI_BATCHES_IN_FLIGHT)",
+            ),
+            (
+                &["--batches-in-flight", "17"],
+                "invalid --batches-in-flight (ZORI_BATCHES_IN_FLIGHT)",
             ),
             (
                 &["--ack-wait", "500ms"],

@@ -4,7 +4,11 @@
 //! Per batch (up to `--batch-size` messages or `--batch-wait`): decode, one ClickHouse insert,
 //! one PostgreSQL transaction, then acknowledge every message. Nothing is acknowledged before
 //! both stores committed, and every write is idempotent, so a crash at any point only causes a
-//! redelivery that changes nothing.
+//! redelivery that changes nothing. Up to `--batches-in-flight` batches are written at once
+//! while the next one is fetched: a batch waits mostly on the stores' round trips, and the
+//! writes do not depend on order (the earliest event wins whatever order batches commit in;
+//! upserts take their row locks in key order, so concurrent batches wait, never deadlock, and a
+//! batch failing with healthy stores is tried once more before it is split).
 //!
 //! Failures (zori-spec §9.10: never a poison loop, never silent loss):
 //! - a message that cannot be decoded goes to the dead letter subject at once, then is acked;
@@ -19,7 +23,10 @@
 //!   one on the last delivery `--max-deliver` allows, which goes to the dead letter subject
 //!   (a NAK would let the stream drop it).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
 use async_nats::{
     jetstream::{
@@ -30,7 +37,7 @@ use async_nats::{
     },
     HeaderMap,
 };
-use futures::StreamExt;
+use futures::{stream::FuturesUnordered, StreamExt};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use zori_core::event::{StreamMessage, Subjects};
@@ -175,9 +182,15 @@ pub async fn setup(
         ack_wait: settings.ack_wait,
         max_deliver: settings.max_deliver,
         filter_subject: subjects.ingress.clone(),
-        max_ack_pending: i64::try_from(settings.batch_size.saturating_mul(8))
-            .unwrap_or(i64::MAX)
-            .max(20_000),
+        // Room for every batch in flight, the one being fetched, and redeliveries.
+        max_ack_pending: i64::try_from(
+            settings
+                .batch_size
+                .saturating_mul(settings.batches_in_flight.saturating_add(1))
+                .saturating_mul(2),
+        )
+        .unwrap_or(i64::MAX)
+        .max(20_000),
         ..Default::default()
     };
     stream
@@ -280,11 +293,13 @@ pub struct Consumer {
     pub batch_wait: Duration,
     pub ack_wait: Duration,
     pub max_deliver: i64,
+    /// Most batches written at once.
+    pub batches_in_flight: usize,
 }
 
 impl Consumer {
-    /// Fetches and writes batches until shutdown; the batch in flight at shutdown is finished,
-    /// committed and acknowledged before this returns.
+    /// Fetches and writes batches until shutdown; the batches in flight at shutdown (and one
+    /// already fetched) are finished, committed and acknowledged before this returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let lag = tokio::spawn(refresh_lag(
             self.consumer.clone(),
@@ -293,41 +308,50 @@ impl Consumer {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let mut fetch_failures: u32 = 0;
-        let mut prefetched: Option<Vec<Message>> = None;
-        while !is_stopped(&shutdown) {
-            let messages = match prefetched.take() {
-                Some(messages) => messages,
-                None => match self.fetch(&mut shutdown).await {
-                    Ok(messages) => messages,
-                    Err(error) => {
-                        self.back_off(&mut fetch_failures, &error, &mut shutdown)
-                            .await;
-                        continue;
+        let this = &self;
+        let fetch_failures = AtomicU32::new(0);
+        let mut in_flight = FuturesUnordered::new();
+        // The fetch in progress: kept across loop turns, never dropped half-way (messages it
+        // already received would wait out the ack deadline).
+        let mut fetching = None;
+        loop {
+            if fetching.is_none()
+                && in_flight.len() < self.batches_in_flight.max(1)
+                && !is_stopped(&shutdown)
+            {
+                let mut rx = shutdown.clone();
+                let failures = &fetch_failures;
+                fetching = Some(Box::pin(async move {
+                    match this.fetch(&mut rx).await {
+                        Ok(messages) => {
+                            failures.store(0, Ordering::Relaxed);
+                            messages
+                        }
+                        Err(error) => {
+                            this.back_off(failures, &error, &mut rx).await;
+                            Vec::new()
+                        }
                     }
-                },
-            };
-            fetch_failures = 0;
-            if messages.is_empty() {
-                continue;
+                }));
             }
-            // The next batch travels from the stream while this one is written.
-            let mut fetch_shutdown = shutdown.clone();
-            let ((), next) = tokio::join!(
-                self.process(messages, &mut shutdown),
-                self.fetch(&mut fetch_shutdown)
-            );
-            match next {
-                Ok(messages) => prefetched = Some(messages),
-                Err(error) => {
-                    self.back_off(&mut fetch_failures, &error, &mut shutdown)
-                        .await
+            tokio::select! {
+                fetched = async {
+                    match fetching.as_mut() {
+                        Some(fetch) => fetch.await,
+                        None => std::future::pending().await,
+                    }
+                }, if fetching.is_some() => {
+                    fetching = None;
+                    // A batch fetched as shutdown came is still written, not left to
+                    // redelivery.
+                    if !fetched.is_empty() {
+                        let mut rx = shutdown.clone();
+                        in_flight.push(async move { this.process(fetched, &mut rx).await });
+                    }
                 }
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                () = stopped(&mut shutdown), if fetching.is_none() && in_flight.is_empty() => break,
             }
-        }
-        // A batch fetched while the last one was written is finished too, not left to redeliver.
-        if let Some(messages) = prefetched.filter(|m| !m.is_empty()) {
-            self.process(messages, &mut shutdown).await;
         }
         if let Err(error) = self.client.flush().await {
             tracing::warn!(%error, "failed to flush acknowledgements to NATS");
@@ -338,12 +362,12 @@ impl Consumer {
 
     async fn back_off(
         &self,
-        failures: &mut u32,
+        failures: &AtomicU32,
         error: &async_nats::Error,
         shutdown: &mut watch::Receiver<bool>,
     ) {
-        *failures = failures.saturating_add(1);
-        let pause = Duration::from_millis(250 * u64::from((*failures).min(20)));
+        let failures = failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let pause = Duration::from_millis(250 * u64::from(failures.min(20)));
         tracing::warn!(%error, retry_in = ?pause, "failed to fetch from the stream");
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
@@ -429,6 +453,7 @@ impl Consumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Whole {
         let decoded: Vec<StreamMessage> = items.iter().map(|(_, m)| m.clone()).collect();
+        let mut retried = false;
         loop {
             match self.backends.write(&decoded).await {
                 Ok(written) => {
@@ -445,6 +470,12 @@ impl Consumer {
                     self.metrics.batch_failures.inc();
                     tracing::warn!(%error, messages = items.len(), "failed to write batch");
                     if self.backends.ping().await.is_ok() {
+                        // Once more as a whole first: a conflict with a concurrent batch is
+                        // not a bad message.
+                        if !retried {
+                            retried = true;
+                            continue;
+                        }
                         return Whole::Failing;
                     }
                     let held: Vec<&Message> = items.iter().map(|(m, _)| m).collect();

@@ -134,6 +134,7 @@ pub async fn run(
         metrics: metrics.clone(),
         batch_size: settings.batch_size,
         batch_wait: settings.batch_wait,
+        batches_in_flight: settings.batches_in_flight,
         ack_wait: settings.ack_wait,
         max_deliver: settings.max_deliver,
     };
