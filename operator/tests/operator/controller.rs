@@ -133,7 +133,11 @@ mod whole {
     use serde_json::{json, Value};
     use tokio::sync::oneshot;
     use zori_operator::{
-        api::{client::ClientApi, fake::FakeApi, fake_server, ObjectKey},
+        api::{
+            client::ClientApi,
+            fake::{FakeApi, USER_MANAGER},
+            fake_server, ObjectKey,
+        },
         backends::MemoryBackends,
         config::Platform,
         controller::{controller, Shared},
@@ -283,6 +287,50 @@ mod whole {
             "the fixed Secret was not picked up within 4 s: {:?}",
             running.condition("bakery", types::API)
         );
+        running.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_spec_ingress_removes_the_ingress() {
+        let running = Running::start(&[production()]);
+        let ingress = ObjectKey::new("networking.k8s.io/v1", "Ingress", Some("shops"), "bakery");
+        running
+            .until(Duration::from_secs(20), |r| {
+                r.api.object(&ingress).is_some()
+            })
+            .await
+            .expect("the Ingress is made");
+
+        // The user drops spec.ingress (kubectl apply of the edited manifest).
+        let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some("shops"), "bakery");
+        let mut spec = serde_json::to_value(production().spec).expect("json");
+        if let Some(map) = spec.as_object_mut() {
+            map.remove("ingress");
+        }
+        running
+            .api
+            .apply_as(
+                USER_MANAGER,
+                &json!({
+                    "apiVersion": crd::API_VERSION, "kind": crd::KIND,
+                    "metadata": {"name": key.name, "namespace": "shops"},
+                    "spec": spec,
+                }),
+            )
+            .expect("user apply");
+        // Listed over HTTP, the Ingress comes without apiVersion/kind; it is pruned all the same.
+        running
+            .until(Duration::from_secs(10), |r| {
+                r.api.object(&ingress).is_none()
+            })
+            .await
+            .expect("the Ingress is pruned");
+        running
+            .until(Duration::from_secs(10), |r| {
+                r.condition("bakery", types::INGRESS).is_none()
+            })
+            .await
+            .expect("and its condition is gone");
         running.stop().await;
     }
 
