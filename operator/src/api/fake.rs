@@ -13,8 +13,9 @@
 //!   ([`FakeApi::handle`]), so that two replicas can share one API with different faults.
 //!
 //! Every write is logged with whether it changed anything, so "a second reconcile writes
-//! nothing" can be asserted. Watches, admission, defaulting and validation are not modelled:
-//! docs/operator.md lists what only a real cluster shows.
+//! nothing" can be asserted, and every change is kept in a history with a live feed, from which
+//! `api::fake_server` serves watches. Admission, defaulting and validation are not
+//! modelled: docs/operator.md lists what only a real cluster shows.
 
 use std::{
     collections::BTreeMap,

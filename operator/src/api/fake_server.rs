@@ -149,9 +149,30 @@ fn labels_of(selector: Option<&String>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-async fn serve(api: &FakeApi, request: Request<Body>) -> Response<ResponseBody> {
+/// A request as the handlers need it.
+struct Call {
+    method: Method,
+    target: Target,
+    query: BTreeMap<String, String>,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    fn key(&self, name: &str) -> ObjectKey {
+        ObjectKey::new(
+            &self.target.api_version,
+            self.target.kind,
+            self.target.namespace.as_deref(),
+            name,
+        )
+    }
+}
+
+/// Reads the request: its target, query, content type and JSON body.
+async fn parse(request: Request<Body>) -> Result<Call, Response<ResponseBody>> {
     let (parts, body) = request.into_parts();
-    let query: BTreeMap<String, String> = parts
+    let query = parts
         .uri
         .query()
         .map(|q| {
@@ -160,116 +181,136 @@ async fn serve(api: &FakeApi, request: Request<Body>) -> Response<ResponseBody> 
                 .collect()
         })
         .unwrap_or_default();
-    let Some(target) = route(parts.uri.path()) else {
-        return status(
+    let target = route(parts.uri.path()).ok_or_else(|| {
+        status(
             StatusCode::NOT_FOUND,
             "NotFound",
             "the server could not find the requested resource",
-        );
-    };
+        )
+    })?;
     let content_type = parts
         .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body: Value = match body.collect_bytes().await {
-        Ok(bytes) if bytes.is_empty() => Value::Null,
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(value) => value,
-            Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
-        },
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    let bad_request =
+        |e: &dyn std::fmt::Display| status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string());
+    let bytes = body.collect_bytes().await.map_err(|e| bad_request(&e))?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| bad_request(&e))?
     };
-    let key = |name: &str| {
-        ObjectKey::new(
-            &target.api_version,
-            target.kind,
-            target.namespace.as_deref(),
-            name,
-        )
+    Ok(Call {
+        method: parts.method,
+        target,
+        query,
+        content_type,
+        body,
+    })
+}
+
+async fn serve(api: &FakeApi, request: Request<Body>) -> Response<ResponseBody> {
+    let call = match parse(request).await {
+        Ok(call) => call,
+        Err(response) => return response,
     };
-    let result = match (&parts.method, target.name.as_deref()) {
-        (&Method::GET, None) if query.get("watch").map(String::as_str) == Some("true") => {
-            return watch(api, &target, &query);
-        }
+    if call.method == Method::GET
+        && call.target.name.is_none()
+        && call.query.get("watch").map(String::as_str) == Some("true")
+    {
+        return watch(api, &call.target, &call.query);
+    }
+    match dispatch(api, &call).await {
+        Ok((code, value)) => whole(code, &value),
+        Err(Refusal::Api(error)) => error_response(&error),
+        Err(Refusal::Unsupported(code, reason, message)) => status(code, reason, &message),
+    }
+}
+
+/// Why a request got no object back.
+enum Refusal {
+    Api(ApiError),
+    Unsupported(StatusCode, &'static str, String),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Api(error)
+    }
+}
+
+async fn dispatch(api: &FakeApi, call: &Call) -> Result<(StatusCode, Value), Refusal> {
+    let target = &call.target;
+    let ok = |value: Value| Ok((StatusCode::OK, value));
+    match (&call.method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let resource_version = api.resource_version();
-            api.list(
-                &target.api_version,
-                target.kind,
-                target.namespace.as_deref(),
-                &labels_of(query.get("labelSelector")),
-            )
-            .await
-            .map(|items| {
-                json!({
-                    "apiVersion": target.api_version,
-                    "kind": format!("{}List", target.kind),
-                    "metadata": {"resourceVersion": resource_version.to_string()},
-                    "items": items,
-                })
-            })
+            let items = api
+                .list(
+                    &target.api_version,
+                    target.kind,
+                    target.namespace.as_deref(),
+                    &labels_of(call.query.get("labelSelector")),
+                )
+                .await?;
+            ok(json!({
+                "apiVersion": target.api_version,
+                "kind": format!("{}List", target.kind),
+                "metadata": {"resourceVersion": resource_version.to_string()},
+                "items": items,
+            }))
         }
-        (&Method::GET, Some(name)) => match api.get(&key(name)).await {
-            Ok(Some(object)) => Ok(object),
-            Ok(None) => Err(ApiError::NotFound {
+        (&Method::GET, Some(name)) => match api.get(&call.key(name)).await? {
+            Some(object) => ok(object),
+            None => Err(Refusal::Api(ApiError::NotFound {
                 verb: "read",
-                key: key(name).to_string(),
-            }),
-            Err(e) => Err(e),
+                key: call.key(name).to_string(),
+            })),
         },
-        (&Method::PATCH, Some(name)) if target.kind == "Event" => Ok(json!({
+        // The recorder patches a repeated Event's series; the double keeps the first.
+        (&Method::PATCH, Some(name)) if target.kind == "Event" => ok(json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": name, "namespace": target.namespace}
         })),
-        (&Method::PATCH, Some(name)) if content_type.starts_with("application/apply-patch") => {
-            apply(api, &key(name), &target, &query, &body).await
+        (&Method::PATCH, Some(name))
+            if call.content_type.starts_with("application/apply-patch") =>
+        {
+            ok(apply(api, &call.key(name), target, &call.query, &call.body).await?)
         }
-        (&Method::PATCH, Some(name)) if content_type.starts_with("application/json-patch") => {
-            finalizers(api, &key(name), &body).await
+        (&Method::PATCH, Some(name)) if call.content_type.starts_with("application/json-patch") => {
+            ok(finalizers(api, &call.key(name), &call.body).await?)
         }
-        (&Method::PATCH, Some(_)) => {
-            return status(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UnsupportedMediaType",
-                &format!("the API double does not take {content_type} patches"),
-            );
-        }
+        (&Method::PATCH, Some(_)) => Err(Refusal::Unsupported(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the API double does not take {} patches", call.content_type),
+        )),
         (&Method::POST, None) if target.kind == "Event" => {
-            api.record_event(event_record(&body));
-            let mut stored = body.clone();
+            api.record_event(event_record(&call.body));
+            let mut stored = call.body.clone();
             stored["metadata"]["resourceVersion"] = json!(api.resource_version().to_string());
-            return whole(StatusCode::CREATED, &stored);
+            Ok((StatusCode::CREATED, stored))
         }
-        (&Method::POST, None) => api.create(&body).await.map(|created| {
-            // Created: 201.
-            json!({"created": created})
-        }),
-        (&Method::PUT, Some(_)) => api.replace(&body).await,
-        (&Method::DELETE, Some(name)) => match api.delete(&key(name)).await {
-            Ok(true) => Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                  "status": "Success", "details": {"name": name}})),
-            Ok(false) => Err(ApiError::NotFound {
-                verb: "delete",
-                key: key(name).to_string(),
-            }),
-            Err(e) => Err(e),
-        },
-        _ => {
-            return status(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the API double does not serve this request",
-            )
+        (&Method::POST, None) => Ok((StatusCode::CREATED, api.create(&call.body).await?)),
+        (&Method::PUT, Some(_)) => ok(api.replace(&call.body).await?),
+        (&Method::DELETE, Some(name)) => {
+            if api.delete(&call.key(name)).await? {
+                ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                          "status": "Success", "details": {"name": name}}))
+            } else {
+                Err(Refusal::Api(ApiError::NotFound {
+                    verb: "delete",
+                    key: call.key(name).to_string(),
+                }))
+            }
         }
-    };
-    match result {
-        Ok(value) => match value.get("created") {
-            Some(created) => whole(StatusCode::CREATED, created),
-            None => whole(StatusCode::OK, &value),
-        },
-        Err(error) => error_response(&error),
+        _ => Err(Refusal::Unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the API double does not serve this request".to_owned(),
+        )),
     }
 }
 
