@@ -135,7 +135,7 @@ mod whole {
     use zori_operator::{
         api::{
             client::ClientApi,
-            fake::{FakeApi, USER_MANAGER},
+            fake::{FakeApi, Fault, Verb, USER_MANAGER},
             fake_server, ObjectKey,
         },
         backends::MemoryBackends,
@@ -331,6 +331,55 @@ mod whole {
             })
             .await
             .expect("and its condition is gone");
+        running.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn api_errors_read_as_the_server_said_them_in_conditions_and_events() {
+        let denied = "admission webhook \"budgets.example.com\" denied the request: \
+                      minAvailable must be at least 2";
+        let running = Running::start(&[]);
+        running.api.inject(
+            Verb::Apply,
+            Some("PodDisruptionBudget"),
+            Some(Fault::Error(denied.to_owned())),
+        );
+        let mut value = serde_json::to_value(minimal()).expect("json");
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("uid");
+            meta.remove("generation");
+        }
+        running.api.insert(value).expect("insert");
+        running
+            .until(
+                Duration::from_secs(20),
+                reason_is("acme", types::INGEST, reasons::APPLY_FAILED),
+            )
+            .await
+            .expect("the failed apply is reported");
+        let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some("shops"), "acme");
+        let object = running.api.object(&key).expect("project");
+        let message = object
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c["type"] == json!(types::INGEST)))
+            .and_then(|c| c["message"].as_str())
+            .expect("message")
+            .to_owned();
+        assert_eq!(
+            message,
+            format!(
+                "failed to apply PodDisruptionBudget shops/acme-ingest: {denied} (500 InternalError)"
+            )
+        );
+        let warning = running
+            .api
+            .events()
+            .into_iter()
+            .find(|e| e.reason == reasons::APPLY_FAILED)
+            .expect("a Warning event");
+        assert_eq!(warning.note, format!("{}: {message}", types::INGEST));
+        assert!(!warning.note.contains("ErrorResponse"), "{}", warning.note);
         running.stop().await;
     }
 
