@@ -2,7 +2,7 @@
 //! and `/readyz`, waits for the leader Lease, and runs one kube-runtime controller per watched
 //! namespace (or one for all) until SIGTERM or the Lease is lost.
 
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use futures::{future::join_all, StreamExt};
 use k8s_openapi::api::{
@@ -27,7 +27,7 @@ use crate::{
     api::client::ClientApi,
     backends::{
         clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, BackendError,
-        LiveBackends,
+        Backends, LiveBackends,
     },
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
@@ -38,8 +38,8 @@ use crate::{
 };
 
 /// What the controllers share.
-pub struct Shared {
-    pub ctx: Context<ClientApi, LiveBackends>,
+pub struct Shared<B = LiveBackends> {
+    pub ctx: Context<ClientApi, B>,
     pub metrics: Metrics,
 }
 
@@ -61,9 +61,9 @@ pub enum RunError {
     LeaseLost(#[from] leader::LeaseLost),
 }
 
-async fn reconcile_one(
+async fn reconcile_one<B: Backends>(
     project: Arc<ZoriProject>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let result = reconcile::reconcile(&project, &shared.ctx).await;
@@ -78,7 +78,11 @@ async fn reconcile_one(
     })
 }
 
-fn error_policy(project: Arc<ZoriProject>, error: &ReconcileError, shared: Arc<Shared>) -> Action {
+fn error_policy<B: Backends>(
+    project: Arc<ZoriProject>,
+    error: &ReconcileError,
+    shared: Arc<Shared<B>>,
+) -> Action {
     let key = format!(
         "{} {}/{}",
         crate::crd::KIND,
@@ -219,6 +223,46 @@ where
     }
 }
 
+/// One kube-runtime controller over the ZoriProjects of `scope` (all namespaces with `None`),
+/// triggered by them, their children and the Secrets, until `shutdown` completes.
+pub fn controller<B: Backends>(
+    client: &Client,
+    scope: Option<String>,
+    shared: Arc<Shared<B>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send {
+    let children = watcher::Config::default().labels(MANAGED_BY);
+    let controller = Controller::new(
+        scoped::<ZoriProject>(client, &scope),
+        watcher::Config::default(),
+    );
+    let projects = controller.store();
+    controller
+        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
+        .owns(scoped::<Deployment>(client, &scope), children.clone())
+        .owns(scoped::<Service>(client, &scope), children.clone())
+        .owns(
+            scoped::<PodDisruptionBudget>(client, &scope),
+            children.clone(),
+        )
+        .owns(scoped::<Ingress>(client, &scope), children)
+        // Every Secret, not only the owned ones: the Stripe Secret a project names is the
+        // user's, unlabelled.
+        .watches(
+            scoped::<Secret>(client, &scope),
+            watcher::Config::default(),
+            move |secret| projects_of_secret(&secret, &projects.state()),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_one, error_policy, shared)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(project = %object.name, "reconciled"),
+                Err(error) => log_controller_error(&error),
+            }
+        })
+}
+
 /// Runs the operator until SIGTERM.
 pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let client = Client::try_default().await?;
@@ -259,40 +303,11 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let children = watcher::Config::default().labels(MANAGED_BY);
     let controllers = scopes.into_iter().map(|scope| {
         let mut shutdown = stopped.clone();
-        let controller = Controller::new(
-            scoped::<ZoriProject>(&client, &scope),
-            watcher::Config::default(),
-        );
-        let projects = controller.store();
-        controller
-            .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
-            .owns(scoped::<Deployment>(&client, &scope), children.clone())
-            .owns(scoped::<Service>(&client, &scope), children.clone())
-            .owns(
-                scoped::<PodDisruptionBudget>(&client, &scope),
-                children.clone(),
-            )
-            .owns(scoped::<Ingress>(&client, &scope), children.clone())
-            // Every Secret, not only the owned ones: the Stripe Secret a project names is the
-            // user's, unlabelled.
-            .watches(
-                scoped::<Secret>(&client, &scope),
-                watcher::Config::default(),
-                move |secret| projects_of_secret(&secret, &projects.state()),
-            )
-            .graceful_shutdown_on(async move {
-                let _ = shutdown.changed().await;
-            })
-            .run(reconcile_one, error_policy, shared.clone())
-            .for_each(|result| async move {
-                match result {
-                    Ok((object, _)) => debug!(project = %object.name, "reconciled"),
-                    Err(error) => log_controller_error(&error),
-                }
-            })
+        controller(&client, scope, shared.clone(), async move {
+            let _ = shutdown.changed().await;
+        })
     });
     let outcome = elector.lead(join_all(controllers)).await;
     metrics.set_leader(false);

@@ -17,6 +17,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod provision;
 pub mod reclaim;
 pub mod reconcile;
 pub mod status;

@@ -9,7 +9,8 @@ use crate::{
     config::ClickHouseUsers,
     crd::{ReclaimPolicy, ZoriProject},
     naming::TenantNames,
-    reconcile::{memo_key, write_status, Context, Events, Next, ReconcileError, FINALIZER},
+    provision::memo_key,
+    reconcile::{write_status, Context, Events, Next, ReconcileError, FINALIZER},
     status::{self, reasons, set_condition, types, Observation},
 };
 

@@ -18,14 +18,15 @@ use tracing::{info, warn};
 
 use crate::{
     api::{ApiError, EventRecord, EventType, KubeApi, ObjectKey},
-    backends::{BackendError, Backends, ChTenant, PgTenant, Provisioned},
+    backends::Backends,
     builders::{
-        self, deployment::rollout_state, ingress, secret, service, stream::desired_stream,
-        BuildError, Dereferenced, Desired,
+        self, deployment::rollout_state, ingress, secret, service, BuildError, Dereferenced,
+        Desired,
     },
-    config::{self, ClickHouseUsers, Platform, ProjectConfig},
+    config::{self, Platform, ProjectConfig},
     crd::{self, Endpoints, PinnedNames, ZoriProject, ZoriProjectStatus},
     naming::{derive_tenant_id, hashed_tenant_id, secret_name, Component, TenantNames},
+    provision::{memo_key, provision, Credentials, Provisioning},
     status::{self, is_new_failure, reasons, set_condition, types, Observation},
 };
 
@@ -118,53 +119,6 @@ impl Backoff {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
-    }
-}
-
-/// What the backends last answered for each project, so that a reconcile triggered by
-/// anything but a change of what they are asked for (the project's own status write, a
-/// Deployment rolling out, a Secret changing) does not call them again before the resync
-/// after a success, or before the backoff is over after a failure: no hot loop.
-#[derive(Debug, Default)]
-pub struct Provisioning {
-    last: Mutex<HashMap<String, LastProvisioning>>,
-}
-
-#[derive(Debug, Clone)]
-struct LastProvisioning {
-    /// Digest of everything the backends were asked for.
-    inputs: [u8; 32],
-    observations: Vec<Observation>,
-    failed: bool,
-    /// When to ask them again even if nothing changed.
-    due: OffsetDateTime,
-}
-
-impl Provisioning {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastProvisioning>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The last answer, while it still stands for `inputs` at `now`.
-    fn current(
-        &self,
-        project: &str,
-        inputs: &[u8; 32],
-        now: OffsetDateTime,
-    ) -> Option<LastProvisioning> {
-        self.lock()
-            .get(project)
-            .filter(|last| last.inputs == *inputs && now < last.due)
-            .cloned()
-    }
-
-    fn record(&self, project: &str, last: LastProvisioning) {
-        self.lock().insert(project.to_owned(), last);
-    }
-
-    /// Forgets a project (it was deleted).
-    pub fn forget(&self, project: &str) {
-        self.lock().remove(project);
     }
 }
 
@@ -689,175 +643,6 @@ async fn apply<A: KubeApi, B: Backends>(
     }))
 }
 
-/// The key of a project in the [`Provisioning`] memo: a recreated project starts afresh.
-pub(crate) fn memo_key(project: &ZoriProject, key: &ObjectKey) -> String {
-    format!(
-        "{key} {}",
-        project.metadata.uid.as_deref().unwrap_or_default()
-    )
-}
-
-/// The tenant's credentials as the backends are given them.
-struct Credentials<'a> {
-    postgres: &'a str,
-    clickhouse: &'a str,
-    /// Whether the Secret holding them was written (the role waits for it).
-    secret_ok: bool,
-    secret_name: &'a str,
-}
-
-/// What the backends answered in this pass.
-struct ProvisionOutcome {
-    observations: Vec<Observation>,
-    failed: bool,
-    /// The memo entry to store, when the backends were called in this pass.
-    fresh: Option<(String, [u8; 32])>,
-    /// When a failure reused from an earlier pass is due for a retry.
-    retry_at: Option<OffsetDateTime>,
-}
-
-impl ProvisionOutcome {
-    /// Stores a fresh answer until `due`.
-    fn remember<A, B>(&self, ctx: &Context<A, B>, due: OffsetDateTime) {
-        if let Some((project, inputs)) = &self.fresh {
-            ctx.provisioning.record(
-                project,
-                LastProvisioning {
-                    inputs: *inputs,
-                    observations: self.observations.clone(),
-                    failed: self.failed,
-                    due,
-                },
-            );
-        }
-    }
-}
-
-/// A digest of everything the backends are asked for.
-fn provisioning_inputs(
-    stream: &async_nats::jetstream::stream::Config,
-    pg: PgTenant<'_>,
-    ch: ChTenant<'_>,
-    credentials: &Credentials<'_>,
-) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::new();
-    digest.update(serde_json::to_vec(stream).unwrap_or_default());
-    for part in [
-        pg.role,
-        pg.schema,
-        credentials.postgres,
-        ch.database,
-        ch.user.map(|(u, _)| u).unwrap_or_default(),
-        credentials.clickhouse,
-        if credentials.secret_ok {
-            "secret"
-        } else {
-            "no secret"
-        },
-    ] {
-        digest.update(part.as_bytes());
-        digest.update([0]);
-    }
-    digest.finalize().into()
-}
-
-/// Ensures the stream, the PostgreSQL schema and role, and the ClickHouse database, or
-/// reuses what they answered for the same inputs before it is due again.
-async fn provision<A: KubeApi, B: Backends>(
-    ctx: &Context<A, B>,
-    project: &str,
-    config: &ProjectConfig,
-    names: &TenantNames,
-    credentials: Credentials<'_>,
-    events: &Events<'_, A>,
-) -> ProvisionOutcome {
-    let stream = desired_stream(config);
-    let pg = PgTenant {
-        role: &names.postgres_role,
-        schema: &names.postgres_schema,
-    };
-    let ch = ChTenant {
-        database: &names.clickhouse_database,
-        user: match ctx.platform.clickhouse_users {
-            ClickHouseUsers::PerTenant => {
-                Some((names.clickhouse_user.as_str(), credentials.clickhouse))
-            }
-            ClickHouseUsers::Shared { .. } => None,
-        },
-    };
-    let inputs = provisioning_inputs(&stream, pg, ch, &credentials);
-    if let Some(last) = ctx.provisioning.current(project, &inputs, (ctx.clock)()) {
-        return ProvisionOutcome {
-            retry_at: last.failed.then_some(last.due),
-            observations: last.observations,
-            failed: last.failed,
-            fresh: None,
-        };
-    }
-
-    let mut failed = false;
-    let mut observations = Vec::new();
-    let stream_name = stream.name.clone();
-    let outcome = ctx.backends.ensure_stream(stream).await;
-    observations.push(
-        backend_observation(
-            types::STREAM,
-            format!(
-                "stream {stream_name} on {} matches the spec",
-                names.subjects.wildcard
-            ),
-            "Stream",
-            &outcome,
-            events,
-            &mut failed,
-        )
-        .await,
-    );
-
-    let outcome = if credentials.secret_ok {
-        ctx.backends.ensure_postgres(pg, credentials.postgres).await
-    } else {
-        Err(BackendError::NotAttempted(format!(
-            "not provisioned: Secret {} holding the role's password could not be written",
-            credentials.secret_name
-        )))
-    };
-    observations.push(
-        backend_observation(
-            types::POSTGRES,
-            format!(
-                "schema {} and role {} exist; the role can use only that schema",
-                pg.schema, pg.role
-            ),
-            "Postgres",
-            &outcome,
-            events,
-            &mut failed,
-        )
-        .await,
-    );
-
-    let outcome = ctx.backends.ensure_clickhouse(ch).await;
-    observations.push(
-        backend_observation(
-            types::CLICKHOUSE,
-            format!("database {} exists", ch.database),
-            "ClickHouse",
-            &outcome,
-            events,
-            &mut failed,
-        )
-        .await,
-    );
-    ProvisionOutcome {
-        observations,
-        failed,
-        fresh: Some((project.to_owned(), inputs)),
-        retry_at: None,
-    }
-}
-
 /// The condition a child's failure is reported under.
 fn condition_of(config: &ProjectConfig, child: &Desired) -> &'static str {
     if child.key.kind == "Ingress" {
@@ -867,38 +652,6 @@ fn condition_of(config: &ProjectConfig, child: &Desired) -> &'static str {
         types::API
     } else {
         types::INGEST
-    }
-}
-
-async fn backend_observation<A: KubeApi>(
-    type_: &'static str,
-    ok_message: String,
-    event_prefix: &str,
-    outcome: &Result<Provisioned, BackendError>,
-    events: &Events<'_, A>,
-    transient: &mut bool,
-) -> Observation {
-    match outcome {
-        Ok(Provisioned::Created) => {
-            events
-                .normal(&format!("{event_prefix}Created"), ok_message.clone())
-                .await;
-            Observation::ok(type_, reasons::PROVISIONED, ok_message)
-        }
-        Ok(Provisioned::Updated(changed)) => {
-            events
-                .normal(
-                    &format!("{event_prefix}Updated"),
-                    format!("updated {}", changed.join(", ")),
-                )
-                .await;
-            Observation::ok(type_, reasons::PROVISIONED, ok_message)
-        }
-        Ok(Provisioned::Unchanged) => Observation::ok(type_, reasons::PROVISIONED, ok_message),
-        Err(error) => {
-            *transient = true;
-            Observation::failed(type_, reasons::PROVISIONING_FAILED, error.to_string())
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! An in-memory Kubernetes API for tests (behind the `testing` feature), faithful to an API
 //! server on the points the reconcile depends on:
 //!
-//! - list items carry no `apiVersion`/`kind` (kubernetes#3030, kube-rs#946);
+//! - list items of built-in kinds carry no `apiVersion`/`kind` (kubernetes#3030, kube-rs#946);
 //! - server-side apply creates or replaces the fields a manager owns and keeps what another
 //!   manager set, merging keyed lists (containers, env, ports, volumes, …) item by item;
 //! - `metadata.generation` moves only when `spec` changes, and when a deletion is held by a
@@ -13,8 +13,9 @@
 //!   ([`FakeApi::handle`]), so that two replicas can share one API with different faults.
 //!
 //! Every write is logged with whether it changed anything, so "a second reconcile writes
-//! nothing" can be asserted. Watches, admission, defaulting and validation are not modelled:
-//! docs/operator.md lists what only a real cluster shows.
+//! nothing" can be asserted, and every change is kept in a history with a live feed, from which
+//! `api::fake_server` serves watches. Admission, defaulting and validation are not
+//! modelled: docs/operator.md lists what only a real cluster shows.
 
 use std::{
     collections::BTreeMap,
@@ -115,15 +116,59 @@ struct Stored {
     intents: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Default)]
+/// One change of a stored object, as a watch reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The resourceVersion the change made (the store's counter).
+    pub resource_version: u64,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub type_: &'static str,
+    pub key: ObjectKey,
+    /// The object after the change (before it, for `DELETED`), with its TypeMeta.
+    pub object: Value,
+}
+
+#[derive(Debug)]
 struct State {
     objects: BTreeMap<ObjectKey, Stored>,
     writes: Vec<Write>,
     events: Vec<EventRecord>,
     counter: u64,
+    /// Every change, for watches that start at an older resourceVersion.
+    history: Vec<Change>,
+    feed: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            writes: Vec::new(),
+            events: Vec::new(),
+            counter: 0,
+            history: Vec::new(),
+            feed: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
 }
 
 impl State {
+    /// Reports the current state of `key` to watches (`DELETED` with `gone` when removed).
+    fn emit(&mut self, key: &ObjectKey, type_: &'static str, gone: Option<Value>) {
+        let Some(object) = gone.or_else(|| self.objects.get(key).map(|s| s.object.clone())) else {
+            return;
+        };
+        let change = Change {
+            resource_version: self.counter,
+            type_,
+            key: key.clone(),
+            object,
+        };
+        self.history.push(change.clone());
+        // Nobody watching is fine.
+        let _ = self.feed.send(change);
+    }
+
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter
@@ -229,12 +274,13 @@ impl FakeApi {
         }
         let stored = new_object(&mut state, object);
         state.objects.insert(
-            key,
+            key.clone(),
             Stored {
                 object: stored.clone(),
                 intents: BTreeMap::from([(USER_MANAGER.to_owned(), intent)]),
             },
         );
+        state.emit(&key, "ADDED", None);
         Ok(stored)
     }
 
@@ -275,6 +321,34 @@ impl FakeApi {
         self.lock().events.clone()
     }
 
+    /// The store's current resourceVersion (what a list reports).
+    pub fn resource_version(&self) -> u64 {
+        self.lock().counter
+    }
+
+    /// Changes after `resource_version` so far, and a receiver of the ones to come, with no
+    /// gap between them (a watch starting at a listed resourceVersion).
+    pub fn changes_since(
+        &self,
+        resource_version: u64,
+    ) -> (Vec<Change>, tokio::sync::broadcast::Receiver<Change>) {
+        let state = self.lock();
+        let past = state
+            .history
+            .iter()
+            .filter(|c| c.resource_version > resource_version)
+            .cloned()
+            .collect();
+        (past, state.feed.subscribe())
+    }
+
+    /// Records an Event as the API server stores it (the HTTP double's events endpoint).
+    pub fn record_event(&self, event: EventRecord) {
+        let mut state = self.lock();
+        state.log("event", &event.regarding, true);
+        state.events.push(event);
+    }
+
     /// Applies as another field manager (a user, an autoscaler).
     pub fn apply_as(&self, manager: &str, object: &Value) -> Result<Value, ApiError> {
         apply_locked(&mut self.lock(), manager, object).map(|(object, _)| object)
@@ -293,6 +367,7 @@ impl FakeApi {
             })?;
         set(&mut stored.object, "status", status);
         set_meta(&mut stored.object, "resourceVersion", json!(rv));
+        state.emit(key, "MODIFIED", None);
         Ok(())
     }
 
@@ -541,6 +616,7 @@ fn apply_locked(
             },
         );
         state.log("apply", &key, true);
+        state.emit(&key, "ADDED", None);
         return Ok((created, true));
     };
 
@@ -570,6 +646,9 @@ fn apply_locked(
     entry.object = next.clone();
     entry.intents.insert(manager.to_owned(), intent);
     state.log("apply", &key, changed);
+    if changed {
+        state.emit(&key, "MODIFIED", None);
+    }
     Ok((next, changed))
 }
 
@@ -578,6 +657,8 @@ fn remove_cascading(state: &mut State, key: &ObjectKey) {
     let Some(stored) = state.objects.remove(key) else {
         return;
     };
+    state.counter += 1;
+    state.emit(key, "DELETED", Some(stored.object.clone()));
     let Some(uid) = stored
         .object
         .pointer("/metadata/uid")
@@ -619,8 +700,18 @@ fn delete_locked(state: &mut State, key: &ObjectKey) -> bool {
             set_meta(&mut s.object, "resourceVersion", json!(rv.to_string()));
             bump_generation(&mut s.object);
         }
+        state.emit(key, "MODIFIED", None);
     }
     true
+}
+
+/// Whether an apiVersion is one of Kubernetes' own groups (core, `apps`, `*.k8s.io`, …) rather
+/// than a custom resource's.
+fn built_in(api_version: &str) -> bool {
+    match api_version.split_once('/') {
+        None => true,
+        Some((group, _)) => !group.contains('.') || group.ends_with(".k8s.io"),
+    }
 }
 
 fn matches_labels(object: &Value, labels: &BTreeMap<String, String>) -> bool {
@@ -647,6 +738,7 @@ fn store_finalizers(state: &mut State, key: &ObjectKey, next: &[String]) {
     }
     set_meta(&mut stored.object, "resourceVersion", json!(rv.to_string()));
     let gone = terminating(&stored.object) && next.is_empty();
+    state.emit(key, "MODIFIED", None);
     if gone {
         remove_cascading(state, key);
     }
@@ -681,10 +773,11 @@ impl KubeApi for FakeApi {
                     && (namespace.is_none() || k.namespace.as_deref() == namespace)
                     && matches_labels(&s.object, labels)
             })
-            .map(|(_, s)| {
-                // As an API server answers a list: the items carry no TypeMeta.
+            .map(|(k, s)| {
+                // As kube-apiserver answers a list of a built-in kind: the items carry no
+                // TypeMeta (custom resources, served unstructured, keep theirs).
                 let mut item = s.object.clone();
-                if let Some(map) = item.as_object_mut() {
+                if let Some(map) = item.as_object_mut().filter(|_| built_in(&k.api_version)) {
                     map.remove("apiVersion");
                     map.remove("kind");
                 }
@@ -714,6 +807,7 @@ impl KubeApi for FakeApi {
                 set(&mut s.object, "status", status.clone());
                 set_meta(&mut s.object, "resourceVersion", json!(rv.to_string()));
             }
+            state.emit(key, "MODIFIED", None);
         }
         state.log("apply-status", key, changed);
         Ok(())
@@ -804,6 +898,7 @@ impl KubeApi for FakeApi {
             },
         );
         state.log("create", &key, true);
+        state.emit(&key, "ADDED", None);
         Ok(created)
     }
 
@@ -837,6 +932,7 @@ impl KubeApi for FakeApi {
             s.object = next.clone();
         }
         state.log("replace", &key, true);
+        state.emit(&key, "MODIFIED", None);
         Ok(next)
     }
 

@@ -5,6 +5,8 @@
 pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(feature = "testing")]
+pub mod fake_server;
 
 use std::{collections::BTreeMap, fmt, future::Future};
 
@@ -119,8 +121,8 @@ pub trait KubeApi: Send + Sync + 'static {
     fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Value>, ApiError>> + Send;
 
     /// Objects of a kind in a namespace (all namespaces with `None`) carrying all `labels`.
-    /// As from an API server, items may lack `apiVersion` and `kind` (kubernetes#3030): key
-    /// them by the kind that was listed, see [`ObjectKey::listed`].
+    /// As from an API server, items of built-in kinds lack `apiVersion` and `kind`
+    /// (kubernetes#3030): key them by the kind that was listed, see [`ObjectKey::listed`].
     fn list(
         &self,
         api_version: &str,

@@ -20,9 +20,8 @@ use zori_operator::{
     builders::secret::keys,
     config::Platform,
     crd::{self, ZoriProject, ZoriProjectSpec, ZoriProjectStatus},
-    reconcile::{
-        reconcile, Backoff, Context, Next, Provisioning, FINALIZER, PROGRESS_CHECK, RESYNC,
-    },
+    provision::Provisioning,
+    reconcile::{reconcile, Backoff, Context, Next, FINALIZER, PROGRESS_CHECK, RESYNC},
     status::{reasons, types, Condition, ConditionStatus},
 };
 
