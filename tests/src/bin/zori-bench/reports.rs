@@ -186,6 +186,10 @@ pub async fn run() {
         format!("/api/v1/timeseries?{range}"),
         format!("/api/v1/pages?{range}"),
         format!("/api/v1/events?{range}"),
+        format!("/api/v1/attribution?model=linear&{range}"),
+        format!("/api/v1/attribution?model=time_decay&{range}"),
+        format!("/api/v1/attribution/compare?{range}"),
+        format!("/api/v1/spend?{range}"),
     ];
     println!(
         "Seeded through the real endpoints: {EVENTS} events in {:.1}s ({:.0} events/s at ingest), \
@@ -226,7 +230,8 @@ pub async fn run() {
         .await;
         println!(
             "| `GET {}` | {p50:.1} | {p99:.1} | {:.2} |",
-            path.split('?').next().unwrap_or(path),
+            path.replace(&format!("&{range}"), "")
+                .replace(&format!("?{range}"), ""),
             p50 / bare.0
         );
     }
