@@ -5,8 +5,8 @@
 //! visitor); the payer's touches (every session landing of every visitor of the user) inside
 //! the lookback window before each payment are credited by [`zori_core::attribution`]. The
 //! data-driven model is fitted to the journeys of the range: one converting journey per
-//! payment, one non-converting journey per visitor (or user) active in the range who paid
-//! nothing in it.
+//! payment, one non-converting journey per visitor (or user) with a session starting in the
+//! range who paid nothing in it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -423,8 +423,13 @@ fn state_sql(dimension: Dimension) -> String {
     }
 }
 
-/// Paths of the people (user, else visitor) active in the range who paid nothing in it: their
-/// touches in the lookback window before the end of the range.
+/// Paths of the people (user, else visitor) with a session starting in the range who paid
+/// nothing in it: their touches in the lookback window before the end of the range.
+///
+/// Driven by `touches` alone (a person is active in the range when their latest touch of the
+/// window falls in it), grouped on (user id, visitor id) with the visitor id in the "C"
+/// collation, and payers excluded by a hashed anti-join: on 300,000 touches this is one scan,
+/// one sort and one aggregation.
 async fn non_converting_paths(
     pool: &PgPool,
     range: DayRange,
@@ -433,32 +438,35 @@ async fn non_converting_paths(
     dimension: Dimension,
     payers: &[String],
 ) -> Result<Vec<PathCount>, ReportError> {
-    let (conditions, binds) = filters.pg("v", 6);
+    let (conditions, binds) = filters.pg("v", 5);
+    let visitors_join = if filters.is_empty() {
+        ""
+    } else {
+        "JOIN visitors v ON v.visitor_id = t.visitor_id"
+    };
     let state = state_sql(dimension);
     let sql = format!(
-        "WITH active AS (
-             SELECT DISTINCT d.visitor_id FROM visitor_days d WHERE d.day >= $1 AND d.day <= $2
-         ),
-         persons AS (
-             SELECT COALESCE('u:' || i.user_id::text, 'v:' || a.visitor_id) AS person,
-                    a.visitor_id
-             FROM active a
-             JOIN visitors v ON v.visitor_id = a.visitor_id
-             LEFT JOIN identities i ON i.visitor_id = a.visitor_id
-             WHERE true{conditions}
-         ),
-         paths AS (
-             SELECT p.person, array_agg({state} ORDER BY t.occurred_at, t.event_id) AS path
-             FROM persons p JOIN touches t ON t.visitor_id = p.visitor_id
-             WHERE t.occurred_at >= $3 AND t.occurred_at < $4
-             GROUP BY p.person
+        "WITH paths AS (
+             SELECT i.user_id,
+                    (CASE WHEN i.user_id IS NULL THEN t.visitor_id END) COLLATE \"C\" AS visitor_id,
+                    array_agg({state} ORDER BY t.occurred_at, t.event_id) AS path,
+                    max(t.occurred_at) AS last_at
+             FROM touches t
+             {visitors_join}
+             LEFT JOIN identities i ON i.visitor_id = t.visitor_id
+             WHERE t.occurred_at >= $2 AND t.occurred_at < $3{conditions}
+             GROUP BY 1, 2
          )
-         SELECT path, count(*)::int8 FROM paths WHERE NOT (person = ANY($5)) GROUP BY path"
+         SELECT path, count(*)::int8 FROM paths
+         WHERE last_at >= $1 AND NOT EXISTS (
+             SELECT 1 FROM unnest($4::text[]) AS payer(p)
+             WHERE payer.p = COALESCE('u:' || paths.user_id::text, 'v:' || paths.visitor_id)
+         )
+         GROUP BY path"
     );
     let end = range.end_exclusive();
     let mut query = sqlx::query_as(&sql)
-        .bind(range.from)
-        .bind(range.to)
+        .bind(range.start())
         .bind(end - lookback)
         .bind(end)
         .bind(payers);
