@@ -1,9 +1,11 @@
 //! SaaS metrics from subscription history, without I/O: monthly recurring revenue and its
-//! movements ([`mrr`]) and cumulative revenue per customer by acquisition cohort ([`cohort`]).
+//! movements ([`mrr`]), cumulative revenue per customer by acquisition cohort ([`cohort`]) and
+//! trial-to-paid conversion ([`trials`]).
 //! Money stays in minor units and per currency, as everywhere else.
 
 pub mod cohort;
 pub mod mrr;
+pub mod trials;
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
