@@ -133,7 +133,7 @@ impl Group {
 
 /// SQL for the value of a group on the visitors row `v` (NULL when there is no row), with
 /// the same labels as [`zori_core::touch::Touch::dimension`].
-fn dimension_sql(group: Group) -> String {
+pub(super) fn dimension_sql(group: Group) -> String {
     let expr = match group {
         Group::All => "'all'".to_owned(),
         Group::Touch(Dimension::Channel) => "v.ft_channel".to_owned(),
@@ -200,6 +200,25 @@ pub(super) const RESOLVED_PAYMENTS: &str = "
              LIMIT 1
         ) email_user_ft ON true
     )";
+
+/// Payers (the keys of [`RESOLVED_PAYMENTS`]) of any payment before `before`: the customers
+/// who are not new after it.
+pub(super) async fn payers_before(
+    pool: &PgPool,
+    before: OffsetDateTime,
+    livemode: Option<bool>,
+) -> Result<BTreeSet<String>, ReportError> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        "WITH {RESOLVED_PAYMENTS} SELECT DISTINCT payer FROM resolved"
+    ))
+    .bind(OffsetDateTime::UNIX_EPOCH)
+    .bind(before)
+    .bind(livemode)
+    .fetch_all(pool)
+    .await
+    .map_err(ReportError::pg("earlier payments"))?;
+    Ok(rows.into_iter().map(|(p,)| p).collect())
+}
 
 /// Payments in range, labelled with the group value and filtered by the visitor they are
 /// credited to. Parameters: $1 start, $2 end (exclusive), $3 livemode, then the filters.

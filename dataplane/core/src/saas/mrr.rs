@@ -79,7 +79,8 @@ pub struct MrrChange {
 /// One month of one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MonthMovements {
-    /// First day of the month.
+    /// First day of the month. Serialized `YYYY-MM`.
+    #[serde(serialize_with = "super::serialize_month")]
     pub month: Date,
     pub currency: String,
     pub opening: i64,

@@ -18,7 +18,8 @@ pub struct StatusChange {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrialMonth {
-    /// First day of the month the trials started in.
+    /// First day of the month the trials started in. Serialized `YYYY-MM`.
+    #[serde(serialize_with = "super::serialize_month")]
     pub month: Date,
     pub trials: u64,
     /// Of those, subscriptions billed after their trial started (up to now).

@@ -18,14 +18,13 @@ use axum::{
     Json,
 };
 use serde::Serialize;
-use time::OffsetDateTime;
 use zori_core::currency::format_minor;
 
 use self::import::{from_csv, from_json, SpendRow};
 use super::{
     filters::Filters,
     models::Credited,
-    revenue::{livemode, RESOLVED_PAYMENTS},
+    revenue::{livemode, payers_before, RESOLVED_PAYMENTS},
     Params, ReportError, ReportsState,
 };
 
@@ -265,16 +264,7 @@ pub async fn report(
         .map_err(ReportError::pg("payments"))?;
 
     // Payers seen before the range are not new.
-    let earlier: Vec<(String,)> = sqlx::query_as(&format!(
-        "WITH {RESOLVED_PAYMENTS} SELECT DISTINCT payer FROM resolved"
-    ))
-    .bind(OffsetDateTime::UNIX_EPOCH)
-    .bind(range.start())
-    .bind(livemode)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(ReportError::pg("earlier payments"))?;
-    let earlier: BTreeSet<String> = earlier.into_iter().map(|(p,)| p).collect();
+    let earlier = payers_before(&state.pool, range.start(), livemode).await?;
 
     let mut rows: BTreeMap<Key, Acc> = BTreeMap::new();
     for (source, medium, campaign, currency, amount) in spend {
