@@ -190,6 +190,7 @@ pub async fn run() {
         format!("/api/v1/attribution?model=time_decay&{range}"),
         format!("/api/v1/attribution/compare?{range}"),
         format!("/api/v1/spend?{range}"),
+        format!("/api/v1/cohorts?{range}"),
     ];
     println!(
         "Seeded through the real endpoints: {EVENTS} events in {:.1}s ({:.0} events/s at ingest), \
