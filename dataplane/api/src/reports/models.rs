@@ -81,6 +81,9 @@ pub struct DataDrivenFit {
     pub non_converting: u64,
     pub conversion_probability: f64,
     pub removal_effects: BTreeMap<String, f64>,
+    /// Values folded into `(other)` because there were more than 200 (the rarest first).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub folded: BTreeSet<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +232,7 @@ pub fn credit_all(
             non_converting: e.non_converting,
             conversion_probability: e.conversion_probability,
             removal_effects: e.effects.clone(),
+            folded: e.folded.clone(),
         }),
         _ => None,
     };
