@@ -267,9 +267,9 @@ struct PaymentRow {
     amount_refunded: i64,
     currency: String,
     payer: String,
-    /// The user whose visitors' touches count, if any.
+    /// The user of the first-touch visitor, whose visitors' touches all count.
     user_id: Option<i64>,
-    /// Else the visitor whose touches count, if known.
+    /// The first-touch visitor (`None`: unattributed), whose touches count when it has no user.
     visitor_id: Option<String>,
 }
 
@@ -307,19 +307,18 @@ impl TouchRow {
     }
 }
 
-/// The touches of a payer are those of its user's visitors (a visitor identified, or an email
-/// matching a user), else of its own visitor; the same rule as the first touch of revenue.rs.
+/// The touches of a payer are those of the visitor its revenue's first touch comes from
+/// (`ft_visitor_id`, however the payment was resolved to it) and, when that visitor is
+/// identified, of every visitor of the same user.
 fn payments_sql(filters: &Filters) -> (String, Vec<String>) {
     let (conditions, binds) = filters.pg("v", 4);
     let sql = format!(
         "WITH {RESOLVED_PAYMENTS}
         SELECT r.paid_at, r.amount, r.amount_refunded, r.currency, r.payer,
-               COALESCE(r.visitor_user_id,
-                        CASE WHEN r.own_visitor THEN NULL ELSE r.email_user_id END) AS user_id,
-               CASE WHEN r.visitor_user_id IS NULL AND r.own_visitor THEN r.visitor_id END
-                   AS visitor_id
+               ft_identity.user_id, r.ft_visitor_id AS visitor_id
         FROM resolved r
         LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+        LEFT JOIN identities ft_identity ON ft_identity.visitor_id = r.ft_visitor_id
         WHERE true{conditions}
         ORDER BY r.paid_at, r.payment_id"
     );
