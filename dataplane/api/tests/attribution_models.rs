@@ -171,6 +171,20 @@ async fn every_model_credits_the_stored_journeys() {
     assert!((email["conversions"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-6);
     assert_eq!(email["revenue"][0]["formatted"], "30.00");
 
+    // Filters apply to the payer's first-touch visitor, as in every revenue report: every
+    // visitor here is a desktop in DE.
+    let de = h
+        .report(&format!("/api/v1/attribution?model=linear&country=DE&{q}"))
+        .await;
+    assert_eq!(credits(&de), credits(&linear));
+    let mobile = h
+        .report(&format!(
+            "/api/v1/attribution/compare?models=linear,data_driven&device=mobile&{q}"
+        ))
+        .await;
+    assert_eq!(mobile["models"][0]["totals"]["payments"], 0, "{mobile:#}");
+    assert_eq!(mobile["models"][1]["not_enough_data"]["journeys"], 0);
+
     // The default lookback (90 days) reaches C's visit: paid social gets C's 700.
     let wide = h
         .report(&format!(

@@ -949,6 +949,28 @@ mod tests {
                 Channel::PaidSearch,
                 None,
             ),
+            // AI assistants: ChatGPT's cited links carry utm_source=chatgpt.com, often without
+            // a referrer; Perplexity and Claude send their host as referrer.
+            (
+                json!({"page_url": "https://example.com/pricing?utm_source=chatgpt.com"}),
+                Channel::AiAssistant,
+                None,
+            ),
+            (
+                json!({"referrer": "https://www.perplexity.ai/search/abc"}),
+                Channel::AiAssistant,
+                Some("perplexity.ai"),
+            ),
+            (
+                json!({"referrer": "https://claude.ai/referral/2025-05-01"}),
+                Channel::AiAssistant,
+                Some("claude.ai"),
+            ),
+            (
+                json!({"referrer": "https://gemini.google.com/app"}),
+                Channel::AiAssistant,
+                Some("gemini.google.com"),
+            ),
         ];
         for (extra, channel, referrer_host) in cases {
             let mut value = json!({"visitor_id": "v", "event_name": "a", "host": "example.com", "page_url": "/"});

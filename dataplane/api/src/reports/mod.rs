@@ -7,6 +7,7 @@
 //! behaviour reports in ClickHouse (events). Money is never summed across currencies.
 
 mod activity;
+mod cohorts;
 pub mod filters;
 mod journey;
 mod models;
@@ -155,6 +156,7 @@ pub fn router(state: ReportsState) -> Router {
     let api = Router::new()
         .route("/attribution", get(revenue::attribution))
         .route("/attribution/compare", get(models::compare))
+        .route("/cohorts", get(cohorts::cohorts_report))
         .route(
             "/spend",
             get(spend::report)

@@ -139,7 +139,7 @@ impl Group {
 
 /// SQL for the value of a group on the visitors row `v` (NULL when there is no row), with
 /// the same labels as [`zori_core::touch::Touch::dimension`].
-fn dimension_sql(group: Group) -> String {
+pub(super) fn dimension_sql(group: Group) -> String {
     let expr = match group {
         Group::All => "'all'".to_owned(),
         Group::Touch(Dimension::Channel) => "v.ft_channel".to_owned(),
@@ -162,7 +162,9 @@ fn dimension_sql(group: Group) -> String {
 /// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
 /// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
 /// `visitors` evaluates nothing again.
-const PAID_IN_RANGE: &str = "
+macro_rules! paid_in_range {
+    () => {
+        "
     pay AS (
         SELECT p.payment_id, p.paid_at, p.amount, p.amount_refunded, p.amount_disputed,
                true AS in_range,
@@ -178,10 +180,14 @@ const PAID_IN_RANGE: &str = "
         LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
         WHERE p.paid_at >= $1 AND p.paid_at < $2 AND p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
-    )";
+    )"
+    };
+}
 
 /// The payer and the first-touch visitor of each row of `pay`.
-const RESOLVE: &str = "
+macro_rules! resolve {
+    () => {
+        "
     resolved AS (
         SELECT pay.*,
                COALESCE(
@@ -212,7 +218,13 @@ const RESOLVE: &str = "
              ORDER BY v.first_seen_at, v.ft_event_id
              LIMIT 1
         ) email_user_ft ON true
-    )";
+    )"
+    };
+}
+
+/// Payments paid in range, resolved to their payer and first-touch visitor (refunds and
+/// disputes on the payment's day). Parameters: $1 start, $2 end (exclusive), $3 livemode.
+pub(super) const RESOLVED_PAYMENTS: &str = concat!(paid_in_range!(), ",", resolve!());
 
 /// The payments of a report. With `refunds_on=event`, refunds and disputes on the day they happened: every payment
 /// with money in range (paid, refunded or disputed in range), `in_range` when it was paid in
@@ -221,7 +233,7 @@ const RESOLVE: &str = "
 /// the latest `charge.refunded`.
 pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
     match refunds_on {
-        RefundsOn::Payment => format!("{PAID_IN_RANGE},{RESOLVE}"),
+        RefundsOn::Payment => RESOLVED_PAYMENTS.to_owned(),
         RefundsOn::Event => {
             format!(
                 "
@@ -254,7 +266,8 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
         WHERE p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
           AND (m.in_range OR m.amount_refunded > 0 OR m.amount_disputed > 0)
-    ),{RESOLVE}"
+    ),{resolve}",
+                resolve = resolve!()
             )
         }
     }
@@ -278,6 +291,25 @@ fn refunds_on(params: &Params) -> Result<RefundsOn, ReportError> {
             format!("{other:?} is not payment or event"),
         )),
     }
+}
+
+/// Payers (the keys of [`RESOLVED_PAYMENTS`]) of any payment before `before`: the customers
+/// who are not new after it.
+pub(super) async fn payers_before(
+    pool: &PgPool,
+    before: OffsetDateTime,
+    livemode: Option<bool>,
+) -> Result<BTreeSet<String>, ReportError> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        "WITH {RESOLVED_PAYMENTS} SELECT DISTINCT payer FROM resolved"
+    ))
+    .bind(OffsetDateTime::UNIX_EPOCH)
+    .bind(before)
+    .bind(livemode)
+    .fetch_all(pool)
+    .await
+    .map_err(ReportError::pg("earlier payments"))?;
+    Ok(rows.into_iter().map(|(p,)| p).collect())
 }
 
 /// Payments in range, labelled with the group value and filtered by the visitor they are

@@ -7,7 +7,7 @@
 //! absorption probability). The chain has a start state and two absorbing states: conversion
 //! and null (the journey ended without paying).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +58,19 @@ pub struct PathCount {
     pub non_conversions: u64,
 }
 
+/// Most states the chain is solved over (each removal effect is one more solve). Beyond it the
+/// states in the fewest journeys are folded into one, [`OTHER`].
+pub const MAX_STATES: usize = 200;
+/// The state the rarest states are folded into when there are more than [`MAX_STATES`].
+pub const OTHER: &str = "(other)";
+
 /// The fitted model: each state's removal effect (0–1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RemovalEffects {
     pub effects: BTreeMap<String, f64>,
+    /// States folded into [`OTHER`] (empty unless there were more than [`MAX_STATES`]).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub folded: BTreeSet<String>,
     /// Probability that a journey from start converts, with every state present.
     pub conversion_probability: f64,
     pub journeys: u64,
@@ -72,7 +81,16 @@ pub struct RemovalEffects {
 impl RemovalEffects {
     /// Removal effect of a state; 0 for one never seen.
     pub fn effect(&self, state: &str) -> f64 {
-        self.effects.get(state).copied().unwrap_or(0.0)
+        self.effects.get(self.state(state)).copied().unwrap_or(0.0)
+    }
+
+    /// The state a value stands for in the chain: itself, or [`OTHER`] when it was folded.
+    pub fn state<'a>(&self, value: &'a str) -> &'a str {
+        if self.folded.contains(value) {
+            OTHER
+        } else {
+            value
+        }
     }
 }
 
@@ -160,6 +178,36 @@ impl Chain {
 /// Fits the chain to `paths` and computes every state's removal effect, or says which minimum
 /// the data misses. Journeys without touches are left out (they have nothing to credit).
 pub fn fit(paths: &[PathCount], minimum: MarkovMinimum) -> Result<RemovalEffects, NotEnoughData> {
+    fit_capped(paths, minimum, MAX_STATES)
+}
+
+/// The states beyond the `max_states − 1` seen in the most journeys (ties by name).
+fn rarest(paths: &[PathCount], max_states: usize) -> BTreeSet<String> {
+    let mut journeys: HashMap<&str, u64> = HashMap::new();
+    for p in paths {
+        let weight = p.conversions.saturating_add(p.non_conversions);
+        let distinct: BTreeSet<&str> = p.path.iter().map(String::as_str).collect();
+        for state in distinct {
+            *journeys.entry(state).or_default() += weight;
+        }
+    }
+    if journeys.len() <= max_states {
+        return BTreeSet::new();
+    }
+    let mut ranked: Vec<(&str, u64)> = journeys.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .skip(max_states.saturating_sub(1))
+        .map(|(s, _)| s.to_owned())
+        .collect()
+}
+
+fn fit_capped(
+    paths: &[PathCount],
+    minimum: MarkovMinimum,
+    max_states: usize,
+) -> Result<RemovalEffects, NotEnoughData> {
     let with_touches = || paths.iter().filter(|p| !p.path.is_empty());
     let converting: u64 = with_touches().map(|p| p.conversions).sum();
     let non_converting: u64 = with_touches().map(|p| p.non_conversions).sum();
@@ -176,6 +224,30 @@ pub fn fit(paths: &[PathCount], minimum: MarkovMinimum) -> Result<RemovalEffects
             minimum,
         });
     }
+    let folded = rarest(paths, max_states);
+    let folded_paths: Vec<PathCount>;
+    let paths = if folded.is_empty() {
+        paths
+    } else {
+        folded_paths = paths
+            .iter()
+            .map(|p| PathCount {
+                path: p
+                    .path
+                    .iter()
+                    .map(|s| {
+                        if folded.contains(s) {
+                            OTHER.to_owned()
+                        } else {
+                            s.clone()
+                        }
+                    })
+                    .collect(),
+                ..p.clone()
+            })
+            .collect();
+        &folded_paths
+    };
     let chain = Chain::build(paths);
     let base = chain.conversion_probability(None);
     let effects = chain
@@ -194,6 +266,7 @@ pub fn fit(paths: &[PathCount], minimum: MarkovMinimum) -> Result<RemovalEffects
         .collect();
     Ok(RemovalEffects {
         effects,
+        folded,
         conversion_probability: base,
         journeys,
         converting,
@@ -264,6 +337,32 @@ mod tests {
         // Without B: pA = 1/2, P = 3/4·1/2 = 3/8 → effect 1/2. Without A: 0 → effect 1.
         assert!(close(fitted.effect("b"), 0.5));
         assert!(close(fitted.effect("a"), 1.0));
+    }
+
+    #[test]
+    fn folds_the_rarest_states_beyond_the_cap() {
+        // With room for 2 states: "a" (3 journeys) stays, "b" and "c" (1 each) fold into
+        // (other): a→other converts, a→other and a alone do not.
+        let paths = [
+            path(&["a", "b"], 1, 0),
+            path(&["a", "c"], 0, 1),
+            path(&["a"], 0, 1),
+        ];
+        let fitted = fit_capped(&paths, SMALL, 2).unwrap();
+        assert_eq!(
+            fitted.folded,
+            BTreeSet::from(["b".to_owned(), "c".to_owned()])
+        );
+        assert_eq!(fitted.effects.keys().collect::<Vec<_>>(), ["(other)", "a"]);
+        // start→a 1; a→other 2/3, a→null 1/3; other→conv 1/2, other→null 1/2: P = 1/3.
+        // Without other: 0 (effect 1). Without a: 0 (effect 1).
+        assert!(close(fitted.conversion_probability, 1.0 / 3.0));
+        assert!(close(fitted.effect("b"), 1.0) && close(fitted.effect("c"), 1.0));
+        assert_eq!(fitted.state("b"), OTHER);
+        assert_eq!(fitted.state("a"), "a");
+        assert_eq!(fitted.effect("never seen"), 0.0);
+        // Under the cap nothing folds.
+        assert!(fit_capped(&paths, SMALL, 3).unwrap().folded.is_empty());
     }
 
     #[test]

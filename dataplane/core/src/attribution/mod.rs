@@ -286,8 +286,11 @@ impl Attribution {
             }
             Model::DataDriven => {
                 let effects = self.markov.as_ref().ok_or(AttributionError::NotFitted)?;
-                let states: Vec<String> =
-                    eligible.iter().map(|i| self.state(&touches[*i])).collect();
+                // Folded states count as one ((other)) when sharing its effect.
+                let states: Vec<String> = eligible
+                    .iter()
+                    .map(|i| effects.state(&self.state(&touches[*i])).to_owned())
+                    .collect();
                 let weights: Vec<u64> = states
                     .iter()
                     .map(|s| {

@@ -42,7 +42,8 @@ pub struct Horizon {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cohort {
-    /// First day of the acquisition month.
+    /// First day of the acquisition month. Serialized `YYYY-MM`.
+    #[serde(serialize_with = "super::serialize_month")]
     pub month: Date,
     pub channel: String,
     pub currency: String,

@@ -1,11 +1,18 @@
 //! SaaS metrics from subscription history, without I/O: monthly recurring revenue and its
-//! movements ([`mrr`]) and cumulative revenue per customer by acquisition cohort ([`cohort`]).
+//! movements ([`mrr`]), cumulative revenue per customer by acquisition cohort ([`cohort`]) and
+//! trial-to-paid conversion ([`trials`]).
 //! Money stays in minor units and per currency, as everywhere else.
 
 pub mod cohort;
 pub mod mrr;
+pub mod trials;
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// Serializes the first day of a month as `YYYY-MM`.
+pub fn serialize_month<S: serde::Serializer>(month: &Date, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{:04}-{:02}", month.year(), month.month() as u8))
+}
 
 /// The first day of the month of `at` (UTC).
 pub fn month_of(at: OffsetDateTime) -> Date {
@@ -72,5 +79,8 @@ mod tests {
             add_months(datetime!(2025-05-15 00:00 UTC), 12),
             datetime!(2026-05-15 00:00 UTC)
         );
+        let mut out = serde_json::Serializer::new(Vec::new());
+        serialize_month(&date!(2025 - 03 - 01), &mut out).unwrap();
+        assert_eq!(out.into_inner(), b"\"2025-03\"");
     }
 }

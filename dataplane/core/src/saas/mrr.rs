@@ -79,7 +79,8 @@ pub struct MrrChange {
 /// One month of one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MonthMovements {
-    /// First day of the month.
+    /// First day of the month. Serialized `YYYY-MM`.
+    #[serde(serialize_with = "super::serialize_month")]
     pub month: Date,
     pub currency: String,
     pub opening: i64,
@@ -194,6 +195,27 @@ pub fn movements(changes: &[MrrChange], from: Date, to: Date) -> Vec<MonthMoveme
         month = end;
     }
     out
+}
+
+/// [`movements`] per segment (the acquisition channel, source or campaign of each change's
+/// customer, as `segment_of` says): MRR by channel. A customer should map to one segment.
+pub fn movements_by<F>(
+    changes: &[MrrChange],
+    from: Date,
+    to: Date,
+    segment_of: F,
+) -> BTreeMap<String, Vec<MonthMovements>>
+where
+    F: Fn(&MrrChange) -> String,
+{
+    let mut parts: BTreeMap<String, Vec<MrrChange>> = BTreeMap::new();
+    for c in changes {
+        parts.entry(segment_of(c)).or_default().push(c.clone());
+    }
+    parts
+        .into_iter()
+        .map(|(segment, list)| (segment, movements(&list, from, to)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -449,6 +471,40 @@ mod tests {
         // A range starting later still knows Alice's history: June is a reactivation.
         let june = movements(&changes, date!(2025 - 06 - 15), date!(2025 - 06 - 15));
         assert_eq!(june, expected[10..].to_vec());
+    }
+
+    #[test]
+    fn movements_by_acquisition_channel() {
+        let changes = vec![
+            change("ann", "s1", "usd", datetime!(2025-01-10 00:00 UTC), 5000),
+            change("ben", "s2", "usd", datetime!(2025-01-12 00:00 UTC), 2000),
+            change("ben", "s2", "usd", datetime!(2025-02-12 00:00 UTC), 0),
+        ];
+        let channel = |c: &MrrChange| {
+            if c.customer == "ann" {
+                "paid_search"
+            } else {
+                "email"
+            }
+            .to_owned()
+        };
+        let by = movements_by(
+            &changes,
+            date!(2025 - 01 - 01),
+            date!(2025 - 02 - 28),
+            channel,
+        );
+        assert_eq!(by.keys().collect::<Vec<_>>(), ["email", "paid_search"]);
+        let email = &by["email"];
+        assert_eq!(
+            (email[0].new, email[1].churn, email[1].closing),
+            (2000, 2000, 0)
+        );
+        let paid = &by["paid_search"];
+        assert_eq!(
+            (paid[0].new, paid[1].opening, paid[1].closing),
+            (5000, 5000, 5000)
+        );
     }
 
     #[test]

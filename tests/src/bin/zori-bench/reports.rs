@@ -221,6 +221,11 @@ pub async fn run(record: &mut Record, events: usize) {
         format!("/api/v1/countries?{range}"),
         format!("/api/v1/devices?{range}"),
         format!("/api/v1/customers?{range}"),
+        format!("/api/v1/attribution?model=linear&{range}"),
+        format!("/api/v1/attribution?model=time_decay&{range}"),
+        format!("/api/v1/attribution/compare?{range}"),
+        format!("/api/v1/spend?{range}"),
+        format!("/api/v1/cohorts?{range}"),
     ];
     record.line(&format!(
         "Size {}: {} events, {} visitors, {} payments over 30 days.\n",
@@ -283,9 +288,14 @@ pub async fn run(record: &mut Record, events: usize) {
 /// The route, with the dimension for attribution: `/api/v1/attribution?dimension=source`.
 fn report_label(path: &str) -> String {
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    match query.split('&').find(|p| p.starts_with("dimension=")) {
-        Some(dimension) => format!("{route}?{dimension}"),
-        None => route.to_owned(),
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| p.starts_with("dimension=") || p.starts_with("model="))
+        .collect();
+    if kept.is_empty() {
+        route.to_owned()
+    } else {
+        format!("{route}?{}", kept.join("&"))
     }
 }
 

@@ -18,14 +18,13 @@ use axum::{
     Json,
 };
 use serde::Serialize;
-use time::OffsetDateTime;
 use zori_core::currency::format_minor;
 
 use self::import::{from_csv, from_json, SpendRow};
 use super::{
     filters::Filters,
     models::Credited,
-    revenue::{livemode, resolved_payments, RefundsOn},
+    revenue::{livemode, payers_before, RESOLVED_PAYMENTS},
     Params, ReportError, ReportsState,
 };
 
@@ -245,9 +244,8 @@ pub async fn report(
     .map_err(ReportError::pg("ad spend"))?;
 
     let (conditions, binds) = filters.pg("v", 4);
-    let resolved = resolved_payments(RefundsOn::Payment);
     let sql = format!(
-        "WITH {resolved}
+        "WITH {RESOLVED_PAYMENTS}
          SELECT v.ft_source, COALESCE(v.ft_medium, ''), COALESCE(v.ft_campaign, ''), r.payer,
                 r.currency, (r.amount - r.amount_refunded - r.amount_disputed)::int8
          FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
@@ -266,16 +264,7 @@ pub async fn report(
         .map_err(ReportError::pg("payments"))?;
 
     // Payers seen before the range are not new.
-    let earlier: Vec<(String,)> = sqlx::query_as(&format!(
-        "WITH {resolved} SELECT DISTINCT payer FROM resolved"
-    ))
-    .bind(OffsetDateTime::UNIX_EPOCH)
-    .bind(range.start())
-    .bind(livemode)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(ReportError::pg("earlier payments"))?;
-    let earlier: BTreeSet<String> = earlier.into_iter().map(|(p,)| p).collect();
+    let earlier = payers_before(&state.pool, range.start(), livemode).await?;
 
     let mut rows: BTreeMap<Key, Acc> = BTreeMap::new();
     for (source, medium, campaign, currency, amount) in spend {

@@ -5,8 +5,10 @@
 //! visitor); the payer's touches (every session landing of every visitor of the user) inside
 //! the lookback window before each payment are credited by [`zori_core::attribution`]. The
 //! data-driven model is fitted to the journeys of the range: one converting journey per
-//! payment, one non-converting journey per visitor (or user) active in the range who paid
-//! nothing in it.
+//! payment, one non-converting journey per visitor (or user) with a session starting in the
+//! range who paid nothing in it.
+
+mod history;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,17 +22,17 @@ use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
 use zori_core::{
     attribution::{
-        Attribution, AttributionError, MarkovMinimum, Model, NotEnoughData, PathCount, Payment,
-        Settings, DEFAULT_HALF_LIFE, DEFAULT_LOOKBACK,
+        Attribution, AttributionError, MarkovMinimum, Model, NotEnoughData, Payment, Settings,
+        DEFAULT_HALF_LIFE, DEFAULT_LOOKBACK,
     },
-    channel::Channel,
     currency::format_minor,
-    touch::{Dimension, Touch, DIRECT, NOT_SET},
+    touch::{Dimension, Touch},
 };
 
+use self::history::{converting_paths, load_history, non_converting_paths};
 use super::{
     filters::Filters,
-    revenue::{fetch_all_local, livemode, resolved_payments, RefundsOn, Share},
+    revenue::{livemode, Share},
     DayRange, Params, ReportError, ReportsState,
 };
 
@@ -81,6 +83,9 @@ pub struct DataDrivenFit {
     pub non_converting: u64,
     pub conversion_probability: f64,
     pub removal_effects: BTreeMap<String, f64>,
+    /// Values folded into `(other)` because there were more than 200 (the rarest first).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub folded: BTreeSet<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +234,7 @@ pub fn credit_all(
             non_converting: e.non_converting,
             conversion_probability: e.conversion_probability,
             removal_effects: e.effects.clone(),
+            folded: e.folded.clone(),
         }),
         _ => None,
     };
@@ -248,260 +254,6 @@ pub fn credit_all(
         data_driven,
         not_enough_data: None,
     })
-}
-
-/// Payments of the range with their payer, and each payer's touches.
-struct History {
-    payments: Vec<PaymentToCredit>,
-    touches: HashMap<String, Vec<Touch>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct PaymentRow {
-    paid_at: OffsetDateTime,
-    amount: i64,
-    amount_refunded: i64,
-    amount_disputed: i64,
-    currency: String,
-    payer: String,
-    /// The user whose visitors' touches count, if any.
-    user_id: Option<i64>,
-    /// Else the visitor whose touches count, if known.
-    visitor_id: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct TouchRow {
-    visitor_id: String,
-    session_id: String,
-    occurred_at: OffsetDateTime,
-    channel: String,
-    source: String,
-    medium: Option<String>,
-    campaign: Option<String>,
-    term: Option<String>,
-    content: Option<String>,
-    referrer_host: Option<String>,
-    landing_page: String,
-}
-
-impl TouchRow {
-    fn into_touch(self) -> Touch {
-        Touch {
-            channel: self.channel.parse().unwrap_or(Channel::Other),
-            visitor_id: self.visitor_id,
-            session_id: self.session_id,
-            occurred_at: self.occurred_at,
-            source: self.source,
-            medium: self.medium,
-            campaign: self.campaign,
-            term: self.term,
-            content: self.content,
-            referrer_host: self.referrer_host,
-            landing_page: self.landing_page,
-            click_ids: BTreeMap::new(),
-        }
-    }
-}
-
-/// The touches of a payer are those of its user's visitors (a visitor identified, or an email
-/// matching a user), else of its own visitor; the same rule as the first touch of revenue.rs.
-fn payments_sql(filters: &Filters) -> (String, Vec<String>) {
-    let (conditions, binds) = filters.pg("v", 4);
-    let resolved = resolved_payments(RefundsOn::Payment);
-    let sql = format!(
-        "WITH {resolved}
-        SELECT r.paid_at, r.amount, r.amount_refunded, r.amount_disputed, r.currency, r.payer,
-               COALESCE(r.visitor_user_id,
-                        CASE WHEN r.own_visitor THEN NULL ELSE r.email_user_id END) AS user_id,
-               CASE WHEN r.visitor_user_id IS NULL AND r.own_visitor THEN r.visitor_id END
-                   AS visitor_id
-        FROM resolved r
-        LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
-        WHERE true{conditions}
-        ORDER BY r.paid_at, r.payment_id"
-    );
-    (sql, binds)
-}
-
-async fn load_history(
-    pool: &PgPool,
-    range: DayRange,
-    livemode: Option<bool>,
-    filters: &Filters,
-    lookback: Duration,
-) -> Result<History, ReportError> {
-    let (sql, binds) = payments_sql(filters);
-    let mut query = sqlx::query_as(&sql)
-        .bind(range.start())
-        .bind(range.end_exclusive())
-        .bind(livemode);
-    for b in &binds {
-        query = query.bind(b);
-    }
-    let rows: Vec<PaymentRow> = fetch_all_local(pool, &[], query)
-        .await
-        .map_err(ReportError::pg("payments"))?;
-
-    let users: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| r.user_id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let linked: Vec<(i64, String)> = if users.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as("SELECT user_id, visitor_id FROM identities WHERE user_id = ANY($1)")
-            .bind(&users)
-            .fetch_all(pool)
-            .await
-            .map_err(ReportError::pg("identities"))?
-    };
-    // visitor → payers whose touches it carries.
-    let mut payers_of: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut user_visitors: HashMap<i64, Vec<String>> = HashMap::new();
-    for (user, visitor) in linked {
-        user_visitors.entry(user).or_default().push(visitor);
-    }
-    for r in &rows {
-        let visitors = match (r.user_id, &r.visitor_id) {
-            (Some(user), _) => user_visitors.get(&user).cloned().unwrap_or_default(),
-            (None, Some(visitor)) => vec![visitor.clone()],
-            (None, None) => Vec::new(),
-        };
-        for v in visitors {
-            payers_of.entry(v).or_default().insert(r.payer.clone());
-        }
-    }
-    let visitor_ids: Vec<String> = payers_of.keys().cloned().collect();
-    let touch_rows: Vec<TouchRow> = if visitor_ids.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(
-            "SELECT visitor_id, session_id, occurred_at, channel, source, medium, campaign, term,
-                    content, referrer_host, landing_page
-             FROM touches
-             WHERE visitor_id = ANY($1) AND occurred_at >= $2 AND occurred_at < $3
-             ORDER BY occurred_at, event_id",
-        )
-        .bind(&visitor_ids)
-        .bind(range.start() - lookback)
-        .bind(range.end_exclusive())
-        .fetch_all(pool)
-        .await
-        .map_err(ReportError::pg("touches"))?
-    };
-    let mut touches: HashMap<String, Vec<Touch>> = HashMap::new();
-    for row in touch_rows {
-        let payers = payers_of.get(&row.visitor_id).cloned().unwrap_or_default();
-        let touch = row.into_touch();
-        for payer in payers {
-            touches.entry(payer).or_default().push(touch.clone());
-        }
-    }
-    let payments = rows
-        .into_iter()
-        .map(|r| PaymentToCredit {
-            paid_at: r.paid_at,
-            net: r
-                .amount
-                .saturating_sub(r.amount_refunded)
-                .saturating_sub(r.amount_disputed),
-            currency: r.currency,
-            payer: r.payer,
-        })
-        .collect();
-    Ok(History { payments, touches })
-}
-
-/// SQL for a touch's value of `dimension` on the `touches` row `t`, with the labels of
-/// [`Touch::dimension`].
-fn state_sql(dimension: Dimension) -> String {
-    match dimension {
-        Dimension::Channel => "t.channel".to_owned(),
-        Dimension::Source => "t.source".to_owned(),
-        Dimension::Medium => format!("COALESCE(t.medium, '{NOT_SET}')"),
-        Dimension::Campaign => format!("COALESCE(t.campaign, '{NOT_SET}')"),
-        Dimension::Referrer => format!("COALESCE(t.referrer_host, '{DIRECT}')"),
-        Dimension::LandingPage => "t.landing_page".to_owned(),
-    }
-}
-
-/// Paths of the people (user, else visitor) active in the range who paid nothing in it: their
-/// touches in the lookback window before the end of the range.
-async fn non_converting_paths(
-    pool: &PgPool,
-    range: DayRange,
-    filters: &Filters,
-    lookback: Duration,
-    dimension: Dimension,
-    payers: &[String],
-) -> Result<Vec<PathCount>, ReportError> {
-    let (conditions, binds) = filters.pg("v", 6);
-    let state = state_sql(dimension);
-    let sql = format!(
-        "WITH active AS (
-             SELECT DISTINCT d.visitor_id FROM visitor_days d WHERE d.day >= $1 AND d.day <= $2
-         ),
-         persons AS (
-             SELECT COALESCE('u:' || i.user_id::text, 'v:' || a.visitor_id) AS person,
-                    a.visitor_id
-             FROM active a
-             JOIN visitors v ON v.visitor_id = a.visitor_id
-             LEFT JOIN identities i ON i.visitor_id = a.visitor_id
-             WHERE true{conditions}
-         ),
-         paths AS (
-             SELECT p.person, array_agg({state} ORDER BY t.occurred_at, t.event_id) AS path
-             FROM persons p JOIN touches t ON t.visitor_id = p.visitor_id
-             WHERE t.occurred_at >= $3 AND t.occurred_at < $4
-             GROUP BY p.person
-         )
-         SELECT path, count(*)::int8 FROM paths WHERE NOT (person = ANY($5)) GROUP BY path"
-    );
-    let end = range.end_exclusive();
-    let mut query = sqlx::query_as(&sql)
-        .bind(range.from)
-        .bind(range.to)
-        .bind(end - lookback)
-        .bind(end)
-        .bind(payers);
-    for b in &binds {
-        query = query.bind(b);
-    }
-    let rows: Vec<(Vec<String>, i64)> = fetch_all_local(pool, &[], query)
-        .await
-        .map_err(ReportError::pg("journeys"))?;
-    Ok(rows
-        .into_iter()
-        .map(|(path, n)| PathCount {
-            path,
-            conversions: 0,
-            non_conversions: u64::try_from(n).unwrap_or(0),
-        })
-        .collect())
-}
-
-/// Converting paths: one per payment, its touches in the window.
-fn converting_paths(attribution: &Attribution, history: &History) -> Vec<PathCount> {
-    let none = Vec::new();
-    let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
-    for p in &history.payments {
-        let touches = history.touches.get(&p.payer).unwrap_or(&none);
-        let path = attribution.path(touches, p.paid_at);
-        if !path.is_empty() {
-            *counts.entry(path).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(path, conversions)| PathCount {
-            path,
-            conversions,
-            non_conversions: 0,
-        })
-        .collect()
 }
 
 /// The parameters every model report shares.
@@ -689,6 +441,7 @@ pub async fn compare(
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
+    use zori_core::channel::Channel;
 
     use super::*;
 
