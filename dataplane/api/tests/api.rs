@@ -676,7 +676,13 @@ async fn a_message_failing_alone_is_retried_then_dead_lettered() {
         |r| r["totals"]["visitors"] == 1,
     )
     .await;
-    let events = h.report(&format!("/api/v1/events?{}", range(3))).await;
+    // PostgreSQL and ClickHouse are written side by side: the first may commit before the
+    // second shows the rows, so wait for ClickHouse too.
+    let events = h
+        .until(&format!("/api/v1/events?{}", range(3)), |r| {
+            count(r, "page_view", "count") >= 9
+        })
+        .await;
     assert_eq!(count(&events, "page_view", "count"), 9, "{events:#}");
     // NAKed with 2 s then 4 s delays, dead-lettered on its third delivery.
     let stream = h.js.get_stream(&h.subjects.stream).await.unwrap();
