@@ -147,6 +147,7 @@ pub(crate) struct Metrics {
     pub(crate) rate_limited: Counter,
     pub(crate) rate_limiter_errors: Counter,
     pub(crate) bot_events: Counter,
+    pub(crate) unverified_identifies: Counter,
     pub(crate) body_bytes: Counter,
 }
 
@@ -194,6 +195,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             rate_limiter_errors: Counter::default(),
             bot_events: Counter::default(),
+            unverified_identifies: Counter::default(),
             body_bytes: Counter::default(),
         };
 
@@ -247,6 +249,12 @@ impl Metrics {
             "bot_events",
             "Events from bots dropped because --bot-traffic is drop",
             metrics.bot_events.clone(),
+        );
+        r.register(
+            "unverified_identifies",
+            "Identifies accepted without a valid signature (--identity-verification ignore): kept \
+             apart, linking nothing",
+            metrics.unverified_identifies.clone(),
         );
         r.register(
             "body_bytes",
@@ -397,6 +405,7 @@ mod tests {
             "zori_ingest_publish_latency_seconds_bucket{le=\"+Inf\"} 2",
             "zori_ingest_publish_latency_seconds_count 2",
             "zori_ingest_bot_events_total 0",
+            "zori_ingest_unverified_identifies_total 0",
             "zori_ingest_body_bytes_total 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

@@ -31,6 +31,7 @@ use tracing::Instrument;
 use zori_core::{
     enrich::{enrich_event, enrich_identify, EnrichContext, EnrichSettings, EventError},
     event::{IdentifyRecord, RawEvent, RawIdentify, StreamMessage, TrackedEvent},
+    identity::IdentityProof,
 };
 use zori_service::{
     jetstream::{desired_config, ensure_stream, JetStreamError},
@@ -395,8 +396,12 @@ async fn identify_inner(state: &AppState, request: Request) -> Result<Response, 
     let mut record = enrich_identify(raw, &ctx).map_err(|error| event_rejection(&error))?;
     record.proof = proof.map_err(|unverified| unverified.rejection())?;
     rate_limit(state, ctx.client_ip, 1, &[(&record.visitor_id, 1)], 1).await?;
+    let unverified = record.proof == IdentityProof::Unsigned;
     publish(state, &[StreamMessage::Identify(record)]).await?;
     state.metrics.accepted_identifies(1);
+    if unverified {
+        state.metrics.unverified_identifies.inc();
+    }
     Ok(text_reply("IDENTIFIED", body.len()))
 }
 
@@ -474,6 +479,16 @@ async fn batch_inner(state: &AppState, request: Request) -> Result<Response, Rej
         )
         .await?;
         publish(state, &messages).await?;
+        let unverified = messages
+            .iter()
+            .filter(
+                |m| matches!(m, StreamMessage::Identify(r) if r.proof == IdentityProof::Unsigned),
+            )
+            .count();
+        state
+            .metrics
+            .unverified_identifies
+            .inc_by(unverified as u64);
         state.metrics.accepted_events(events as u64);
         state
             .metrics

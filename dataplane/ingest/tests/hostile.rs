@@ -246,6 +246,10 @@ async fn ignore_mode_marks_what_it_could_not_verify() {
         .expect("answer");
     assert_eq!(response.status(), 401);
 
+    assert!(server
+        .metrics()
+        .await
+        .contains("zori_ingest_unverified_identifies_total 2"));
     let mut proofs = proofs(&server.published().await);
     proofs.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
