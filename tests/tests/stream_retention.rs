@@ -154,3 +154,25 @@ async fn the_retention_of_a_live_stream_is_never_changed() {
     );
     stack.tenant.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_consumer_on_the_work_queue_is_refused_with_the_reason() {
+    let stack = Stack::start("retention_one").await;
+    // All replicas share one durable consumer; another name would be a second consumer of the
+    // same messages, which a work queue refuses.
+    let port = zori_e2e::free_port();
+    let mut args = stack.tenant.api_args(port);
+    args.extend(["--consumer-name".to_owned(), "another".to_owned()]);
+    let output = std::process::Command::new(zori_e2e::debug_binary("zori-api"))
+        .args(&args)
+        .output()
+        .expect("zori-api runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a workqueue stream gives each message to one consumer only"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--consumer-name"), "{stderr}");
+    stack.tenant.cleanup().await;
+}
