@@ -247,11 +247,12 @@ pub struct Config {
     /// Retention of the stream, with --create-stream: `workqueue` (a message is removed once
     /// written and acknowledged; the size limit is the buffer for a consumer outage) or `limits`
     /// (everything is kept until the age or size limit, acknowledged or not). NATS cannot
-    /// change the retention of an existing stream: a different one is refused at start.
+    /// change the retention of an existing stream: unset, a new stream is a work queue and a live
+    /// one keeps its retention (with a warning); set, a live stream with another is refused.
     #[arg(
         long,
         env = "ZORI_STREAM_RETENTION",
-        default_value = "workqueue",
+        default_value = "",
         value_name = "RETENTION"
     )]
     pub stream_retention: String,
@@ -736,10 +737,14 @@ impl Config {
                 format!("{:?} is not true or false", self.create_stream),
             )
         })?;
-        let retention: StreamRetention = self
-            .stream_retention
-            .parse()
-            .map_err(|e| invalid("--stream-retention", "ZORI_STREAM_RETENTION", e))?;
+        let retention: Option<StreamRetention> = match self.stream_retention.trim() {
+            "" => None,
+            asked => Some(
+                asked
+                    .parse()
+                    .map_err(|e| invalid("--stream-retention", "ZORI_STREAM_RETENTION", e))?,
+            ),
+        };
         let max_age = duration(
             &self.stream_max_age,
             "--stream-max-age",
@@ -871,7 +876,7 @@ mod tests {
         assert_eq!(s.stripe_tolerance, Duration::from_secs(300));
         assert_eq!(s.attribution_lookback, Duration::from_secs(90 * 24 * 3600));
         assert!(s.stripe_webhook_secrets.is_empty());
-        assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
+        assert_eq!(s.stream_limits.retention, None);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
         assert_eq!(s.stream_limits.duplicate_window, Duration::from_secs(120));
@@ -902,7 +907,7 @@ mod tests {
         .unwrap();
         assert!(!s.create_schema);
         assert!(s.create_stream);
-        assert_eq!(s.stream_limits.retention, StreamRetention::Limits);
+        assert_eq!(s.stream_limits.retention, Some(StreamRetention::Limits));
     }
 
     #[test]

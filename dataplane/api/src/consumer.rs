@@ -41,7 +41,7 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use zori_core::event::{StreamMessage, Subjects};
-use zori_service::jetstream::{desired_config, ensure_stream, JetStreamError, StreamOutcome};
+use zori_service::jetstream::{ensure_tenant_stream, JetStreamError, StreamOutcome};
 
 use crate::{
     batch,
@@ -141,12 +141,14 @@ pub async fn setup(
 ) -> Result<PullConsumer, ConsumerError> {
     let subjects = Subjects::for_tenant(&settings.tenant_id);
     if settings.create_stream {
-        let desired = desired_config(
+        match ensure_tenant_stream(
+            js,
             &subjects.stream,
             vec![subjects.wildcard.clone()],
             &settings.stream_limits,
-        );
-        match ensure_stream(js, desired).await? {
+        )
+        .await?
+        {
             StreamOutcome::Created => tracing::info!(stream = %subjects.stream, "created stream"),
             StreamOutcome::Updated(changed) => {
                 tracing::info!(stream = %subjects.stream, ?changed, "updated stream")

@@ -274,12 +274,13 @@ pub struct Config {
     /// With --create-stream: `workqueue` (a message is removed once zori-api has written and
     /// acknowledged it; the size limit is the buffer for a consumer outage) or `limits`
     /// (everything is kept until the age or size limit). NATS cannot change the retention of an
-    /// existing stream: a different one is refused at start.
+    /// existing stream: unset, a new stream is a work queue and a live one keeps its retention
+    /// (with a warning); set, a live stream with another is refused at start.
     #[arg(
         long,
         env = "ZORI_STREAM_RETENTION",
         value_name = "workqueue|limits",
-        default_value = "workqueue"
+        default_value = ""
     )]
     pub stream_retention: String,
 
@@ -755,10 +756,14 @@ impl Config {
             })
             .map_err(|m| invalid("publish-timeout", "ZORI_PUBLISH_TIMEOUT", m))?;
 
-        let retention = self
-            .stream_retention
-            .parse::<StreamRetention>()
-            .map_err(|m| invalid("stream-retention", "ZORI_STREAM_RETENTION", m))?;
+        let retention: Option<StreamRetention> = match self.stream_retention.trim() {
+            "" => None,
+            asked => Some(
+                asked
+                    .parse()
+                    .map_err(|m| invalid("stream-retention", "ZORI_STREAM_RETENTION", m))?,
+            ),
+        };
         let max_age = parse_duration(self.stream_max_age.trim())
             .map_err(|m| invalid("stream-max-age", "ZORI_STREAM_MAX_AGE", m))?;
         let max_bytes = parse_size(&self.stream_max_bytes)
@@ -991,7 +996,7 @@ mod tests {
         assert_eq!(s.publish_timeout, Duration::from_secs(5));
         assert!(!s.create_stream);
         assert_eq!(s.rate_limits.failure_mode, FailureMode::Open);
-        assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
+        assert_eq!(s.stream_limits.retention, None);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 86400));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
         assert_eq!(s.stream_limits.duplicate_window, Duration::from_secs(120));
@@ -1116,7 +1121,7 @@ mod tests {
         assert!(s.rate_limits.enabled());
         assert_eq!(s.max_body_bytes, 128 * 1024);
         assert_eq!(s.stream_limits.max_bytes, 2 << 30);
-        assert_eq!(s.stream_limits.retention, StreamRetention::Limits);
+        assert_eq!(s.stream_limits.retention, Some(StreamRetention::Limits));
         assert_eq!(s.rate_limits.failure_mode, FailureMode::Closed);
         assert_eq!(s.bot_traffic, BotTraffic::Flag);
     }

@@ -34,7 +34,7 @@ use zori_core::{
     identity::IdentityProof,
 };
 use zori_service::{
-    jetstream::{desired_config, ensure_stream, JetStreamError},
+    jetstream::{ensure_tenant_stream, JetStreamError},
     ops::{self, Readiness},
 };
 
@@ -107,12 +107,13 @@ pub async fn run(
         zori_service::jetstream::connect(settings.nats_url.expose(), "zori-ingest").await?;
     let js = jetstream::new(client.clone());
     if settings.create_stream {
-        let desired = desired_config(
+        let outcome = ensure_tenant_stream(
+            &js,
             &stream,
             vec![settings.subjects.wildcard.clone()],
             &settings.stream_limits,
-        );
-        let outcome = ensure_stream(&js, desired).await?;
+        )
+        .await?;
         tracing::info!(stream = %stream, ?outcome, "stream ready");
     } else {
         match tokio::time::timeout(READINESS_TIMEOUT, js.get_stream(&stream)).await {

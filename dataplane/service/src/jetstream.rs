@@ -98,7 +98,10 @@ impl FromStr for StreamRetention {
 /// Retention and size and age bounds of a tenant stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamLimits {
-    pub retention: StreamRetention,
+    /// `None`: work-queue for a stream created now, and a live stream keeps the retention it
+    /// has (an upgrade never stops a tenant). `Some`: asked for explicitly, so a live stream
+    /// with another retention is refused with [`JetStreamError::RetentionChange`].
+    pub retention: Option<StreamRetention>,
     /// With work-queue retention: the longest a message waits for the consumer. With limits
     /// retention: how long every message is kept.
     pub max_age: Duration,
@@ -113,7 +116,7 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            retention: StreamRetention::default(),
+            retention: None,
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 1 << 30,
             max_messages: -1,
@@ -152,7 +155,7 @@ pub fn desired_config(stream: &str, subjects: Vec<String>, limits: &StreamLimits
         name: stream.to_owned(),
         subjects,
         storage: StorageType::File,
-        retention: limits.retention.policy(),
+        retention: limits.retention.unwrap_or_default().policy(),
         discard: DiscardPolicy::New,
         max_age: limits.max_age,
         max_bytes: limits.max_bytes,
@@ -194,10 +197,44 @@ pub fn differences(live: &Config, desired: &Config) -> Vec<&'static str> {
     changed
 }
 
+/// Creates the tenant stream with `limits`, or updates only the managed settings that differ;
+/// the retention of a live stream is checked only when `limits` asks for one explicitly.
+pub async fn ensure_tenant_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    subjects: Vec<String>,
+    limits: &StreamLimits,
+) -> Result<StreamOutcome, JetStreamError> {
+    let desired = desired_config(stream, subjects, limits);
+    match limits.retention {
+        Some(_) => ensure_stream_exact(js, desired).await,
+        None => ensure_stream(js, desired).await,
+    }
+}
+
 /// Creates the stream, or updates only the managed settings that differ from the desired ones.
+/// A live stream keeps its retention (NATS cannot change it): a stream created as `limits`
+/// before work-queue became the default goes on working, with a warning saying how to move.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     desired: Config,
+) -> Result<StreamOutcome, JetStreamError> {
+    ensure(js, desired, false).await
+}
+
+/// [`ensure_stream`], but a live stream whose retention differs is refused with
+/// [`JetStreamError::RetentionChange`] instead of kept.
+pub async fn ensure_stream_exact(
+    js: &jetstream::Context,
+    desired: Config,
+) -> Result<StreamOutcome, JetStreamError> {
+    ensure(js, desired, true).await
+}
+
+async fn ensure(
+    js: &jetstream::Context,
+    desired: Config,
+    exact_retention: bool,
 ) -> Result<StreamOutcome, JetStreamError> {
     let name = desired.name.clone();
     match js.get_stream(&name).await {
@@ -207,11 +244,20 @@ pub async fn ensure_stream(
                 message: e.to_string(),
             })?;
             if info.config.retention != desired.retention {
-                return Err(JetStreamError::RetentionChange {
-                    stream: name,
-                    live: retention_name(info.config.retention),
-                    desired: retention_name(desired.retention),
-                });
+                if exact_retention {
+                    return Err(JetStreamError::RetentionChange {
+                        stream: name,
+                        live: retention_name(info.config.retention),
+                        desired: retention_name(desired.retention),
+                    });
+                }
+                tracing::warn!(
+                    stream = %name,
+                    live = retention_name(info.config.retention),
+                    default = retention_name(desired.retention),
+                    "the stream keeps its retention (NATS cannot change it); to move to the \
+                     default, drain the stream, delete it and let it be created again"
+                );
             }
             let changed = differences(&info.config, &desired);
             if changed.is_empty() {
@@ -286,7 +332,7 @@ mod tests {
         assert_eq!(config.discard, DiscardPolicy::New);
         assert_eq!(config.max_bytes, 1 << 30);
         let limits = StreamLimits {
-            retention: StreamRetention::Limits,
+            retention: Some(StreamRetention::Limits),
             ..StreamLimits::default()
         };
         let config = desired_config("ZORI_A", vec!["zori.a.>".into()], &limits);
