@@ -151,6 +151,25 @@ pub struct Config {
     )]
     pub stripe_webhook_secrets: Option<String>,
 
+    /// A Stripe restricted API key (rk_…) with read access to Events, for
+    /// `POST /api/v1/stripe/backfill`. Without it backfill answers 503; webhooks do not need it.
+    #[arg(
+        long,
+        env = "ZORI_STRIPE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub stripe_api_key: Option<String>,
+
+    /// Base URL of Stripe's API, read by backfill (`GET <url>/v1/events`).
+    #[arg(
+        long,
+        env = "ZORI_STRIPE_API_URL",
+        default_value = "https://api.stripe.com",
+        value_name = "URL"
+    )]
+    pub stripe_api_url: String,
+
     /// How far a Stripe signature timestamp may be from now.
     #[arg(
         long,
@@ -314,6 +333,8 @@ impl fmt::Debug for Config {
                 "stripe_webhook_secrets",
                 &redacted(&self.stripe_webhook_secrets),
             )
+            .field("stripe_api_key", &redacted(&self.stripe_api_key))
+            .field("stripe_api_url", &self.stripe_api_url)
             .field("stripe_tolerance", &self.stripe_tolerance)
             .field("attribution_lookback", &self.attribution_lookback)
             .field("email_salt", &redacted(&self.email_salt))
@@ -348,6 +369,8 @@ pub struct Settings {
     pub clickhouse_user: Option<String>,
     pub clickhouse_password: Option<Secret>,
     pub stripe_webhook_secrets: Vec<Secret>,
+    pub stripe_api_key: Option<Secret>,
+    pub stripe_api_url: String,
     pub stripe_tolerance: Duration,
     pub attribution_lookback: Duration,
     pub email_salt: Secret,
@@ -629,6 +652,22 @@ impl Config {
                 "a secret contains whitespace or control characters",
             ));
         }
+        let stripe_api_key = self
+            .stripe_api_key
+            .map(|key| key.trim().to_owned())
+            .filter(|key| !key.is_empty());
+        if stripe_api_key
+            .as_deref()
+            .is_some_and(|key| key.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "--stripe-api-key",
+                "ZORI_STRIPE_API_KEY",
+                "the key contains whitespace or control characters",
+            ));
+        }
+        let stripe_api_url = check_http_url(&self.stripe_api_url)
+            .map_err(|e| invalid("--stripe-api-url", "ZORI_STRIPE_API_URL", e))?;
         let stripe_tolerance = duration(
             &self.stripe_tolerance,
             "--stripe-tolerance",
@@ -787,6 +826,8 @@ impl Config {
             clickhouse_user,
             clickhouse_password: clickhouse_password.map(Secret::new),
             stripe_webhook_secrets,
+            stripe_api_key: stripe_api_key.map(Secret::new),
+            stripe_api_url,
             stripe_tolerance,
             attribution_lookback,
             email_salt: Secret::new(email_salt),

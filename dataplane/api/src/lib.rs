@@ -6,6 +6,7 @@
 //!                                          └──▶ PostgreSQL visitors, touches, visitor_days,
 //!                                               users, identities (one transaction) ──▶ ack
 //! Stripe ──POST /webhooks/stripe──▶ PostgreSQL payments
+//! Stripe GET /v1/events ◀──POST /api/v1/stripe/backfill (bearer token), same ledger
 //! GET /api/v1/… (bearer token or session cookie) ◀── reports over both stores
 //! GET / ◀── the dashboard (embedded static page rendering those reports)
 //! ```
@@ -159,12 +160,21 @@ pub async fn run(
         metrics: stripe_metrics,
     };
     let auth = dashboard::Auth::new(&settings.api_token);
+    let stripe_admin = stripe::AdminState {
+        stripe: stripe_state.clone(),
+        auth: auth.clone(),
+        api: settings
+            .stripe_api_key
+            .clone()
+            .map(|key| stripe::StripeApi::new(&settings.stripe_api_url, key)),
+    };
     let reports_state =
         reports::ReportsState::new(pool.clone(), events.clone(), auth.clone(), metrics);
     let app = Router::new()
         .merge(dashboard::router(auth))
         .merge(reports::router(reports_state))
         .merge(stripe::router(stripe_state))
+        .merge(stripe::admin_router(stripe_admin))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

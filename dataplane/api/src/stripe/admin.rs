@@ -1,0 +1,111 @@
+//! `POST /api/v1/stripe/backfill?since=YYYY-MM-DD[&max_pages=N]` and
+//! `POST /api/v1/stripe/replay`, both behind the API token (Bearer only: they write).
+
+use axum::{
+    extract::{Query, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+use time::{macros::format_description, Date, OffsetDateTime};
+
+use super::{
+    backfill::{self, BackfillError, StripeApi},
+    replay, StripeState,
+};
+use crate::dashboard::Auth;
+
+/// Pages one backfill request reads at most (100 events each) unless it asks for fewer.
+pub const DEFAULT_MAX_PAGES: u32 = 50;
+/// Upper bound of `max_pages`, so one request stays well inside the request timeout.
+const MAX_PAGES: u32 = 200;
+
+/// What the backfill and replay routes need.
+#[derive(Clone)]
+pub struct AdminState {
+    pub stripe: StripeState,
+    pub auth: Auth,
+    /// Stripe's API; `None` without `--stripe-api-key` (backfill answers 503).
+    pub api: Option<StripeApi>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("a valid API token is required (Authorization: Bearer …)")]
+    Unauthorized,
+    #[error("invalid since {0:?}: expected a date YYYY-MM-DD")]
+    BadSince(String),
+    #[error("invalid max_pages {0}: expected 1 to {MAX_PAGES}")]
+    BadMaxPages(u32),
+    #[error(transparent)]
+    Backfill(#[from] BackfillError),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::BadSince(_) | AdminError::BadMaxPages(_) => StatusCode::BAD_REQUEST,
+            AdminError::Backfill(BackfillError::NotConfigured) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Backfill(BackfillError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Backfill(_) => StatusCode::BAD_GATEWAY,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "stripe backfill or replay failed");
+        }
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// The two routes, behind the bearer token.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/v1/stripe/backfill", post(backfill_route))
+        .route("/api/v1/stripe/replay", post(replay_route))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if state.auth.bearer_matches(request.headers()) {
+        next.run(request).await
+    } else {
+        AdminError::Unauthorized.into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct BackfillParams {
+    since: String,
+    max_pages: Option<u32>,
+}
+
+async fn backfill_route(
+    State(state): State<AdminState>,
+    Query(params): Query<BackfillParams>,
+) -> Result<Response, AdminError> {
+    let since = Date::parse(
+        params.since.trim(),
+        format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| AdminError::BadSince(params.since.chars().take(32).collect()))?;
+    let max_pages = params.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
+    if max_pages == 0 || max_pages > MAX_PAGES {
+        return Err(AdminError::BadMaxPages(max_pages));
+    }
+    let api = state.api.as_ref().ok_or(BackfillError::NotConfigured)?;
+    let since: OffsetDateTime = since.midnight().assume_utc();
+    let summary = backfill::backfill(&state.stripe, api, since, max_pages).await?;
+    Ok(Json(summary).into_response())
+}
+
+async fn replay_route(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    let summary = replay::replay(&state.stripe)
+        .await
+        .map_err(|e| AdminError::Backfill(BackfillError::Store(e)))?;
+    Ok(Json(summary).into_response())
+}
