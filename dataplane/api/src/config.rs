@@ -912,6 +912,8 @@ mod tests {
         assert_eq!(s.stripe_tolerance, Duration::from_secs(300));
         assert_eq!(s.attribution_lookback, Duration::from_secs(90 * 24 * 3600));
         assert!(s.stripe_webhook_secrets.is_empty());
+        assert!(s.stripe_api_key.is_none());
+        assert_eq!(s.stripe_api_url, "https://api.stripe.com");
         assert_eq!(s.stream_limits.retention, StreamRetention::WorkQueue);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
@@ -944,6 +946,15 @@ mod tests {
         assert!(!s.create_schema);
         assert!(s.create_stream);
         assert_eq!(s.stream_limits.retention, StreamRetention::Limits);
+        let s = parse(&[
+            "--stripe-api-key",
+            " rk_test_abc ",
+            "--stripe-api-url",
+            "http://127.0.0.1:12111/",
+        ])
+        .unwrap();
+        assert_eq!(s.stripe_api_key, Some(Secret::new("rk_test_abc")));
+        assert_eq!(s.stripe_api_url, "http://127.0.0.1:12111");
     }
 
     #[test]
@@ -992,6 +1003,14 @@ mod tests {
             (
                 &["--clickhouse-database", "1db"],
                 "invalid --clickhouse-database (ZORI_CLICKHOUSE_DATABASE)",
+            ),
+            (
+                &["--stripe-api-key", "rk_live two"],
+                "invalid --stripe-api-key (ZORI_STRIPE_API_KEY)",
+            ),
+            (
+                &["--stripe-api-url", "api.stripe.com"],
+                "invalid --stripe-api-url (ZORI_STRIPE_API_URL)",
             ),
             (
                 &["--stripe-tolerance", "soon"],
@@ -1098,6 +1117,8 @@ mod tests {
                 "ch-secret-pw",
                 "--stripe-webhook-secrets",
                 "whsec_topsecret",
+                "--stripe-api-key",
+                "rk_live_topsecret",
             ])
             .collect();
         let config = Config::try_parse_from(args).unwrap();
@@ -1109,6 +1130,7 @@ mod tests {
                 "salt-salt-salt-salt",
                 "ch-secret-pw",
                 "whsec_topsecret",
+                "rk_live_topsecret",
             ] {
                 assert!(!dump.contains(secret), "{secret} leaked: {dump}");
             }
