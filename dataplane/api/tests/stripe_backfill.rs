@@ -300,9 +300,24 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         &visitor,
         now - 9 * day,
     );
+    // An event of a type that says nothing about a payment, as the account's list holds many.
+    let other = ApiVersion::Basil
+        .object("payment_intent")
+        .unwrap_or_else(|e| panic!("fixture: {e}"))
+        .with("id", json!("pi_bf_other"))
+        .event(
+            "payment_intent.created",
+            &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            now - 3 * day,
+        );
     {
         let mut d = double.lock().expect("double lock");
-        d.events = missed.iter().chain(&before).cloned().collect();
+        d.events = missed
+            .iter()
+            .chain(&before)
+            .chain([&other])
+            .cloned()
+            .collect();
         d.events
             .sort_by_key(|e| std::cmp::Reverse(e["created"].as_i64().unwrap_or(0)));
         // The third page request fails once.
@@ -345,22 +360,17 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         .iter()
         .map(|q| q.get("starting_after").map(String::as_str))
         .collect();
-    let ids: Vec<&str> = {
-        let mut sorted = missed.clone();
-        sorted.sort_by_key(|e| std::cmp::Reverse(e["created"].as_i64().unwrap_or(0)));
-        sorted
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .leak()
-            .iter()
-            .map(String::as_str)
-            .collect()
-    };
-    // Page 1 from the top, page 2 after it, the failed page 3, page 3 again (resumed), no more.
+    // What the double lists from `since` on, newest first: 7 events in pages of 2.
+    let mut listed: Vec<&Value> = missed.iter().chain([&other]).collect();
+    listed.sort_by_key(|e| std::cmp::Reverse(e["created"].as_i64().unwrap_or(0)));
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default())
+        .collect();
+    // Page 1 from the top, page 2 after it, the failed page 3, page 3 again (resumed), page 4.
     assert_eq!(
         starts,
-        vec![None, Some(ids[1]), Some(ids[3]), Some(ids[3])],
+        vec![None, Some(ids[1]), Some(ids[3]), Some(ids[3]), Some(ids[5])],
         "{requests:?}"
     );
     assert!(requests.iter().all(|q| q.get("created[gte]")
@@ -371,8 +381,21 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         first["events_read"].as_i64().unwrap_or(0) + last["events_read"].as_i64().unwrap_or(0);
     assert_eq!(
         read + 2,
-        6,
+        7,
         "page 2 was recorded before the failure: {first} {last}"
+    );
+    assert_eq!(
+        first["duplicates"], 1,
+        "the webhook had delivered one: {first}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE event_id = $1")
+        .bind(other["id"].as_str().expect("id"))
+        .fetch_one(&h.pool)
+        .await
+        .expect("count stored events");
+    assert_eq!(
+        stored, 0,
+        "a backfilled event of another type is not stored"
     );
     assert_eq!(campaign(&h, "backfilled").await, (2, 1, 7800, 7800));
 
@@ -384,8 +407,12 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
     let (status, again) = admin(&h, &path(5), Some(&h.token)).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(
-        (again["duplicates"].as_i64(), again["recorded"].as_i64()),
-        (Some(6), Some(0))
+        (
+            again["duplicates"].as_i64(),
+            again["recorded"].as_i64(),
+            again["ignored"].as_i64()
+        ),
+        (Some(6), Some(0), Some(1))
     );
     assert_eq!(campaign(&h, "backfilled").await, (2, 1, 7800, 7800));
     let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")

@@ -20,9 +20,10 @@ use super::{
 use crate::dashboard::Auth;
 
 /// Pages one backfill request reads at most (100 events each) unless it asks for fewer.
-pub const DEFAULT_MAX_PAGES: u32 = 50;
-/// Upper bound of `max_pages`, so one request stays well inside the request timeout.
-const MAX_PAGES: u32 = 200;
+pub const DEFAULT_MAX_PAGES: u32 = 10;
+/// Upper bound of `max_pages`, so one request stays inside the request timeout (60 s); a request
+/// cut by the timeout loses nothing either: the next one resumes after the last saved page.
+const MAX_PAGES: u32 = 50;
 
 /// What the backfill and replay routes need.
 #[derive(Clone)]

@@ -6,6 +6,8 @@
 //! `stripe_backfills`, so a run cut short (error, bound reached, restart) resumes after it. Every
 //! event goes through the same ledger as a webhook, keyed by its event id: an event already
 //! received by webhook is a duplicate, and a webhook arriving after its backfill is one too.
+//! Stripe's list holds every event of the account; types that carry nothing about a payment or a
+//! visitor are counted and skipped, not stored.
 //! Stripe keeps events for 30 days; older money cannot be backfilled this way.
 
 use std::time::Duration;
@@ -16,7 +18,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::{
-    store::{self, Delivered, Mode, Recorded, StoreError},
+    store::{self, Delivered, Mode, Reading, Recorded, StoreError},
     StripeState,
 };
 use crate::config::Secret;
@@ -143,6 +145,14 @@ pub(crate) async fn backfill(
                 serde_json::to_vec(event).map_err(|e| BackfillError::NotAList(e.to_string()))?;
             let (header, reading) =
                 store::read_event(&body).map_err(|_| BackfillError::NoEventId(position))?;
+            summary.events_read += 1;
+            if matches!(reading, Reading::Ignored) {
+                // The account's other events (balance, payouts, products…): nothing to keep. A
+                // webhook of the same event is still recorded as usual.
+                summary.ignored += 1;
+                cursor = Some(header.id);
+                continue;
+            }
             let recorded = store::record(
                 &state.pool,
                 &state.tenant_id,
@@ -156,7 +166,6 @@ pub(crate) async fn backfill(
                 },
             )
             .await?;
-            summary.events_read += 1;
             match recorded {
                 Recorded::Duplicate => summary.duplicates += 1,
                 Recorded::Ignored => summary.ignored += 1,
