@@ -323,6 +323,16 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         // The third page request fails once.
         d.fail_request = Some(2);
     }
+    // An older zori-api received the first session but could not read it, and kept no payload:
+    // the backfill reads Stripe's copy. Without it that payment would have no visitor.
+    sqlx::query(
+        "INSERT INTO stripe_events (event_id, event_type, livemode, outcome) \
+         VALUES ($1, 'checkout.session.completed', false, 'unreadable')",
+    )
+    .bind(missed[0]["id"].as_str().expect("id"))
+    .execute(&h.pool)
+    .await
+    .expect("store an unreadable event");
     // One of the missed events did reach the webhook (Stripe's last retry).
     assert_eq!(post_webhook(&h, &missed[4]).await, "processed");
 
@@ -398,6 +408,13 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         "a backfilled event of another type is not stored"
     );
     assert_eq!(campaign(&h, "backfilled").await, (2, 1, 7800, 7800));
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM stripe_events WHERE event_id = $1")
+            .bind(missed[0]["id"].as_str().expect("id"))
+            .fetch_one(&h.pool)
+            .await
+            .expect("outcome of the once unreadable session");
+    assert!(outcome.starts_with("payment_"), "{outcome}");
 
     // The webhooks arrive after all: each is a duplicate, nothing counts twice.
     for event in &missed {

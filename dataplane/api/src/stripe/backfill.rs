@@ -5,7 +5,8 @@
 //! bounded number of pages; after every page the id of the last event recorded is stored in
 //! `stripe_backfills`, so a run cut short (error, bound reached, restart) resumes after it. Every
 //! event goes through the same ledger as a webhook, keyed by its event id: an event already
-//! received by webhook is a duplicate, and a webhook arriving after its backfill is one too.
+//! received by webhook is a duplicate, and a webhook arriving after its backfill is one too;
+//! only an event stored as `unreadable` (by an older version) is processed again.
 //! Stripe's list holds every event of the account; types that carry nothing about a payment or a
 //! visitor are counted and skipped, not stored.
 //! Stripe keeps events for 30 days; older money cannot be backfilled this way.
@@ -162,7 +163,9 @@ pub(crate) async fn backfill(
                     header: &header,
                     reading: &reading,
                     body: &body,
-                    mode: Mode::Delivery,
+                    // An event an older version stored as unreadable (maybe without its
+                    // payload) is read again from Stripe's copy.
+                    mode: Mode::Replay,
                 },
             )
             .await?;

@@ -163,10 +163,10 @@ const INSERT_OR_REPLAY_EVENT: &str =
 /// How an event reached [`record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// A webhook or a backfilled event: a known event id is a duplicate.
+    /// A webhook: a known event id is a duplicate.
     Delivery,
-    /// A stored event read again by a newer version: it is processed again if it was stored as
-    /// `ignored` or `unreadable`.
+    /// A stored event read again (replay), or Stripe's copy of it (backfill): it is processed
+    /// again if it was stored as `ignored` or `unreadable`; any other known id is a duplicate.
     Replay,
 }
 
