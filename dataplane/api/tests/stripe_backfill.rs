@@ -438,6 +438,15 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         .expect("count payments");
     assert_eq!(payments, 2, "the payment before `since` is not backfilled");
 
+    let metrics = h.metrics().await;
+    for line in [
+        r#"zori_stripe_backfilled_events_total{outcome="processed"} 5"#,
+        r#"zori_stripe_backfilled_events_total{outcome="duplicate"} 7"#,
+        r#"zori_stripe_backfilled_events_total{outcome="ignored"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+
     let (status, bad) = admin(
         &h,
         "/api/v1/stripe/backfill?since=last-week",
@@ -495,6 +504,13 @@ async fn replay_reads_events_an_older_version_ignored_and_leaves_the_rest() {
         json!({"examined": 2, "processed": 1, "still_ignored": 0, "still_unreadable": 1})
     );
     assert_eq!(campaign(&h, "replayed").await, (1, 1, 1500, 1500));
+    let metrics = h.metrics().await;
+    for line in [
+        r#"zori_stripe_replayed_events_total{outcome="processed"} 1"#,
+        r#"zori_stripe_replayed_events_total{outcome="unreadable"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 
     // Replayed once: a second replay finds only the unreadable one; the rest of the payment's
     // events fold into the same payment.

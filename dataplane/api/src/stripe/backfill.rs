@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::{
+    metrics::Outcome,
     store::{self, Delivered, Mode, Reading, Recorded, StoreError},
     StripeState,
 };
@@ -151,6 +152,7 @@ pub(crate) async fn backfill(
                 // The account's other events (balance, payouts, products…): nothing to keep. A
                 // webhook of the same event is still recorded as usual.
                 summary.ignored += 1;
+                state.metrics.backfilled(Outcome::Ignored);
                 cursor = Some(header.id);
                 continue;
             }
@@ -169,6 +171,7 @@ pub(crate) async fn backfill(
                 },
             )
             .await?;
+            state.metrics.backfilled(recorded.into());
             match recorded {
                 Recorded::Duplicate => summary.duplicates += 1,
                 Recorded::Ignored => summary.ignored += 1,

@@ -3,6 +3,7 @@
 //! carry nothing are left as they are; processed events are never touched.
 
 use super::{
+    metrics::Outcome,
     store::{self, Delivered, Mode, Reading, Recorded, StoreError},
     StripeState,
 };
@@ -43,15 +44,18 @@ pub(crate) async fn replay(state: &StripeState) -> Result<ReplaySummary, StoreEr
             summary.examined += 1;
             let Ok((header, reading)) = store::read_event(payload.as_bytes()) else {
                 summary.still_unreadable += 1;
+                state.metrics.replayed(Outcome::Malformed);
                 continue;
             };
             match reading {
                 Reading::Ignored => {
                     summary.still_ignored += 1;
+                    state.metrics.replayed(Outcome::Ignored);
                     continue;
                 }
                 Reading::Unreadable => {
                     summary.still_unreadable += 1;
+                    state.metrics.replayed(Outcome::Unreadable);
                     continue;
                 }
                 Reading::Facts(_) => {}
@@ -69,6 +73,7 @@ pub(crate) async fn replay(state: &StripeState) -> Result<ReplaySummary, StoreEr
                 },
             )
             .await?;
+            state.metrics.replayed(recorded.into());
             match recorded {
                 Recorded::Linked | Recorded::Payment { .. } => summary.processed += 1,
                 Recorded::Ignored => summary.still_ignored += 1,
