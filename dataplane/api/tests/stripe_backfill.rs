@@ -447,13 +447,25 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         assert!(metrics.contains(line), "{line} not in {metrics}");
     }
 
-    let (status, bad) = admin(
-        &h,
-        "/api/v1/stripe/backfill?since=last-week",
-        Some(&h.token),
-    )
-    .await;
-    assert_eq!(status, 400, "{bad}");
+    for query in [
+        "since=last-week",
+        "",
+        "since=2026-01-01&max_pages=0",
+        "since=2026-01-01&max_pages=51",
+        "since=2026-01-01&max_pages=many",
+    ] {
+        let (status, bad) = admin(
+            &h,
+            &format!("/api/v1/stripe/backfill?{query}"),
+            Some(&h.token),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {bad}");
+        assert!(
+            bad["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}"
+        );
+    }
     h.cleanup().await;
 }
 
@@ -497,6 +509,20 @@ async fn replay_reads_events_an_older_version_ignored_and_leaves_the_rest() {
 
     let (status, _) = admin(&h, "/api/v1/stripe/replay", None).await;
     assert_eq!(status, 401);
+    // Without --stripe-api-key there is nothing to backfill from.
+    let (status, unconfigured) = admin(
+        &h,
+        "/api/v1/stripe/backfill?since=2026-01-01",
+        Some(&h.token),
+    )
+    .await;
+    assert_eq!(status, 503, "{unconfigured}");
+    assert!(
+        unconfigured["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--stripe-api-key")),
+        "{unconfigured}"
+    );
     let (status, summary) = admin(&h, "/api/v1/stripe/replay", Some(&h.token)).await;
     assert_eq!(status, 200, "{summary}");
     assert_eq!(

@@ -2,7 +2,7 @@
 //! `POST /api/v1/stripe/replay`, both behind the API token (Bearer only: they write).
 
 use axum::{
-    extract::{Query, Request, State},
+    extract::{rejection::QueryRejection, Query, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -38,6 +38,8 @@ pub struct AdminState {
 enum AdminError {
     #[error("a valid API token is required (Authorization: Bearer …)")]
     Unauthorized,
+    #[error("invalid query: {0}")]
+    BadQuery(String),
     #[error("invalid since {0:?}: expected a date YYYY-MM-DD")]
     BadSince(String),
     #[error("invalid max_pages {0}: expected 1 to {MAX_PAGES}")]
@@ -50,7 +52,9 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = match &self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::BadSince(_) | AdminError::BadMaxPages(_) => StatusCode::BAD_REQUEST,
+            AdminError::BadQuery(_) | AdminError::BadSince(_) | AdminError::BadMaxPages(_) => {
+                StatusCode::BAD_REQUEST
+            }
             AdminError::Backfill(BackfillError::NotConfigured) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Backfill(BackfillError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Backfill(_) => StatusCode::BAD_GATEWAY,
@@ -87,8 +91,9 @@ struct BackfillParams {
 
 async fn backfill_route(
     State(state): State<AdminState>,
-    Query(params): Query<BackfillParams>,
+    params: Result<Query<BackfillParams>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadQuery(e.body_text()))?;
     let since = Date::parse(
         params.since.trim(),
         format_description!("[year]-[month]-[day]"),
