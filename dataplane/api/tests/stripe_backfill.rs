@@ -355,7 +355,7 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
     let (status, failed) = admin(&h, &path(5), Some(&h.token)).await;
     assert_eq!(status, 502, "{failed}");
     assert!(
-        failed["error"]
+        failed["error"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("500") && e.contains("An unknown error occurred")),
         "{failed}"
@@ -462,7 +462,10 @@ async fn events_missed_for_four_days_arrive_by_backfill_once_and_resume_after_a_
         .await;
         assert_eq!(status, 400, "{query}: {bad}");
         assert!(
-            bad["error"].as_str().is_some_and(|e| !e.is_empty()),
+            bad["error"]["code"] == "bad_request"
+                && bad["error"]["message"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
             "{bad}"
         );
     }
@@ -518,7 +521,7 @@ async fn replay_reads_events_an_older_version_ignored_and_leaves_the_rest() {
     .await;
     assert_eq!(status, 503, "{unconfigured}");
     assert!(
-        unconfigured["error"]
+        unconfigured["error"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("--stripe-api-key")),
         "{unconfigured}"

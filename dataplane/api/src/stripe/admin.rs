@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{rejection::QueryRejection, Query, Request, State},
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::post,
@@ -48,21 +48,50 @@ enum AdminError {
     Backfill(#[from] BackfillError),
 }
 
+impl AdminError {
+    /// Status, `code` and the parameter at fault, as the reports API answers errors.
+    fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        match self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            AdminError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            AdminError::BadSince(_) => (StatusCode::BAD_REQUEST, "bad_request", Some("since")),
+            AdminError::BadMaxPages(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request", Some("max_pages"))
+            }
+            AdminError::Backfill(BackfillError::NotConfigured) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_configured", None)
+            }
+            AdminError::Backfill(BackfillError::Store(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+            AdminError::Backfill(_) => (StatusCode::BAD_GATEWAY, "stripe_error", None),
+        }
+    }
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::BadQuery(_) | AdminError::BadSince(_) | AdminError::BadMaxPages(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            AdminError::Backfill(BackfillError::NotConfigured) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::Backfill(BackfillError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            AdminError::Backfill(_) => StatusCode::BAD_GATEWAY,
-        };
+        let (status, code, param) = self.parts();
         if status.is_server_error() {
             tracing::error!(error = %self, "stripe backfill or replay failed");
         }
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let message = match &self {
+            AdminError::Backfill(BackfillError::Store(_)) => {
+                "failed to write to PostgreSQL; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(param) = param {
+            error["param"] = json!(param);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
