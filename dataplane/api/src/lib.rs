@@ -56,6 +56,8 @@ pub enum Error {
     JetStream(#[from] zori_service::jetstream::JetStreamError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    #[error("{0} (--stripe-api-key is set)")]
+    StripeApi(String),
     #[error("failed to serve HTTP: {0}")]
     Serve(#[source] std::io::Error),
     #[error("the stream consumer stopped unexpectedly: {0}")]
@@ -100,6 +102,12 @@ pub async fn run(
         "starting zori-api"
     );
 
+    let stripe_api = settings
+        .stripe_api_key
+        .clone()
+        .map(|key| stripe::StripeApi::new(&settings.stripe_api_url, key))
+        .transpose()
+        .map_err(Error::StripeApi)?;
     let pool = pg::open(&settings).await?;
     tracing::info!(schema = %settings.postgres_schema, "PostgreSQL schema migrated");
     let events = EventStore::open(&settings).await?;
@@ -163,10 +171,7 @@ pub async fn run(
     let stripe_admin = stripe::AdminState {
         stripe: stripe_state.clone(),
         auth: auth.clone(),
-        api: settings
-            .stripe_api_key
-            .clone()
-            .map(|key| stripe::StripeApi::new(&settings.stripe_api_url, key)),
+        api: stripe_api,
     };
     let reports_state =
         reports::ReportsState::new(pool.clone(), events.clone(), auth.clone(), metrics);

@@ -64,13 +64,17 @@ impl std::fmt::Debug for StripeApi {
 }
 
 impl StripeApi {
-    /// `base_url` without a trailing slash (`https://api.stripe.com`).
-    pub fn new(base_url: &str, key: Secret) -> Self {
-        Self {
+    /// `base_url` without a trailing slash (`https://api.stripe.com`). Fails when the TLS client
+    /// cannot be set up (no usable root certificates).
+    pub fn new(base_url: &str, key: Secret) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| format!("failed to set up the HTTPS client for the Stripe API: {e}"))?;
+        Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             key,
-            http: reqwest::Client::new(),
-        }
+            http,
+        })
     }
 
     async fn page(&self, since: i64, after: Option<&str>) -> Result<EventPage, BackfillError> {
