@@ -530,7 +530,7 @@ async fn replay_reads_events_an_older_version_ignored_and_leaves_the_rest() {
     assert_eq!(status, 200, "{summary}");
     assert_eq!(
         summary,
-        json!({"examined": 2, "processed": 1, "still_ignored": 0, "still_unreadable": 1})
+        json!({"examined": 2, "processed": 1, "still_ignored": 0, "still_unreadable": 1, "finished": true})
     );
     assert_eq!(campaign(&h, "replayed").await, (1, 1, 1500, 1500));
     let metrics = h.metrics().await;
@@ -546,11 +546,44 @@ async fn replay_reads_events_an_older_version_ignored_and_leaves_the_rest() {
     let (_, again) = admin(&h, "/api/v1/stripe/replay", Some(&h.token)).await;
     assert_eq!(
         again,
-        json!({"examined": 1, "processed": 0, "still_ignored": 0, "still_unreadable": 1})
+        json!({"examined": 1, "processed": 0, "still_ignored": 0, "still_unreadable": 1, "finished": true})
     );
     for event in &events[1..] {
         assert_eq!(post_webhook(&h, event).await, "processed");
     }
     assert_eq!(campaign(&h, "replayed").await, (1, 1, 1500, 1500));
+
+    // A bounded replay stops after `max_events` processed and the next call goes on.
+    for event in &checkout(ApiVersion::Acacia, "rp2", 700, &visitor, at)[..2] {
+        sqlx::query(
+            "INSERT INTO stripe_events (event_id, event_type, livemode, outcome, payload) \
+             VALUES ($1, $2, false, 'ignored', $3)",
+        )
+        .bind(event["id"].as_str().expect("id"))
+        .bind(event["type"].as_str().expect("type"))
+        .bind(serde_json::to_string(event).expect("json"))
+        .execute(&h.pool)
+        .await
+        .expect("store an ignored event");
+    }
+    let (_, bounded) = admin(&h, "/api/v1/stripe/replay?max_events=1", Some(&h.token)).await;
+    assert_eq!(
+        (&bounded["processed"], &bounded["finished"]),
+        (&json!(1), &json!(false)),
+        "{bounded}"
+    );
+    let (_, rest) = admin(&h, "/api/v1/stripe/replay?max_events=1", Some(&h.token)).await;
+    assert_eq!(
+        (&rest["processed"], &rest["finished"]),
+        (&json!(1), &json!(true)),
+        "{rest}"
+    );
+    assert_eq!(campaign(&h, "replayed").await, (2, 1, 2200, 2200));
+    let (status, bad) = admin(&h, "/api/v1/stripe/replay?max_events=0", Some(&h.token)).await;
+    assert_eq!(
+        (status, &bad["error"]["param"]),
+        (400, &json!("max_events")),
+        "{bad}"
+    );
     h.cleanup().await;
 }

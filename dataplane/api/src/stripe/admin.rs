@@ -1,5 +1,5 @@
 //! `POST /api/v1/stripe/backfill?since=YYYY-MM-DD[&max_pages=N]` and
-//! `POST /api/v1/stripe/replay`, both behind the API token (Bearer only: they write).
+//! `POST /api/v1/stripe/replay[?max_events=N]`, both behind the API token (Bearer only: they write).
 
 use axum::{
     extract::{rejection::QueryRejection, Query, Request, State},
@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_PAGES: u32 = 10;
 /// cut by the timeout loses nothing either: the next one resumes after the last saved page.
 const MAX_PAGES: u32 = 50;
 
+/// Events one replay request processes at most unless it asks for fewer (each is a transaction).
+pub const DEFAULT_MAX_REPLAYED: u64 = 2000;
+const MAX_REPLAYED: u64 = 5000;
+
 /// What the backfill and replay routes need.
 #[derive(Clone)]
 pub struct AdminState {
@@ -44,6 +48,8 @@ enum AdminError {
     BadSince(String),
     #[error("invalid max_pages {0}: expected 1 to {MAX_PAGES}")]
     BadMaxPages(u32),
+    #[error("invalid max_events {0}: expected 1 to {MAX_REPLAYED}")]
+    BadMaxEvents(u64),
     #[error(transparent)]
     Backfill(#[from] BackfillError),
 }
@@ -57,6 +63,9 @@ impl AdminError {
             AdminError::BadSince(_) => (StatusCode::BAD_REQUEST, "bad_request", Some("since")),
             AdminError::BadMaxPages(_) => {
                 (StatusCode::BAD_REQUEST, "bad_request", Some("max_pages"))
+            }
+            AdminError::BadMaxEvents(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request", Some("max_events"))
             }
             AdminError::Backfill(BackfillError::NotConfigured) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "not_configured", None)
@@ -138,8 +147,21 @@ async fn backfill_route(
     Ok(Json(summary).into_response())
 }
 
-async fn replay_route(State(state): State<AdminState>) -> Result<Response, AdminError> {
-    let summary = replay::replay(&state.stripe)
+#[derive(Debug, Deserialize)]
+struct ReplayParams {
+    max_events: Option<u64>,
+}
+
+async fn replay_route(
+    State(state): State<AdminState>,
+    params: Result<Query<ReplayParams>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(params) = params.map_err(|e| AdminError::BadQuery(e.body_text()))?;
+    let max_events = params.max_events.unwrap_or(DEFAULT_MAX_REPLAYED);
+    if max_events == 0 || max_events > MAX_REPLAYED {
+        return Err(AdminError::BadMaxEvents(max_events));
+    }
+    let summary = replay::replay(&state.stripe, max_events)
         .await
         .map_err(|e| AdminError::Backfill(BackfillError::Store(e)))?;
     Ok(Json(summary).into_response())

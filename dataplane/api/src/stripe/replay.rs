@@ -20,10 +20,16 @@ pub(crate) struct ReplaySummary {
     pub processed: u64,
     pub still_ignored: u64,
     pub still_unreadable: u64,
+    /// Every stored payload was examined; false when `max_processed` stopped the run early (call
+    /// again: processed events no longer carry a payload, so it goes on where it stopped).
+    pub finished: bool,
 }
 
-/// Reads every stored payload again, oldest first.
-pub(crate) async fn replay(state: &StripeState) -> Result<ReplaySummary, StoreError> {
+/// Reads the stored payloads again in event id order, processing at most `max_processed`.
+pub(crate) async fn replay(
+    state: &StripeState,
+    max_processed: u64,
+) -> Result<ReplaySummary, StoreError> {
     let mut summary = ReplaySummary::default();
     let mut after = String::new();
     loop {
@@ -37,6 +43,7 @@ pub(crate) async fn replay(state: &StripeState) -> Result<ReplaySummary, StoreEr
         .await
         .map_err(store::db("reading stored stripe events"))?;
         let Some((last, _)) = rows.last() else {
+            summary.finished = true;
             break;
         };
         after = last.clone();
@@ -59,6 +66,11 @@ pub(crate) async fn replay(state: &StripeState) -> Result<ReplaySummary, StoreEr
                     continue;
                 }
                 Reading::Facts(_) => {}
+            }
+            if summary.processed >= max_processed {
+                // Left for the next call, as it was.
+                summary.examined -= 1;
+                return Ok(summary);
             }
             let recorded = store::record(
                 &state.pool,
