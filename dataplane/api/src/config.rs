@@ -151,6 +151,25 @@ pub struct Config {
     )]
     pub stripe_webhook_secrets: Option<String>,
 
+    /// A Stripe restricted API key (rk_…) with read access to Events, for
+    /// `POST /api/v1/stripe/backfill`. Without it backfill answers 503; webhooks do not need it.
+    #[arg(
+        long,
+        env = "ZORI_STRIPE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub stripe_api_key: Option<String>,
+
+    /// Base URL of Stripe's API, read by backfill (`GET <url>/v1/events`).
+    #[arg(
+        long,
+        env = "ZORI_STRIPE_API_URL",
+        default_value = "https://api.stripe.com",
+        value_name = "URL"
+    )]
+    pub stripe_api_url: String,
+
     /// How far a Stripe signature timestamp may be from now.
     #[arg(
         long,
@@ -315,6 +334,8 @@ impl fmt::Debug for Config {
                 "stripe_webhook_secrets",
                 &redacted(&self.stripe_webhook_secrets),
             )
+            .field("stripe_api_key", &redacted(&self.stripe_api_key))
+            .field("stripe_api_url", &self.stripe_api_url)
             .field("stripe_tolerance", &self.stripe_tolerance)
             .field("attribution_lookback", &self.attribution_lookback)
             .field("email_salt", &redacted(&self.email_salt))
@@ -349,6 +370,8 @@ pub struct Settings {
     pub clickhouse_user: Option<String>,
     pub clickhouse_password: Option<Secret>,
     pub stripe_webhook_secrets: Vec<Secret>,
+    pub stripe_api_key: Option<Secret>,
+    pub stripe_api_url: String,
     pub stripe_tolerance: Duration,
     pub attribution_lookback: Duration,
     pub email_salt: Secret,
@@ -630,6 +653,22 @@ impl Config {
                 "a secret contains whitespace or control characters",
             ));
         }
+        let stripe_api_key = self
+            .stripe_api_key
+            .map(|key| key.trim().to_owned())
+            .filter(|key| !key.is_empty());
+        if stripe_api_key
+            .as_deref()
+            .is_some_and(|key| key.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "--stripe-api-key",
+                "ZORI_STRIPE_API_KEY",
+                "the key contains whitespace or control characters",
+            ));
+        }
+        let stripe_api_url = check_http_url(&self.stripe_api_url)
+            .map_err(|e| invalid("--stripe-api-url", "ZORI_STRIPE_API_URL", e))?;
         let stripe_tolerance = duration(
             &self.stripe_tolerance,
             "--stripe-tolerance",
@@ -792,6 +831,8 @@ impl Config {
             clickhouse_user,
             clickhouse_password: clickhouse_password.map(Secret::new),
             stripe_webhook_secrets,
+            stripe_api_key: stripe_api_key.map(Secret::new),
+            stripe_api_url,
             stripe_tolerance,
             attribution_lookback,
             email_salt: Secret::new(email_salt),
@@ -876,6 +917,8 @@ mod tests {
         assert_eq!(s.stripe_tolerance, Duration::from_secs(300));
         assert_eq!(s.attribution_lookback, Duration::from_secs(90 * 24 * 3600));
         assert!(s.stripe_webhook_secrets.is_empty());
+        assert!(s.stripe_api_key.is_none());
+        assert_eq!(s.stripe_api_url, "https://api.stripe.com");
         assert_eq!(s.stream_limits.retention, None);
         assert_eq!(s.stream_limits.max_age, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.stream_limits.max_bytes, 1 << 30);
@@ -908,6 +951,15 @@ mod tests {
         assert!(!s.create_schema);
         assert!(s.create_stream);
         assert_eq!(s.stream_limits.retention, Some(StreamRetention::Limits));
+        let s = parse(&[
+            "--stripe-api-key",
+            " rk_test_abc ",
+            "--stripe-api-url",
+            "http://127.0.0.1:12111/",
+        ])
+        .unwrap();
+        assert_eq!(s.stripe_api_key, Some(Secret::new("rk_test_abc")));
+        assert_eq!(s.stripe_api_url, "http://127.0.0.1:12111");
     }
 
     #[test]
@@ -956,6 +1008,14 @@ mod tests {
             (
                 &["--clickhouse-database", "1db"],
                 "invalid --clickhouse-database (ZORI_CLICKHOUSE_DATABASE)",
+            ),
+            (
+                &["--stripe-api-key", "rk_live two"],
+                "invalid --stripe-api-key (ZORI_STRIPE_API_KEY)",
+            ),
+            (
+                &["--stripe-api-url", "api.stripe.com"],
+                "invalid --stripe-api-url (ZORI_STRIPE_API_URL)",
             ),
             (
                 &["--stripe-tolerance", "soon"],
@@ -1062,6 +1122,8 @@ mod tests {
                 "ch-secret-pw",
                 "--stripe-webhook-secrets",
                 "whsec_topsecret",
+                "--stripe-api-key",
+                "rk_live_topsecret",
             ])
             .collect();
         let config = Config::try_parse_from(args).unwrap();
@@ -1073,6 +1135,7 @@ mod tests {
                 "salt-salt-salt-salt",
                 "ch-secret-pw",
                 "whsec_topsecret",
+                "rk_live_topsecret",
             ] {
                 assert!(!dump.contains(secret), "{secret} leaked: {dump}");
             }

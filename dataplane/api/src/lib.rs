@@ -6,6 +6,7 @@
 //!                                          └──▶ PostgreSQL visitors, touches, visitor_days,
 //!                                               users, identities (one transaction) ──▶ ack
 //! Stripe ──POST /webhooks/stripe──▶ PostgreSQL payments
+//! Stripe GET /v1/events ◀──POST /api/v1/stripe/backfill (bearer token), same ledger
 //! GET /api/v1/… (bearer token or session cookie) ◀── reports over both stores
 //! GET / ◀── the dashboard (embedded static page rendering those reports)
 //! ```
@@ -55,6 +56,8 @@ pub enum Error {
     JetStream(#[from] zori_service::jetstream::JetStreamError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    #[error("{0} (--stripe-api-key is set)")]
+    StripeApi(String),
     #[error("failed to serve HTTP: {0}")]
     Serve(#[source] std::io::Error),
     #[error("the stream consumer stopped unexpectedly: {0}")]
@@ -99,6 +102,12 @@ pub async fn run(
         "starting zori-api"
     );
 
+    let stripe_api = settings
+        .stripe_api_key
+        .clone()
+        .map(|key| stripe::StripeApi::new(&settings.stripe_api_url, key))
+        .transpose()
+        .map_err(Error::StripeApi)?;
     let pool = pg::open(&settings).await?;
     tracing::info!(schema = %settings.postgres_schema, "PostgreSQL schema migrated");
     let events = EventStore::open(&settings).await?;
@@ -159,12 +168,18 @@ pub async fn run(
         metrics: stripe_metrics,
     };
     let auth = dashboard::Auth::new(&settings.api_token);
+    let stripe_admin = stripe::AdminState {
+        stripe: stripe_state.clone(),
+        auth: auth.clone(),
+        api: stripe_api,
+    };
     let reports_state =
         reports::ReportsState::new(pool.clone(), events.clone(), auth.clone(), metrics);
     let app = Router::new()
         .merge(dashboard::router(auth))
         .merge(reports::router(reports_state))
         .merge(stripe::router(stripe_state))
+        .merge(stripe::admin_router(stripe_admin))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

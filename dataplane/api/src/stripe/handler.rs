@@ -13,7 +13,7 @@ use zori_core::stripe::{self as core_stripe, SignatureError};
 
 use super::{
     metrics::Outcome,
-    store::{self, EventHeader, Reading, Recorded, StoreError},
+    store::{self, Delivered, Mode, Recorded, StoreError},
     StripeState, MAX_BODY_BYTES,
 };
 
@@ -151,42 +151,20 @@ async fn handle(
         return Err(unverified(WebhookError::InvalidSignature(error)));
     }
 
-    let header: EventHeader = serde_json::from_slice(&body).map_err(|error| {
-        tracing::warn!(
-            "signed stripe webhook body is not an event (no id or type); rejected: {error}"
-        );
-        unverified(WebhookError::NotAnEvent(
-            "expected a json object with string \"id\" and \"type\"".to_owned(),
-        ))
-    })?;
-    if header.id.is_empty() || header.event_type.is_empty() {
-        return Err(unverified(WebhookError::NotAnEvent(
-            "event \"id\" and \"type\" must not be empty".to_owned(),
-        )));
-    }
-    let reading = match core_stripe::extract(&body) {
-        Ok(Some(facts)) => Reading::Facts(Box::new(facts)),
-        Ok(None) => Reading::Ignored,
-        Err(error) => {
-            // Our bug or a new payload shape: keep the event id, acknowledge so Stripe does not
-            // disable the endpoint, and never log the payload (it holds emails and metadata).
-            tracing::warn!(
-                event_id = %header.id,
-                event_type = %header.event_type,
-                "verified stripe event could not be read; stored as unreadable"
-            );
-            tracing::debug!(event_id = %header.id, "stripe event extraction error: {error}");
-            Reading::Unreadable
-        }
-    };
+    let (header, reading) = store::read_event(&body)
+        .map_err(|error| unverified(WebhookError::NotAnEvent(error.to_string())))?;
 
     let recorded = store::record(
         &state.pool,
         &state.tenant_id,
         &state.email_salt,
         state.lookback,
-        &header,
-        &reading,
+        &Delivered {
+            header: &header,
+            reading: &reading,
+            body: &body,
+            mode: Mode::Delivery,
+        },
     )
     .await
     .map_err(|source| {

@@ -1,10 +1,12 @@
-//! Prometheus counters for the Stripe webhook.
+//! Prometheus counters for the Stripe webhook, backfill and replay.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
+
+use super::store::Recorded;
 
 /// What became of one webhook request.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -58,6 +60,22 @@ pub(crate) struct WebhookLabels {
     pub outcome: Outcome,
 }
 
+impl From<Recorded> for Outcome {
+    fn from(recorded: Recorded) -> Outcome {
+        match recorded {
+            Recorded::Duplicate => Outcome::Duplicate,
+            Recorded::Ignored => Outcome::Ignored,
+            Recorded::Unreadable => Outcome::Unreadable,
+            Recorded::Linked | Recorded::Payment { .. } => Outcome::Processed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub outcome: Outcome,
+}
+
 /// Counters for the Stripe webhook; cheap to clone (shared handles).
 #[derive(Debug, Clone, Default)]
 pub struct StripeMetrics {
@@ -69,6 +87,8 @@ pub struct StripeMetrics {
     pub(crate) disputes: Counter,
     pub(crate) holds: Counter,
     pub(crate) links: Counter,
+    pub(crate) backfilled: Family<OutcomeLabels, Counter>,
+    pub(crate) replayed: Family<OutcomeLabels, Counter>,
 }
 
 impl StripeMetrics {
@@ -115,7 +135,29 @@ impl StripeMetrics {
             "Stripe events that tied a subscription or customer to a visitor without moving money",
             metrics.links.clone(),
         );
+        registry.register(
+            "zori_stripe_backfilled_events",
+            "Stripe events read by backfill from Stripe's API, by outcome",
+            metrics.backfilled.clone(),
+        );
+        registry.register(
+            "zori_stripe_replayed_events",
+            "Stored Stripe events read again by replay, by outcome",
+            metrics.replayed.clone(),
+        );
         metrics
+    }
+
+    pub(crate) fn backfilled(&self, outcome: Outcome) {
+        self.backfilled
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub(crate) fn replayed(&self, outcome: Outcome) {
+        self.replayed
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub(crate) fn webhook(&self, event_type: &str, outcome: Outcome) {

@@ -10,19 +10,27 @@
 //! - Refunds raise the cumulative refunded amount, idempotently and in any order (§9.6).
 //! - Unhandled types and unreadable payloads are acknowledged with 200 so Stripe never disables the
 //!   endpoint (§9.11); database failures answer 500 so Stripe retries, with nothing half-written
-//!   (§9.8).
+//!   (§9.8). Their verified payload is kept so `POST /api/v1/stripe/replay` can read them again
+//!   after an upgrade.
+//! - `POST /api/v1/stripe/backfill?since=DATE` reads missed events through Stripe's
+//!   `GET /v1/events` into the same ledger (event ids make it idempotent with webhooks).
 
 mod adjustments;
+mod admin;
+mod backfill;
 mod credit;
 mod handler;
 mod links;
 mod metrics;
+mod replay;
 mod store;
 
 use std::{fmt, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, routing::post, Router};
 
+pub use admin::{router as admin_router, AdminState, DEFAULT_MAX_PAGES};
+pub use backfill::StripeApi;
 pub use metrics::StripeMetrics;
 
 /// Largest webhook body accepted; Stripe events are a few KiB, bigger bodies get 413.

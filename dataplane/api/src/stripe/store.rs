@@ -56,6 +56,43 @@ pub(crate) enum Reading {
     Facts(Box<PaymentFacts>),
 }
 
+/// Why a verified body is not an event at all.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotAnEvent {
+    #[error("expected a json object with string \"id\" and \"type\"")]
+    NoHeader,
+    #[error("event \"id\" and \"type\" must not be empty")]
+    EmptyHeader,
+}
+
+/// Reads a verified (signed, or fetched from Stripe's API) event body: its envelope, then what
+/// it says about a payment. Never logs the payload (it holds emails and metadata).
+pub(crate) fn read_event(body: &[u8]) -> Result<(EventHeader, Reading), NotAnEvent> {
+    let header: EventHeader = serde_json::from_slice(body).map_err(|error| {
+        tracing::warn!("verified stripe body is not an event (no id or type): {error}");
+        NotAnEvent::NoHeader
+    })?;
+    if header.id.is_empty() || header.event_type.is_empty() {
+        return Err(NotAnEvent::EmptyHeader);
+    }
+    let reading = match zori_core::stripe::extract(body) {
+        Ok(Some(facts)) => Reading::Facts(Box::new(facts)),
+        Ok(None) => Reading::Ignored,
+        Err(error) => {
+            // Our bug or a new payload shape: the event is kept (with its payload, for a
+            // replay) and acknowledged so Stripe does not disable the endpoint.
+            tracing::warn!(
+                event_id = %header.id,
+                event_type = %header.event_type,
+                "verified stripe event could not be read; stored as unreadable"
+            );
+            tracing::debug!(event_id = %header.id, "stripe event extraction error: {error}");
+            Reading::Unreadable
+        }
+    };
+    Ok((header, reading))
+}
+
 /// What recording one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recorded {
@@ -110,6 +147,39 @@ impl Effect {
     }
 }
 
+/// Stores a new event id; a known one is a duplicate.
+const INSERT_EVENT: &str =
+    "INSERT INTO stripe_events (event_id, event_type, livemode, outcome, payload) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+
+/// Stores a new event id, or takes up again an event stored as `ignored` or `unreadable`; any
+/// other known event (processed) is a duplicate.
+const INSERT_OR_REPLAY_EVENT: &str =
+    "INSERT INTO stripe_events (event_id, event_type, livemode, outcome, payload) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO UPDATE \
+     SET outcome = EXCLUDED.outcome, payload = EXCLUDED.payload \
+     WHERE stripe_events.outcome IN ('ignored', 'unreadable')";
+
+/// How an event reached [`record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A webhook: a known event id is a duplicate.
+    Delivery,
+    /// A stored event read again (replay), or Stripe's copy of it (backfill): it is processed
+    /// again if it was stored as `ignored` or `unreadable`; any other known id is a duplicate.
+    Replay,
+}
+
+/// One verified event and how it came.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivered<'a> {
+    pub header: &'a EventHeader,
+    pub reading: &'a Reading,
+    /// The verified body, stored when the event is not processed.
+    pub body: &'a [u8],
+    pub mode: Mode,
+}
+
 /// Records one verified event in a single transaction: nothing of it is visible unless all of it
 /// is committed (including the `stripe_events` row, so a failed event is retried in full).
 pub(crate) async fn record(
@@ -117,9 +187,14 @@ pub(crate) async fn record(
     tenant_id: &str,
     email_salt: &str,
     lookback: Duration,
-    header: &EventHeader,
-    reading: &Reading,
+    event: &Delivered<'_>,
 ) -> Result<Recorded, StoreError> {
+    let Delivered {
+        header,
+        reading,
+        body,
+        mode,
+    } = *event;
     let mut tx = pool.begin().await.map_err(db("starting a transaction"))?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("zori:{tenant_id}:payments"))
@@ -132,18 +207,25 @@ pub(crate) async fn record(
         Reading::Unreadable => "unreadable",
         Reading::Facts(_) => "processing",
     };
-    let inserted = sqlx::query(
-        "INSERT INTO stripe_events (event_id, event_type, livemode, outcome) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&header.id)
-    .bind(&header.event_type)
-    .bind(header.livemode)
-    .bind(initial_outcome)
-    .execute(&mut *tx)
-    .await
-    .map_err(db("storing the event id"))?
-    .rows_affected();
+    // Kept only for what was not processed, so a later version can read it again.
+    let payload = match reading {
+        Reading::Ignored | Reading::Unreadable => Some(String::from_utf8_lossy(body)),
+        Reading::Facts(_) => None,
+    };
+    let insert = match mode {
+        Mode::Delivery => INSERT_EVENT,
+        Mode::Replay => INSERT_OR_REPLAY_EVENT,
+    };
+    let inserted = sqlx::query(insert)
+        .bind(&header.id)
+        .bind(&header.event_type)
+        .bind(header.livemode)
+        .bind(initial_outcome)
+        .bind(payload.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing the event id"))?
+        .rows_affected();
     if inserted == 0 {
         tx.rollback()
             .await
