@@ -331,6 +331,16 @@ async fn the_openapi_document_matches_the_running_api() {
         ("/api/v1/cohorts", format!("/api/v1/cohorts?{r}"), 200),
         ("/api/v1/spend", format!("/api/v1/spend?{r}"), 200),
         (
+            "/api/v1/funnel",
+            format!("/api/v1/funnel?{r}&steps=page:/,event:signup,paid"),
+            200,
+        ),
+        (
+            "/api/v1/funnel",
+            format!("/api/v1/funnel?{r}&steps=paid,page:/"),
+            400,
+        ),
+        (
             "/api/v1/overview",
             format!("/api/v1/overview?{r}&compare=previous"),
             200,
@@ -396,7 +406,8 @@ async fn the_openapi_document_matches_the_running_api() {
         let path = template
             .replace("{name}", "signup")
             .replace("{key}", "plan")
-            .replace("{visitor_id}", &paying);
+            .replace("{visitor_id}", &paying)
+            + "?steps=page:/";
         let method_ = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let (status, body) = send(&h, method_, &path, None, None).await;
         assert_eq!(status, 401, "{method} {path} without a token: {body:#}");
@@ -412,4 +423,27 @@ async fn the_openapi_document_matches_the_running_api() {
         "documented but never called with data: {missed:?}"
     );
     h.cleanup().await;
+}
+
+/// The document validates as OpenAPI 3.1 with openapi-spec-validator (PyPI, installed into
+/// .venv by scripts/python-tools.sh; a missing tool fails the test, it never skips).
+#[test]
+fn the_document_validates_as_openapi_3_1() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tool = root.join(".venv/bin/openapi-spec-validator");
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/python-tools.sh",
+        tool.display()
+    );
+    let output = std::process::Command::new(&tool)
+        .arg(root.join("docs/openapi.yaml"))
+        .output()
+        .expect("openapi-spec-validator runs");
+    assert!(
+        output.status.success(),
+        "docs/openapi.yaml is not a valid OpenAPI 3.1 document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -9,6 +9,7 @@
 mod activity;
 mod cohorts;
 pub mod filters;
+mod funnel;
 mod journey;
 mod models;
 pub mod openapi;
@@ -162,6 +163,7 @@ pub fn router(state: ReportsState) -> Router {
         .route("/attribution", get(revenue::attribution))
         .route("/attribution/compare", get(models::compare))
         .route("/cohorts", get(cohorts::cohorts_report))
+        .route("/funnel", get(funnel::funnel))
         .route(
             "/spend",
             get(spend::report)

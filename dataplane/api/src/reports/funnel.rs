@@ -1,0 +1,489 @@
+//! `GET /api/v1/funnel?steps=page:/pricing,event:signup,paid`: how many people reached each
+//! step of a funnel, in order, within the range, by first-touch dimension; step conversion;
+//! and the net revenue of those who finished.
+//!
+//! A person is a user when identified (all their visitors together), else a visitor. Page and
+//! event steps are read from ClickHouse, `paid` from the payments of the range (PostgreSQL,
+//! the same payers as the revenue reports). A person reaches step k when steps 1…k happened in
+//! that order (each at or after the previous one); the earliest possible match is taken, which
+//! finds an ordered match whenever one exists.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use axum::{
+    extract::{RawQuery, State},
+    Json,
+};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zori_core::{currency::format_minor, touch::Dimension};
+
+use super::{
+    filters::Filters,
+    models::Credited,
+    revenue::{dimension_sql, livemode, Group, RESOLVED_PAYMENTS},
+    Params, ReportError, ReportsState,
+};
+use crate::ch::datetime_secs;
+
+/// Most steps a funnel may have.
+pub const MAX_STEPS: usize = 10;
+/// Longest page path or event name in a step, in bytes.
+const MAX_STEP_BYTES: usize = 512;
+/// Label of people whose first touch is not known (yet).
+const UNKNOWN: &str = "(unknown)";
+
+/// One step of a funnel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// A `page_view` of this exact path.
+    Page(String),
+    /// An event of this name (custom or automatic).
+    Event(String),
+    /// A payment.
+    Paid,
+}
+
+impl Step {
+    fn label(&self) -> String {
+        match self {
+            Step::Page(path) => format!("page:{path}"),
+            Step::Event(name) => format!("event:{name}"),
+            Step::Paid => "paid".to_owned(),
+        }
+    }
+}
+
+/// Parses `steps`: comma-separated `page:<path>`, `event:<name>` and `paid` (last only).
+pub fn parse_steps(raw: Option<&str>) -> Result<Vec<Step>, ReportError> {
+    let bad = |message: String| ReportError::bad("steps", message);
+    let raw = raw
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("required: e.g. page:/pricing,event:signup,paid".to_owned()))?;
+    let mut steps = Vec::new();
+    for part in raw.split(',').map(str::trim) {
+        let step = if part == "paid" {
+            Step::Paid
+        } else if let Some(path) = part.strip_prefix("page:") {
+            if !path.starts_with('/') {
+                return Err(bad(format!("{part:?}: a page path starts with /")));
+            }
+            Step::Page(path.to_owned())
+        } else if let Some(name) = part.strip_prefix("event:") {
+            if name.is_empty() {
+                return Err(bad(format!("{part:?}: the event name is empty")));
+            }
+            Step::Event(name.to_owned())
+        } else {
+            return Err(bad(format!(
+                "{part:?} is not page:<path>, event:<name> or paid"
+            )));
+        };
+        if part.len() > MAX_STEP_BYTES {
+            return Err(bad(format!("a step is longer than {MAX_STEP_BYTES} bytes")));
+        }
+        if steps.contains(&Step::Paid) {
+            return Err(bad("paid can only be the last step".to_owned()));
+        }
+        steps.push(step);
+    }
+    if steps.len() > MAX_STEPS {
+        return Err(bad(format!("at most {MAX_STEPS} steps")));
+    }
+    if steps == [Step::Paid] {
+        return Err(bad("paid needs a step before it".to_owned()));
+    }
+    Ok(steps)
+}
+
+/// How many steps, in order, `happened` (each step's times, ascending) reaches: the earliest
+/// match of step 1, then the earliest match of step 2 at or after it, and so on.
+pub fn reached(happened: &[&[i64]]) -> usize {
+    let mut at = i64::MIN;
+    for (k, times) in happened.iter().enumerate() {
+        match times.iter().find(|t| **t >= at) {
+            Some(t) => at = *t,
+            None => return k,
+        }
+    }
+    happened.len()
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub step: String,
+    pub kind: &'static str,
+    /// The page path or event name; `null` for `paid`.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StepCount {
+    /// People who reached this step (and every step before it, in order).
+    pub visitors: u64,
+    /// `visitors` over the previous step's (`null` for the first step, or when that is 0).
+    pub conversion: Option<f64>,
+    /// `visitors` over the first step's (`null` when that is 0).
+    pub overall: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunnelRow {
+    pub value: String,
+    pub steps: Vec<StepCount>,
+    /// People who reached the last step.
+    pub finished: u64,
+    /// Net revenue of the range's payments of those who finished, per currency.
+    pub revenue: Vec<Credited>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Funnel {
+    pub livemode: Option<bool>,
+    pub dimension: &'static str,
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<StepView>,
+    pub rows: Vec<FunnelRow>,
+    pub totals: FunnelRow,
+}
+
+/// Counts per step and revenue of finishers, for one row.
+#[derive(Default)]
+struct Tally {
+    reached: Vec<u64>,
+    revenue: BTreeMap<String, i64>,
+}
+
+impl Tally {
+    fn add(&mut self, steps: usize, reached: usize, revenue: Option<&BTreeMap<String, i64>>) {
+        if self.reached.is_empty() {
+            self.reached = vec![0; steps];
+        }
+        for n in self.reached.iter_mut().take(reached) {
+            *n += 1;
+        }
+        if reached == steps {
+            for (currency, net) in revenue.into_iter().flatten() {
+                *self.revenue.entry(currency.clone()).or_default() += net;
+            }
+        }
+    }
+
+    fn row(self, value: String, steps: usize) -> FunnelRow {
+        let reached = if self.reached.is_empty() {
+            vec![0; steps]
+        } else {
+            self.reached
+        };
+        let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+        let first = reached.first().copied().unwrap_or(0);
+        FunnelRow {
+            value,
+            finished: reached.last().copied().unwrap_or(0),
+            steps: reached
+                .iter()
+                .enumerate()
+                .map(|(k, n)| StepCount {
+                    visitors: *n,
+                    conversion: if k == 0 {
+                        None
+                    } else {
+                        ratio(*n, reached[k - 1])
+                    },
+                    overall: ratio(*n, first),
+                })
+                .collect(),
+            revenue: self
+                .revenue
+                .into_iter()
+                .map(|(currency, net)| Credited {
+                    formatted: format_minor(net, &currency),
+                    currency,
+                    net,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StepEvent {
+    visitor_id: String,
+    at: u32,
+    name: String,
+    path: String,
+}
+
+pub async fn funnel(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Funnel>, ReportError> {
+    let params = Params::parse(query)?;
+    let steps = parse_steps(params.get("steps"))?;
+    let range = params.range()?;
+    let livemode = livemode(&state.pool, &params).await?;
+    let filters = Filters::parse(&params)?;
+    let dimension: Dimension = params
+        .get("dimension")
+        .unwrap_or("channel")
+        .parse()
+        .map_err(|e: String| ReportError::bad("dimension", e))?;
+
+    // Every event of the range that matches a page or event step.
+    let pages: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Page(p) => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Event(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let query = state
+        .events
+        .client()
+        .query(
+            "SELECT visitor_id, toUInt32(occurred_at) AS at, name, page_path AS path
+             FROM events
+             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+               AND ((name = 'page_view' AND has(?, page_path)) OR has(?, name))
+             ORDER BY at, event_id
+             LIMIT 1 BY event_id",
+        )
+        .bind(datetime_secs(range.start()))
+        .bind(datetime_secs(range.end_exclusive()))
+        .bind(&pages)
+        .bind(&names);
+    let events: Vec<StepEvent> = state.events.fetch_all("funnel steps", query).await?;
+
+    // Who each visitor is (user when identified) and the value of its first touch.
+    let visitor_ids: Vec<String> = events
+        .iter()
+        .map(|e| e.visitor_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let (conditions, binds) = filters.pg("v", 2);
+    let dim = dimension_sql(Group::Touch(dimension));
+    let sql = format!(
+        "SELECT x.visitor_id, i.user_id, {dim} AS value
+         FROM unnest($1::text[]) AS x(visitor_id)
+         LEFT JOIN identities i ON i.visitor_id = x.visitor_id
+         LEFT JOIN LATERAL (
+             SELECT v2.visitor_id
+               FROM identities i2 JOIN visitors v2 ON v2.visitor_id = i2.visitor_id
+              WHERE i2.user_id = i.user_id
+              ORDER BY v2.first_seen_at, v2.ft_event_id
+              LIMIT 1
+         ) uft ON true
+         LEFT JOIN visitors v ON v.visitor_id = COALESCE(uft.visitor_id, x.visitor_id)
+         WHERE true{conditions}"
+    );
+    let mut q = sqlx::query_as(&sql).bind(&visitor_ids);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let people: Vec<(String, Option<i64>, Option<String>)> = q
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("funnel visitors"))?;
+    // visitor id → (person key, row value); visitors filtered out are absent.
+    let person: HashMap<String, (String, String)> = people
+        .into_iter()
+        .map(|(visitor, user, value)| {
+            let key = match user {
+                Some(user) => format!("u:{user}"),
+                None => format!("v:{visitor}"),
+            };
+            (visitor, (key, value.unwrap_or_else(|| UNKNOWN.to_owned())))
+        })
+        .collect();
+
+    // The times each person did each step.
+    let mut happened: HashMap<&str, Vec<Vec<i64>>> = HashMap::new();
+    let mut value_of: HashMap<&str, &str> = HashMap::new();
+    for e in &events {
+        let Some((key, value)) = person.get(&e.visitor_id) else {
+            continue;
+        };
+        value_of.insert(key, value);
+        let times = happened
+            .entry(key)
+            .or_insert_with(|| vec![Vec::new(); steps.len()]);
+        for (k, step) in steps.iter().enumerate() {
+            let matches = match step {
+                Step::Page(p) => e.name == "page_view" && e.path == *p,
+                Step::Event(n) => e.name == *n,
+                Step::Paid => false,
+            };
+            if matches {
+                times[k].push(i64::from(e.at));
+            }
+        }
+    }
+
+    // Payments of the range by payer: times (for a `paid` step) and net revenue per currency.
+    let payments: Vec<(String, OffsetDateTime, String, i64)> = sqlx::query_as(&format!(
+        "WITH {RESOLVED_PAYMENTS}
+         SELECT payer, paid_at, currency,
+                (amount - amount_refunded - amount_disputed)::int8
+         FROM resolved"
+    ))
+    .bind(range.start())
+    .bind(range.end_exclusive())
+    .bind(livemode)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(ReportError::pg("funnel payments"))?;
+    let mut revenue: HashMap<&str, BTreeMap<String, i64>> = HashMap::new();
+    let mut paid_at: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (payer, at, currency, net) in &payments {
+        *revenue
+            .entry(payer.as_str())
+            .or_default()
+            .entry(currency.clone())
+            .or_default() += net;
+        paid_at
+            .entry(payer.as_str())
+            .or_default()
+            .push(at.unix_timestamp());
+    }
+
+    let mut rows: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut totals = Tally::default();
+    for (key, mut times) in happened {
+        if steps.last() == Some(&Step::Paid) {
+            if let (Some(last), Some(paid)) = (times.last_mut(), paid_at.get(key)) {
+                last.clone_from(paid);
+            }
+        }
+        for t in &mut times {
+            t.sort_unstable();
+        }
+        let slices: Vec<&[i64]> = times.iter().map(Vec::as_slice).collect();
+        let n = reached(&slices);
+        if n == 0 {
+            continue;
+        }
+        let value = value_of.get(key).copied().unwrap_or(UNKNOWN);
+        rows.entry(value)
+            .or_default()
+            .add(steps.len(), n, revenue.get(key));
+        totals.add(steps.len(), n, revenue.get(key));
+    }
+    let mut rows: Vec<FunnelRow> = rows
+        .into_iter()
+        .map(|(value, tally)| tally.row(value.to_owned(), steps.len()))
+        .collect();
+    rows.sort_by(|a, b| {
+        b.steps[0]
+            .visitors
+            .cmp(&a.steps[0].visitors)
+            .then(b.finished.cmp(&a.finished))
+            .then(a.value.cmp(&b.value))
+    });
+    Ok(Json(Funnel {
+        livemode,
+        dimension: dimension.as_str(),
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        steps: steps
+            .iter()
+            .map(|s| StepView {
+                step: s.label(),
+                kind: match s {
+                    Step::Page(_) => "page",
+                    Step::Event(_) => "event",
+                    Step::Paid => "paid",
+                },
+                value: match s {
+                    Step::Page(v) | Step::Event(v) => Some(v.clone()),
+                    Step::Paid => None,
+                },
+            })
+            .collect(),
+        rows,
+        totals: totals.row("all".to_owned(), steps.len()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_strictly() {
+        assert_eq!(
+            parse_steps(Some("page:/pricing, event:signup,paid")).unwrap(),
+            vec![
+                Step::Page("/pricing".to_owned()),
+                Step::Event("signup".to_owned()),
+                Step::Paid
+            ]
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("pricing"),
+            Some("page:pricing"),
+            Some("event:"),
+            Some("paid"),
+            Some("paid,page:/"),
+            Some("page:/,paid,event:x"),
+            Some("page:/a,page:/b,page:/c,page:/d,page:/e,page:/f,page:/g,page:/h,page:/i,page:/j,page:/k"),
+        ] {
+            match parse_steps(bad) {
+                Err(ReportError::BadParam { param, .. }) => assert_eq!(param, "steps", "{bad:?}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn steps_count_only_in_order() {
+        let cases: &[(&[&[i64]], usize)] = &[
+            (&[&[1], &[2], &[3]], 3),
+            // Signed up before seeing pricing, never after: reaches step 1 only.
+            (&[&[5], &[2], &[9]], 1),
+            // The earliest pricing view lets a later signup count.
+            (&[&[1, 8], &[4], &[6]], 3),
+            // Same second counts as in order.
+            (&[&[4], &[4], &[4]], 3),
+            (&[&[], &[1], &[2]], 0),
+            (&[&[1], &[2], &[]], 2),
+        ];
+        for (happened, expected) in cases {
+            assert_eq!(reached(happened), *expected, "{happened:?}");
+        }
+    }
+
+    #[test]
+    fn rows_convert_step_by_step() {
+        let mut t = Tally::default();
+        let usd: BTreeMap<String, i64> = [("usd".to_owned(), 900)].into();
+        t.add(3, 3, Some(&usd));
+        t.add(3, 2, Some(&usd));
+        t.add(3, 1, None);
+        t.add(3, 1, None);
+        let row = t.row("x".to_owned(), 3);
+        let counts: Vec<u64> = row.steps.iter().map(|s| s.visitors).collect();
+        assert_eq!(counts, vec![4, 2, 1]);
+        assert_eq!(row.steps[0].conversion, None);
+        assert_eq!(row.steps[1].conversion, Some(0.5));
+        assert_eq!(row.steps[2].overall, Some(0.25));
+        assert_eq!(row.finished, 1);
+        assert_eq!(row.revenue.len(), 1);
+        assert_eq!(
+            (row.revenue[0].net, row.revenue[0].formatted.as_str()),
+            (900, "9.00")
+        );
+    }
+}
