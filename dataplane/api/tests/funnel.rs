@@ -162,6 +162,18 @@ async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers()
         )
     );
 
+    // Only page steps, or only event steps.
+    let report = h
+        .report(&format!("/api/v1/funnel?{r}&steps=page:/pricing,paid"))
+        .await;
+    assert_eq!(summary(&report["totals"]).0, vec![5, 3]);
+    let report = h
+        .report(&format!("/api/v1/funnel?{r}&steps=event:signup,paid"))
+        .await;
+    // Paid after signing up: A, C (signed up on day 6, paid on day 3) and the user; B never
+    // paid and F paid before signing up.
+    assert_eq!(summary(&report["totals"]).0, vec![5, 3]);
+
     // Filters keep the people whose first touch matches.
     let report = h
         .report(&format!(

@@ -247,21 +247,34 @@ pub async fn funnel(
             _ => None,
         })
         .collect();
-    let query = state
+    // Only non-empty lists are bound: ClickHouse cannot type an empty array literal.
+    let matches: Vec<&str> = [
+        (!pages.is_empty()).then_some("(name = 'page_view' AND has(?, page_path))"),
+        (!names.is_empty()).then_some("has(?, name)"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut query = state
         .events
         .client()
-        .query(
+        .query(&format!(
             "SELECT visitor_id, toUInt32(occurred_at) AS at, name, page_path AS path
              FROM events
              WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-               AND ((name = 'page_view' AND has(?, page_path)) OR has(?, name))
+               AND ({})
              ORDER BY at, event_id
              LIMIT 1 BY event_id",
-        )
+            matches.join(" OR ")
+        ))
         .bind(datetime_secs(range.start()))
-        .bind(datetime_secs(range.end_exclusive()))
-        .bind(&pages)
-        .bind(&names);
+        .bind(datetime_secs(range.end_exclusive()));
+    if !pages.is_empty() {
+        query = query.bind(&pages);
+    }
+    if !names.is_empty() {
+        query = query.bind(&names);
+    }
     let events: Vec<StepEvent> = state.events.fetch_all("funnel steps", query).await?;
 
     // Who each visitor is (user when identified) and the value of its first touch.
