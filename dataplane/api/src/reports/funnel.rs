@@ -23,7 +23,7 @@ use super::{
     filters::Filters,
     models::Credited,
     revenue::{dimension_sql, livemode, Group, RESOLVED_PAYMENTS},
-    Params, ReportError, ReportsState,
+    DayRange, Params, ReportError, ReportsState,
 };
 use crate::ch::datetime_secs;
 
@@ -232,7 +232,42 @@ pub async fn funnel(
         .parse()
         .map_err(|e: String| ReportError::bad("dimension", e))?;
 
-    // Every event of the range that matches a page or event step.
+    let events = step_events(&state, &steps, &range).await?;
+    let person = people(&state, &events, dimension, &filters).await?;
+    let payments = payments_by_payer(&state, &range, livemode).await?;
+    let (rows, totals) = tally(&steps, &events, &person, &payments);
+    Ok(Json(Funnel {
+        livemode,
+        dimension: dimension.as_str(),
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        steps: steps.iter().map(StepView::of).collect(),
+        rows,
+        totals,
+    }))
+}
+
+impl StepView {
+    fn of(step: &Step) -> Self {
+        let (kind, value) = match step {
+            Step::Page(v) => ("page", Some(v.clone())),
+            Step::Event(v) => ("event", Some(v.clone())),
+            Step::Paid => ("paid", None),
+        };
+        StepView {
+            step: step.label(),
+            kind,
+            value,
+        }
+    }
+}
+
+/// Every event of the range that matches a page or event step (ClickHouse, once per event).
+async fn step_events(
+    state: &ReportsState,
+    steps: &[Step],
+    range: &DayRange,
+) -> Result<Vec<StepEvent>, ReportError> {
     let pages: Vec<&str> = steps
         .iter()
         .filter_map(|s| match s {
@@ -275,12 +310,21 @@ pub async fn funnel(
     if !names.is_empty() {
         query = query.bind(&names);
     }
-    let events: Vec<StepEvent> = state.events.fetch_all("funnel steps", query).await?;
+    Ok(state.events.fetch_all("funnel steps", query).await?)
+}
 
-    // Who each visitor is (user when identified) and the value of its first touch.
-    let visitor_ids: Vec<String> = events
+/// Visitor id → (person key, row value) for the visitors of `events` whose first touch passes
+/// `filters`: the person is `u:<user id>` when identified (valued by the user's earliest first
+/// touch), else `v:<visitor id>`, the payer keys of the revenue reports.
+async fn people(
+    state: &ReportsState,
+    events: &[StepEvent],
+    dimension: Dimension,
+    filters: &Filters,
+) -> Result<HashMap<String, (String, String)>, ReportError> {
+    let visitor_ids: Vec<&str> = events
         .iter()
-        .map(|e| e.visitor_id.clone())
+        .map(|e| e.visitor_id.as_str())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -304,12 +348,11 @@ pub async fn funnel(
     for b in &binds {
         q = q.bind(b);
     }
-    let people: Vec<(String, Option<i64>, Option<String>)> = q
+    let rows: Vec<(String, Option<i64>, Option<String>)> = q
         .fetch_all(&state.pool)
         .await
         .map_err(ReportError::pg("funnel visitors"))?;
-    // visitor id → (person key, row value); visitors filtered out are absent.
-    let person: HashMap<String, (String, String)> = people
+    Ok(rows
         .into_iter()
         .map(|(visitor, user, value)| {
             let key = match user {
@@ -318,32 +361,21 @@ pub async fn funnel(
             };
             (visitor, (key, value.unwrap_or_else(|| UNKNOWN.to_owned())))
         })
-        .collect();
+        .collect())
+}
 
-    // The times each person did each step.
-    let mut happened: HashMap<&str, Vec<Vec<i64>>> = HashMap::new();
-    let mut value_of: HashMap<&str, &str> = HashMap::new();
-    for e in &events {
-        let Some((key, value)) = person.get(&e.visitor_id) else {
-            continue;
-        };
-        value_of.insert(key, value);
-        let times = happened
-            .entry(key)
-            .or_insert_with(|| vec![Vec::new(); steps.len()]);
-        for (k, step) in steps.iter().enumerate() {
-            let matches = match step {
-                Step::Page(p) => e.name == "page_view" && e.path == *p,
-                Step::Event(n) => e.name == *n,
-                Step::Paid => false,
-            };
-            if matches {
-                times[k].push(i64::from(e.at));
-            }
-        }
-    }
+/// What a payer paid in the range: payment times and net revenue per currency.
+#[derive(Default)]
+struct Paid {
+    at: Vec<i64>,
+    net: BTreeMap<String, i64>,
+}
 
-    // Payments of the range by payer: times (for a `paid` step) and net revenue per currency.
+async fn payments_by_payer(
+    state: &ReportsState,
+    range: &DayRange,
+    livemode: Option<bool>,
+) -> Result<HashMap<String, Paid>, ReportError> {
     let payments: Vec<(String, OffsetDateTime, String, i64)> = sqlx::query_as(&format!(
         "WITH {RESOLVED_PAYMENTS}
          SELECT payer, paid_at, currency,
@@ -356,26 +388,49 @@ pub async fn funnel(
     .fetch_all(&state.pool)
     .await
     .map_err(ReportError::pg("funnel payments"))?;
-    let mut revenue: HashMap<&str, BTreeMap<String, i64>> = HashMap::new();
-    let mut paid_at: HashMap<&str, Vec<i64>> = HashMap::new();
-    for (payer, at, currency, net) in &payments {
-        *revenue
-            .entry(payer.as_str())
-            .or_default()
-            .entry(currency.clone())
-            .or_default() += net;
-        paid_at
-            .entry(payer.as_str())
-            .or_default()
-            .push(at.unix_timestamp());
+    let mut by_payer: HashMap<String, Paid> = HashMap::new();
+    for (payer, at, currency, net) in payments {
+        let paid = by_payer.entry(payer).or_default();
+        paid.at.push(at.unix_timestamp());
+        *paid.net.entry(currency).or_default() += net;
     }
+    Ok(by_payer)
+}
 
+/// The rows (sorted) and totals: each person's steps reached, in order.
+fn tally(
+    steps: &[Step],
+    events: &[StepEvent],
+    person: &HashMap<String, (String, String)>,
+    payments: &HashMap<String, Paid>,
+) -> (Vec<FunnelRow>, FunnelRow) {
+    // The times each person did each step.
+    let mut happened: HashMap<&str, (&str, Vec<Vec<i64>>)> = HashMap::new();
+    for e in events {
+        let Some((key, value)) = person.get(&e.visitor_id) else {
+            continue;
+        };
+        let (_, times) = happened
+            .entry(key)
+            .or_insert_with(|| (value, vec![Vec::new(); steps.len()]));
+        for (k, step) in steps.iter().enumerate() {
+            let matches = match step {
+                Step::Page(p) => e.name == "page_view" && e.path == *p,
+                Step::Event(n) => e.name == *n,
+                Step::Paid => false,
+            };
+            if matches {
+                times[k].push(i64::from(e.at));
+            }
+        }
+    }
     let mut rows: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut totals = Tally::default();
-    for (key, mut times) in happened {
+    for (key, (value, mut times)) in happened {
+        let paid = payments.get(key);
         if steps.last() == Some(&Step::Paid) {
-            if let (Some(last), Some(paid)) = (times.last_mut(), paid_at.get(key)) {
-                last.clone_from(paid);
+            if let (Some(last), Some(paid)) = (times.last_mut(), paid) {
+                last.clone_from(&paid.at);
             }
         }
         for t in &mut times {
@@ -386,11 +441,9 @@ pub async fn funnel(
         if n == 0 {
             continue;
         }
-        let value = value_of.get(key).copied().unwrap_or(UNKNOWN);
-        rows.entry(value)
-            .or_default()
-            .add(steps.len(), n, revenue.get(key));
-        totals.add(steps.len(), n, revenue.get(key));
+        let net = paid.map(|p| &p.net);
+        rows.entry(value).or_default().add(steps.len(), n, net);
+        totals.add(steps.len(), n, net);
     }
     let mut rows: Vec<FunnelRow> = rows
         .into_iter()
@@ -403,29 +456,7 @@ pub async fn funnel(
             .then(b.finished.cmp(&a.finished))
             .then(a.value.cmp(&b.value))
     });
-    Ok(Json(Funnel {
-        livemode,
-        dimension: dimension.as_str(),
-        from: range.from.to_string(),
-        to: range.to.to_string(),
-        steps: steps
-            .iter()
-            .map(|s| StepView {
-                step: s.label(),
-                kind: match s {
-                    Step::Page(_) => "page",
-                    Step::Event(_) => "event",
-                    Step::Paid => "paid",
-                },
-                value: match s {
-                    Step::Page(v) | Step::Event(v) => Some(v.clone()),
-                    Step::Paid => None,
-                },
-            })
-            .collect(),
-        rows,
-        totals: totals.row("all".to_owned(), steps.len()),
-    }))
+    (rows, totals.row("all".to_owned(), steps.len()))
 }
 
 #[cfg(test)]
