@@ -61,7 +61,7 @@ fn row<'a>(report: &'a Value, value: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers() {
     let h = Harness::start().await;
-    let [a, b, c, d, e, e2, f, g] = std::array::from_fn(|_| visitor());
+    let [a, b, c, d, e, e2, f, g, k] = std::array::from_fn(|_| visitor());
     let messages = vec![
         // A (paid social): pricing, signup, pays $99: finishes.
         page_view(&a, &session(), days_ago(5), "/pricing", &TWITTER),
@@ -84,6 +84,11 @@ async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers()
         // F (paid social): paid ($30) before pricing and signup: reaches step 2.
         page_view(&f, &session(), days_ago(3), "/pricing", &TWITTER),
         signup(&f, 2, &TWITTER),
+        // K (direct): signed up before pricing, then again after it, then pays $10: finishes
+        // through its second signup.
+        page_view(&k, &session(), days_ago(10), "/pricing", &DIRECT),
+        signup(&k, 12, &DIRECT),
+        signup(&k, 8, &DIRECT),
         // G: pricing before the range: nothing.
         page_view(&g, &session(), days_ago(40), "/pricing", &TWITTER),
         signup(&g, 39, &TWITTER),
@@ -97,11 +102,12 @@ async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers()
     insert_payment(&h.pool, days_ago(4), 2000, "usd", 0, Some(&e2), None).await;
     insert_payment(&h.pool, days_ago(4), 3000, "usd", 0, Some(&f), None).await;
     insert_payment(&h.pool, days_ago(38), 7700, "usd", 0, Some(&g), None).await;
+    insert_payment(&h.pool, days_ago(7), 1000, "usd", 0, Some(&k), None).await;
 
     let r = range(30);
     let path = format!("/api/v1/funnel?{r}&steps=page:/pricing,event:signup,paid");
     let report = h
-        .until(&path, |v| v["totals"]["steps"][0]["visitors"] == 5)
+        .until(&path, |v| v["totals"]["steps"][0]["visitors"] == 6)
         .await;
     assert_eq!(
         report["steps"],
@@ -132,18 +138,27 @@ async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers()
             vec![]
         )
     );
-    assert_eq!(report["rows"].as_array().unwrap().len(), 2, "{report:#}");
+    assert_eq!(
+        summary(row(&report, "direct")),
+        (
+            vec![1, 1, 1],
+            vec![Value::Null, json!(1.0), json!(1.0)],
+            1,
+            vec![("usd".to_owned(), 1_000)]
+        )
+    );
+    assert_eq!(report["rows"].as_array().unwrap().len(), 3, "{report:#}");
     assert_eq!(report["rows"][0]["value"], "paid_social");
     assert_eq!(
         summary(&report["totals"]),
         (
-            vec![5, 4, 2],
-            vec![Value::Null, json!(0.8), json!(0.5)],
-            2,
-            vec![("usd".to_owned(), 11_900)]
+            vec![6, 5, 3],
+            vec![Value::Null, json!(5.0 / 6.0), json!(0.6)],
+            3,
+            vec![("usd".to_owned(), 12_900)]
         )
     );
-    assert_eq!(report["totals"]["steps"][2]["overall"], json!(0.4));
+    assert_eq!(report["totals"]["steps"][2]["overall"], json!(0.5));
 
     // Without the paid step, everyone who signed up after pricing finishes, and their revenue
     // of the range counts (A $99, the user $20, F $30).
@@ -166,13 +181,13 @@ async fn funnel_counts_steps_in_order_by_channel_with_the_revenue_of_finishers()
     let report = h
         .report(&format!("/api/v1/funnel?{r}&steps=page:/pricing,paid"))
         .await;
-    assert_eq!(summary(&report["totals"]).0, vec![5, 3]);
+    assert_eq!(summary(&report["totals"]).0, vec![6, 4]);
     let report = h
         .report(&format!("/api/v1/funnel?{r}&steps=event:signup,paid"))
         .await;
-    // Paid after signing up: A, C (signed up on day 6, paid on day 3) and the user; B never
+    // Paid after signing up: A, C (signed up on day 6, paid on day 3), the user and K; B never
     // paid and F paid before signing up.
-    assert_eq!(summary(&report["totals"]).0, vec![5, 3]);
+    assert_eq!(summary(&report["totals"]).0, vec![6, 4]);
 
     // Filters keep the people whose first touch matches.
     let report = h

@@ -209,12 +209,13 @@ impl Tally {
     }
 }
 
+/// One visitor's times per page / event step (seconds; a `0` means none). The first step keeps
+/// only its earliest time and the last only its latest, which is all the in-order match needs
+/// of them; steps between keep every time.
 #[derive(Debug, Row, Deserialize)]
-struct StepEvent {
+struct VisitorSteps {
     visitor_id: String,
-    at: u32,
-    name: String,
-    path: String,
+    times: Vec<Vec<u32>>,
 }
 
 pub async fn funnel(
@@ -262,53 +263,55 @@ impl StepView {
     }
 }
 
-/// Every event of the range that matches a page or event step (ClickHouse, once per event).
+/// Per visitor with an event of the range matching a page or event step, that step's times
+/// (ClickHouse, one row per visitor; redelivered copies of an event change no time).
 async fn step_events(
     state: &ReportsState,
     steps: &[Step],
     range: &DayRange,
-) -> Result<Vec<StepEvent>, ReportError> {
-    let pages: Vec<&str> = steps
+) -> Result<Vec<VisitorSteps>, ReportError> {
+    let tracked: Vec<&Step> = steps.iter().filter(|s| **s != Step::Paid).collect();
+    let last = tracked.len() - 1;
+    let condition = |step: &Step| match step {
+        Step::Page(_) => "(name = 'page_view' AND page_path = ?)",
+        _ => "name = ?",
+    };
+    let columns: Vec<String> = tracked
         .iter()
-        .filter_map(|s| match s {
-            Step::Page(p) => Some(p.as_str()),
-            _ => None,
+        .enumerate()
+        .map(|(k, step)| {
+            let c = condition(step);
+            if k == 0 {
+                format!("[minIf(toUInt32(occurred_at), {c})]")
+            } else if k == last && steps.last() != Some(&Step::Paid) {
+                format!("[maxIf(toUInt32(occurred_at), {c})]")
+            } else {
+                format!("groupUniqArrayIf(toUInt32(occurred_at), {c})")
+            }
         })
         .collect();
-    let names: Vec<&str> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Event(n) => Some(n.as_str()),
-            _ => None,
-        })
-        .collect();
-    // Only non-empty lists are bound: ClickHouse cannot type an empty array literal.
-    let matches: Vec<&str> = [
-        (!pages.is_empty()).then_some("(name = 'page_view' AND has(?, page_path))"),
-        (!names.is_empty()).then_some("has(?, name)"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let mut query = state
-        .events
-        .client()
-        .query(&format!(
-            "SELECT visitor_id, toUInt32(occurred_at) AS at, name, page_path AS path
-             FROM events
-             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
-               AND ({})
-             ORDER BY at, event_id
-             LIMIT 1 BY event_id",
-            matches.join(" OR ")
-        ))
+    let any: Vec<&str> = tracked.iter().map(|s| condition(s)).collect();
+    let mut query = state.events.client().query(&format!(
+        "SELECT visitor_id, [{}] AS times
+         FROM events
+         WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+           AND ({})
+         GROUP BY visitor_id",
+        columns.join(", "),
+        any.join(" OR ")
+    ));
+    let value = |step: &Step| match step {
+        Step::Page(v) | Step::Event(v) => v.clone(),
+        Step::Paid => String::new(),
+    };
+    for step in &tracked {
+        query = query.bind(value(step));
+    }
+    query = query
         .bind(datetime_secs(range.start()))
         .bind(datetime_secs(range.end_exclusive()));
-    if !pages.is_empty() {
-        query = query.bind(&pages);
-    }
-    if !names.is_empty() {
-        query = query.bind(&names);
+    for step in &tracked {
+        query = query.bind(value(step));
     }
     Ok(state.events.fetch_all("funnel steps", query).await?)
 }
@@ -318,7 +321,7 @@ async fn step_events(
 /// touch), else `v:<visitor id>`, the payer keys of the revenue reports.
 async fn people(
     state: &ReportsState,
-    events: &[StepEvent],
+    events: &[VisitorSteps],
     dimension: Dimension,
     filters: &Filters,
 ) -> Result<HashMap<String, (String, String)>, ReportError> {
@@ -400,11 +403,11 @@ async fn payments_by_payer(
 /// The rows (sorted) and totals: each person's steps reached, in order.
 fn tally(
     steps: &[Step],
-    events: &[StepEvent],
+    events: &[VisitorSteps],
     person: &HashMap<String, (String, String)>,
     payments: &HashMap<String, Paid>,
 ) -> (Vec<FunnelRow>, FunnelRow) {
-    // The times each person did each step.
+    // The times each person (all their visitors) did each step.
     let mut happened: HashMap<&str, (&str, Vec<Vec<i64>>)> = HashMap::new();
     for e in events {
         let Some((key, value)) = person.get(&e.visitor_id) else {
@@ -413,15 +416,8 @@ fn tally(
         let (_, times) = happened
             .entry(key)
             .or_insert_with(|| (value, vec![Vec::new(); steps.len()]));
-        for (k, step) in steps.iter().enumerate() {
-            let matches = match step {
-                Step::Page(p) => e.name == "page_view" && e.path == *p,
-                Step::Event(n) => e.name == *n,
-                Step::Paid => false,
-            };
-            if matches {
-                times[k].push(i64::from(e.at));
-            }
+        for (k, at) in e.times.iter().enumerate() {
+            times[k].extend(at.iter().filter(|t| **t > 0).map(|t| i64::from(*t)));
         }
     }
     let mut rows: BTreeMap<&str, Tally> = BTreeMap::new();
