@@ -233,9 +233,11 @@ pub async fn funnel(
         .parse()
         .map_err(|e: String| ReportError::bad("dimension", e))?;
 
-    let events = step_events(&state, &steps, &range).await?;
+    let (events, payments) = tokio::try_join!(
+        step_events(&state, &steps, &range),
+        payments_by_payer(&state, &range, livemode),
+    )?;
     let person = people(&state, &events, dimension, &filters).await?;
-    let payments = payments_by_payer(&state, &range, livemode).await?;
     let (rows, totals) = tally(&steps, &events, &person, &payments);
     Ok(Json(Funnel {
         livemode,
