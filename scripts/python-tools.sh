@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python tools the tests use (kubernetes-validate and helm-sdkpy, pinned in
+# Installs the Python tools the tests use (kubernetes-validate, helm-sdkpy and
+# openapi-spec-validator, pinned in
 # scripts/python-requirements.txt) into .venv at the repository root. Idempotent and quiet:
 # prints nothing on success, and does nothing when .venv already has exactly these pins.
 set -euo pipefail

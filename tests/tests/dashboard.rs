@@ -1181,3 +1181,210 @@ async fn dashboard_pages_events_countries_and_devices_match_the_api() {
     b.close().await;
     seed.stack.tenant.cleanup().await;
 }
+
+/// The credited money of `value` in `model` for `currency`, as the page shows it ("—" when none).
+fn credit_shown(model: &Value, value: &str, currency: &str) -> String {
+    model["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["value"] == value)
+        .and_then(|r| {
+            r["revenue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["currency"] == currency)
+        })
+        .map_or_else(|| "—".to_owned(), shown)
+}
+
+/// The CSV the page builds for a table (clicking its CSV button), as lines.
+async fn csv_of(b: &Browser, table_id: &str) -> Vec<String> {
+    b.click(&format!("button[data-csv-for={table_id}]")).await;
+    let csv = b
+        .js(
+            "return document.querySelector('button[data-csv-for=' + arguments[0] + ']').dataset.csv || ''",
+            vec![json!(table_id)],
+        )
+        .await;
+    csv.as_str()
+        .unwrap()
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_models_spend_cohorts_and_funnel_match_the_api() {
+    let seed = seed("dash_i15").await;
+    let range = seed.range();
+    // Ad spend on the seed's Twitter campaign: $50 on its first day.
+    let spend = json!([{"day": seed.from.to_string(), "source": "twitter", "medium": "paid_social",
+                        "campaign": "launch", "currency": "usd", "amount": 5000}]);
+    let response = seed
+        .stack
+        .http
+        .put(format!("{}/api/v1/spend", seed.base()))
+        .bearer_auth(seed.token())
+        .json(&spend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let b = Browser::start("dashboard_i15").await;
+
+    // Models side by side: every model's credit per channel, in the first currency.
+    open_signed_in(&b, &seed, &format!("/?view=models&{range}")).await;
+    let api = seed
+        .stack
+        .report(&format!("/api/v1/attribution/compare?{range}"))
+        .await;
+    let models = api["models"].as_array().unwrap();
+    assert_eq!(models.len(), 6);
+    let mut currencies: Vec<&str> = models
+        .iter()
+        .flat_map(|m| m["totals"]["revenue"].as_array().unwrap())
+        .map(|c| c["currency"].as_str().unwrap())
+        .collect();
+    currencies.sort_unstable();
+    let currency = currencies[0];
+    let ui = table(&b, "models").await;
+    for model in models {
+        let name = model["model"].as_str().unwrap();
+        for row in model["rows"].as_array().unwrap() {
+            let value = row["value"].as_str().unwrap();
+            let cell = &ui[value][name];
+            if model.get("not_enough_data").is_some() {
+                assert_eq!(cell, "—", "{name} {value}");
+            } else {
+                assert!(
+                    cell.starts_with(&credit_shown(model, value, currency)),
+                    "{name} {value}: page {cell:?}"
+                );
+            }
+        }
+        if model.get("not_enough_data").is_none() {
+            let total = model["totals"]["revenue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["currency"] == currency)
+                .map_or_else(|| "—".to_owned(), shown);
+            assert_eq!(ui["(total)"][name], total, "{name} total");
+        }
+    }
+    // The seed is far too small for the data-driven model: the page says so.
+    b.wait_until(
+        "the data-driven note",
+        "return !!document.querySelector('[data-not-enough=data_driven]')",
+        WAIT,
+    )
+    .await;
+    b.screenshot("models").await;
+    // CSV: the header and one line per row (channels, unattributed, total).
+    let csv = csv_of(&b, "models").await;
+    assert!(
+        csv[0].starts_with("Channel,First touch,Last non-direct,Linear"),
+        "{csv:?}"
+    );
+    assert_eq!(csv.len(), 1 + ui.len(), "{csv:?}");
+    // The picker drops a model from the table and the URL.
+    click(&b, "#model-picker button[data-model=linear]").await;
+    assert!(query(&b).await.contains(
+        "models=first_touch%2Clast_non_direct%2Cposition_based%2Ctime_decay%2Cdata_driven"
+    ));
+    let ui = table(&b, "models").await;
+    assert!(
+        ui.values().all(|cols| !cols.contains_key("linear")),
+        "{ui:#?}"
+    );
+
+    // Spend, CAC and ROAS by campaign.
+    click(&b, "#nav a[data-view=spend]").await;
+    let api = seed.stack.report(&format!("/api/v1/spend?{range}")).await;
+    let ui = table(&b, "spend").await;
+    assert_eq!(ui.len(), api["rows"].as_array().unwrap().len(), "{ui:#?}");
+    for row in api["rows"].as_array().unwrap() {
+        let key = format!(
+            "{}/{}/{}",
+            row["source"].as_str().unwrap(),
+            row["medium"].as_str().unwrap(),
+            row["campaign"].as_str().unwrap()
+        );
+        assert_eq!(ui[&key]["spend"], money_cell(&row["spend"]), "{key}");
+        assert_eq!(ui[&key]["customers"], row["customers"].to_string(), "{key}");
+        assert_eq!(ui[&key]["revenue"], money_cell(&row["revenue"]), "{key}");
+    }
+    assert_eq!(ui["twitter/paid_social/launch"]["spend"], "$50.00");
+    b.screenshot("spend").await;
+
+    // Cohorts as a heat map.
+    click(&b, "#nav a[data-view=cohorts]").await;
+    let api = seed.stack.report(&format!("/api/v1/cohorts?{range}")).await;
+    let ui = table(&b, "cohorts").await;
+    assert_eq!(
+        ui.len(),
+        api["cohorts"].as_array().unwrap().len(),
+        "{ui:#?}"
+    );
+    for c in api["cohorts"].as_array().unwrap() {
+        let key = format!(
+            "{}/{}/{}",
+            c["month"].as_str().unwrap(),
+            c["channel"].as_str().unwrap(),
+            c["currency"].as_str().unwrap()
+        );
+        assert_eq!(ui[&key]["customers"], c["customers"].to_string(), "{key}");
+    }
+    let heated = b
+        .js(
+            "return [...document.querySelectorAll('#cohorts td.heat')].every((td) => td.style.backgroundColor !== '')",
+            vec![],
+        )
+        .await;
+    assert_eq!(heated, json!(true));
+    b.screenshot("cohorts").await;
+
+    // The funnel: pricing, then paid.
+    b.goto(&format!(
+        "{}/?view=funnel&{range}&steps=page%3A%2Fpricing%2Cpaid",
+        seed.base()
+    ))
+    .await;
+    ready(&b).await;
+    let api = seed
+        .stack
+        .report(&format!("/api/v1/funnel?{range}&steps=page:/pricing,paid"))
+        .await;
+    let ui = table(&b, "funnel").await;
+    let totals = &api["totals"];
+    assert_eq!(
+        ui["(total)"]["s0"],
+        totals["steps"][0]["visitors"].to_string()
+    );
+    assert!(ui["(total)"]["s1"].starts_with(&totals["steps"][1]["visitors"].to_string()));
+    assert_eq!(ui["(total)"]["revenue"], money_cell(&totals["revenue"]));
+    for row in api["rows"].as_array().unwrap() {
+        let value = row["value"].as_str().unwrap();
+        assert_eq!(
+            ui[value]["s0"],
+            row["steps"][0]["visitors"].to_string(),
+            "{value}"
+        );
+    }
+    assert!(
+        totals["steps"][0]["visitors"].as_u64().unwrap() > 0,
+        "{api:#}"
+    );
+    b.screenshot("funnel").await;
+    let csv = csv_of(&b, "funnel").await;
+    assert!(
+        csv[0].contains("page:/pricing,paid") || csv[0].contains("\"page:/pricing\""),
+        "{csv:?}"
+    );
+
+    b.close().await;
+    seed.stack.tenant.cleanup().await;
+}

@@ -10,6 +10,10 @@
   const VIEWS = [
     ['overview', 'Overview'],
     ['attribution', 'Attribution'],
+    ['models', 'Models'],
+    ['spend', 'Spend'],
+    ['cohorts', 'Cohorts'],
+    ['funnel', 'Funnel'],
     ['journey', 'Customers & journeys'],
     ['pages', 'Pages'],
     ['events', 'Events'],
@@ -413,6 +417,7 @@
       const content = await VIEW_RENDERERS[st.view](st);
       if (mine !== generation) return;
       view.replaceChildren(...[content].flat().filter(Boolean));
+      addCsvButtons([...view.children], st.view);
       view.dataset.rendered = st.view;
       if (lastChart) lastChart();
     } catch (e) {
@@ -873,6 +878,234 @@
         j.payments.length ? h('ol', { class: 'timeline', id: 'payments' }, payments) : h('div', { class: 'empty' }, 'No payments yet.')));
   }
 
+  // ---------- CSV export ----------
+
+  const csvField = (text) => (/[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
+
+  // The table as shown (header, body and footer rows; one line per row, cells as their text).
+  function tableCsv(tableEl) {
+    const lines = [];
+    for (const tr of tableEl.querySelectorAll('tr')) {
+      const cells = [...tr.querySelectorAll('th, td')].map((c) =>
+        csvField([...c.querySelectorAll('.money-line')].length
+          ? [...c.querySelectorAll('.money-line')].map((m) => m.textContent.trim()).join('; ')
+          : c.textContent.trim()));
+      lines.push(cells.join(','));
+    }
+    return `${lines.join('\r\n')}\r\n`;
+  }
+
+  // A "CSV" button for every table in `nodes` (by table id), placed in the table's panel head.
+  function addCsvButtons(nodes, name) {
+    for (const node of [nodes].flat().filter(Boolean)) {
+      if (!(node instanceof Element)) continue;
+      for (const tableEl of node.querySelectorAll('table[id]')) {
+        const panelEl = tableEl.closest('.panel');
+        const head = panelEl && panelEl.querySelector('.section-head');
+        if (!head || head.querySelector(`[data-csv-for="${tableEl.id}"]`)) continue;
+        const button = h('button', {
+          type: 'button', class: 'ghost csv', 'data-csv-for': tableEl.id, title: 'Download this table as CSV',
+          onclick: () => {
+            const csv = tableCsv(tableEl);
+            button.dataset.csv = csv;
+            const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv;charset=utf-8' }));
+            const a = h('a', { href: url, download: `zori-${name}-${tableEl.id}.csv` });
+            document.body.append(a);
+            a.click();
+            a.remove();
+            setTimeout(() => URL.revokeObjectURL(url), 1000);
+          },
+        }, 'CSV');
+        head.append(button);
+      }
+    }
+  }
+
+  // ---------- Attribution models side by side ----------
+
+  const MODELS = [
+    ['first_touch', 'First touch'],
+    ['last_non_direct', 'Last non-direct'],
+    ['linear', 'Linear'],
+    ['position_based', 'Position-based'],
+    ['time_decay', 'Time decay'],
+    ['data_driven', 'Data-driven'],
+  ];
+
+  function pickedModels(st) {
+    const raw = (st.q.get('models') || '').split(',').filter((m) => MODELS.some(([k]) => k === m));
+    return raw.length ? raw : MODELS.map(([k]) => k);
+  }
+
+  async function modelsView(st) {
+    const picked = pickedModels(st);
+    const report = await api('attribution/compare', moneyParams(st, { dimension: st.dimension, models: picked.join(',') }));
+    const currencies = [...new Set(report.models.flatMap((m) => m.totals.revenue.map((c) => c.currency)))].sort();
+    const currency = st.currency && currencies.includes(st.currency) ? st.currency : currencies[0] || null;
+    const toggle = (m) => {
+      const next = picked.includes(m) ? picked.filter((x) => x !== m) : picked.concat([m]);
+      const ordered = MODELS.map(([k]) => k).filter((k) => next.includes(k));
+      return ordered.length === MODELS.length || !ordered.length ? null : ordered.join(',');
+    };
+    const picker = h('div', { class: 'seg', role: 'group', 'aria-label': 'Models', id: 'model-picker' },
+      MODELS.map(([m, text]) => h('button', {
+        type: 'button', 'data-model': m, 'aria-pressed': picked.includes(m) ? 'true' : 'false',
+        onclick: () => go({ models: toggle(m) }, true),
+      }, text)));
+    const dims = h('div', { class: 'seg', role: 'group', 'aria-label': 'Dimension' },
+      DIMENSIONS.map(([d, text]) => h('button', {
+        type: 'button', 'data-dimension': d, 'aria-pressed': d === st.dimension ? 'true' : 'false',
+        onclick: () => go({ dimension: d === 'channel' ? null : d, sort: null, dir: null }),
+      }, text)));
+    const curPicker = currencies.length > 1
+      ? h('div', { class: 'seg', role: 'group', 'aria-label': 'Currency' }, currencies.map((c) => h('button', {
+        type: 'button', 'aria-pressed': c === currency ? 'true' : 'false', onclick: () => go({ currency: c }, true),
+      }, c.toUpperCase())))
+      : null;
+    const values = [...new Set(report.models.flatMap((m) => m.rows.map((r) => r.value)))];
+    const byModel = Object.fromEntries(report.models.map((m) => [m.model, m]));
+    const cellOf = (m, value) => (byModel[m].rows.find((r) => r.value === value) || null);
+    const creditOf = (row) => (row ? (row.revenue.find((c) => c.currency === currency) || null) : null);
+    const columns = [
+      { key: 'value', title: label(DIMENSIONS, st.dimension), value: (v) => v, cell: (v) => (st.dimension === 'channel' ? channelLabel(v) : v) },
+      ...report.models.map((m) => ({
+        key: m.model, title: label(MODELS, m.model),
+        value: (v) => { const c = creditOf(cellOf(m.model, v)); return c ? c.net : 0; },
+        cell: (v) => {
+          if (m.not_enough_data) return h('span', { class: 'muted' }, '—');
+          const row = cellOf(m.model, v);
+          const c = creditOf(row);
+          return c ? [h('span', { class: 'money-line', 'data-currency': c.currency }, money(c.currency, c.formatted)),
+            h('span', { class: 'muted conv' }, ` ${row.conversions.toFixed(2)} conv.`)] : h('span', { class: 'muted' }, '—');
+        },
+      })),
+    ];
+    const total = (m) => {
+      const c = m.totals.revenue.find((x) => x.currency === currency);
+      return c ? money(c.currency, c.formatted) : '—';
+    };
+    const footer = h('tr', { 'data-row': '(total)' }, h('td', { 'data-col': 'value' }, 'Total'),
+      report.models.map((m) => h('td', { 'data-col': m.model }, total(m))));
+    const unattributed = h('tr', { class: 'unattributed', 'data-row': '(unattributed)' }, h('td', { 'data-col': 'value' }, 'Unattributed'),
+      report.models.map((m) => {
+        const c = m.unattributed.revenue.find((x) => x.currency === currency);
+        return h('td', { 'data-col': m.model }, c ? money(c.currency, c.formatted) : '—');
+      }));
+    const notes = report.models.filter((m) => m.not_enough_data).map((m) =>
+      h('div', { class: 'notice', 'data-not-enough': m.model }, `${label(MODELS, m.model)}: ${m.not_enough_data.message}.`));
+    return [
+      filterNote(st),
+      panel('Attribution models side by side', picker,
+        h('div', { class: 'toolbar' }, dims, curPicker),
+        h('p', { class: 'muted' }, `Revenue of the range credited by each model to the touches inside the ${report.lookback_days}-day lookback window before each payment. Each payment's credits sum to the payment.`),
+        notes,
+        currency ? table(st, 'models', columns, values, { rowKey: (v) => v, extraRows: [unattributed], footer, empty: 'No payments in this period.' })
+          : h('div', { class: 'empty' }, 'No payments in this period.')),
+    ];
+  }
+
+  // ---------- Ad spend: CAC, ROAS, payback ----------
+
+  async function spendView(st) {
+    const report = await api('spend', moneyParams(st));
+    const amounts = (list) => (list.length ? list.map((a) => h('span', { class: 'money-line', 'data-currency': a.currency }, money(a.currency, a.formatted))) : h('span', { class: 'muted' }, '—'));
+    const ratio = (list, key, fmt) => (list.length ? list.map((r) => h('span', { class: 'money-line', 'data-currency': r.currency },
+      r[key] === null ? '—' : fmt(r[key]), ` (${r.currency.toUpperCase()})`)) : h('span', { class: 'muted' }, '—'));
+    const first = (list) => (list[0] ? list[0].net !== undefined ? list[0].net : list[0].amount : null);
+    const columns = [
+      { key: 'campaign', title: 'Source / medium / campaign', left: true, value: (r) => `${r.source}/${r.medium}/${r.campaign}`,
+        cell: (r) => [h('strong', {}, r.source), ' / ', r.medium || '(not set)', ' / ', r.campaign || '(not set)'] },
+      { key: 'spend', title: 'Spend', value: (r) => first(r.spend), cell: (r) => amounts(r.spend) },
+      { key: 'customers', title: 'Customers', value: (r) => r.customers, cell: (r) => int(r.customers) },
+      { key: 'new_customers', title: 'New customers', value: (r) => r.new_customers, cell: (r) => int(r.new_customers) },
+      { key: 'revenue', title: 'Revenue', value: (r) => first(r.revenue), cell: (r) => amounts(r.revenue) },
+      { key: 'cac', title: 'CAC', value: (r) => first(r.cac), cell: (r) => amounts(r.cac) },
+      { key: 'roas', title: 'ROAS', value: (r) => (r.roas[0] ? r.roas[0].roas : null), cell: (r) => ratio(r.roas, 'roas', (x) => `${x.toFixed(2)}×`) },
+      { key: 'payback', title: 'Payback', value: (r) => (r.payback[0] ? r.payback[0].months : null), cell: (r) => ratio(r.payback, 'months', (x) => `${x.toFixed(1)} mo`) },
+    ];
+    return [
+      filterNote(st),
+      panel('Ad spend, CAC and ROAS by campaign', h('span', { class: 'muted' }, 'spend imported with PUT /api/v1/spend'),
+        table(st, 'spend', columns, report.rows, { rowKey: (r) => `${r.source}/${r.medium}/${r.campaign}`, empty: 'No spend or customers in this period. Import spend with PUT /api/v1/spend (docs/api.md).' })),
+    ];
+  }
+
+  // ---------- Cohorts heat map ----------
+
+  // The currency's number of minor-unit decimals (ISO 4217, as Intl knows it; 2 if unknown).
+  function currencyDecimals(currency) {
+    try {
+      return new Intl.NumberFormat(LOCALE, { style: 'currency', currency: currency.toUpperCase() }).resolvedOptions().maximumFractionDigits;
+    } catch (_) {
+      return 2;
+    }
+  }
+
+  async function cohortsView(st) {
+    const report = await api('cohorts', moneyParams(st, { dimension: st.dimension }));
+    const horizons = report.horizons;
+    const max = {};
+    for (const c of report.cohorts) for (const hz of c.horizons) max[c.currency] = Math.max(max[c.currency] || 0, hz.per_customer);
+    const rows = report.cohorts.map((c) => h('tr', { 'data-row': `${c.month}/${c.channel}/${c.currency}` },
+      h('td', { 'data-col': 'month', class: 'left' }, c.month),
+      h('td', { 'data-col': 'value', class: 'left' }, st.dimension === 'channel' ? channelLabel(c.channel) : c.channel),
+      h('td', { 'data-col': 'currency' }, c.currency.toUpperCase()),
+      h('td', { 'data-col': 'customers' }, int(c.customers)),
+      horizons.map((m) => {
+        const hz = c.horizons.find((x) => x.months === m);
+        if (!hz) return h('td', { 'data-col': `m${m}` }, '—');
+        const minor = Math.round(hz.per_customer);
+        const text = moneyMinor(c.currency, minor, currencyDecimals(c.currency), false);
+        return h('td', {
+          'data-col': `m${m}`, class: `heat${hz.complete ? '' : ' partial'}`,
+          'data-heat': max[c.currency] ? (hz.per_customer / max[c.currency]).toFixed(3) : '0',
+          title: `${int(c.customers)} customers, ${hz.complete ? '' : 'so far (incomplete), '}cumulative net per customer after ${m} month${m === 1 ? '' : 's'}`,
+        }, text);
+      })));
+    const el = report.cohorts.length
+      ? h('div', { class: 'table-wrap' }, h('table', { id: 'cohorts' },
+        h('thead', {}, h('tr', {}, h('th', { class: 'left' }, 'Month'), h('th', { class: 'left' }, label(DIMENSIONS, st.dimension)),
+          h('th', {}, 'Currency'), h('th', {}, 'Customers'), horizons.map((m) => h('th', { 'data-col': `m${m}` }, `${m} mo`)))),
+        h('tbody', {}, rows)))
+      : h('div', { class: 'empty' }, 'No new customers in these months.');
+    for (const td of el.querySelectorAll('[data-heat]')) td.style.backgroundColor = `rgba(79, 70, 229, ${(0.08 + 0.6 * Number(td.dataset.heat)).toFixed(3)})`;
+    const dims = h('div', { class: 'seg', role: 'group', 'aria-label': 'Dimension' },
+      DIMENSIONS.map(([d, text]) => h('button', {
+        type: 'button', 'data-dimension': d, 'aria-pressed': d === st.dimension ? 'true' : 'false',
+        onclick: () => go({ dimension: d === 'channel' ? null : d }),
+      }, text)));
+    return [filterNote(st), panel('Cohorts: net revenue per customer', dims,
+      h('p', { class: 'muted' }, 'New customers by the month of their first payment; cumulative net revenue per customer after 1, 3, 6 and 12 months (lighter italics: not complete yet).'), el)];
+  }
+
+  // ---------- Funnel ----------
+
+  const DEFAULT_STEPS = 'page:/,paid';
+
+  async function funnelView(st) {
+    const steps = st.q.get('steps') || DEFAULT_STEPS;
+    const input = h('input', { id: 'funnel-steps', type: 'text', value: steps, spellcheck: 'false', size: 48,
+      'aria-label': 'Funnel steps', title: 'page:<path>, event:<name>, paid (last); comma-separated' });
+    const form = h('form', { class: 'toolbar', id: 'funnel-form', onsubmit: (e) => { e.preventDefault(); go({ steps: input.value.trim() === DEFAULT_STEPS ? null : input.value.trim() }); } },
+      input, h('button', { type: 'submit', class: 'ghost' }, 'Show'));
+    const report = await api('funnel', moneyParams(st, { steps, dimension: st.dimension }));
+    const stepCols = report.steps.map((sv, k) => ({
+      key: `s${k}`, title: sv.step, value: (r) => r.steps[k].visitors,
+      cell: (r) => [int(r.steps[k].visitors), k ? h('span', { class: 'muted conv' }, ` ${pct(r.steps[k].conversion)}`) : null],
+    }));
+    const columns = [
+      { key: 'value', title: label(DIMENSIONS, st.dimension), left: true, value: (r) => r.value, cell: (r) => (st.dimension === 'channel' ? channelLabel(r.value) : r.value) },
+      ...stepCols,
+      { key: 'overall', title: 'Overall', value: (r) => r.steps[r.steps.length - 1].overall, cell: (r) => pct(r.steps[r.steps.length - 1].overall) },
+      { key: 'revenue', title: 'Revenue of finishers', value: (r) => (r.revenue[0] ? r.revenue[0].net : 0), cell: (r) => moneyLines(r.revenue) },
+    ];
+    const t = report.totals;
+    const footer = h('tr', { 'data-row': '(total)' }, columns.map((c) => h('td', { 'data-col': c.key, class: c.left ? 'left' : null }, c.key === 'value' ? 'Total' : c.cell(t))));
+    return [filterNote(st), panel('Funnel', form,
+      h('p', { class: 'muted' }, 'People (identified users with all their devices, else visitors) who did each step in order within the period, by first touch; the percentage is the conversion from the step before.'),
+      table(st, 'funnel', columns, report.rows, { rowKey: (r) => r.value, footer, empty: 'Nobody reached the first step in this period.' }))];
+  }
+
   const VIEW_RENDERERS = {
     overview: overviewView,
     attribution: attributionView,
@@ -881,6 +1114,10 @@
     events: eventsView,
     countries: countriesView,
     devices: devicesView,
+    models: modelsView,
+    spend: spendView,
+    cohorts: cohortsView,
+    funnel: funnelView,
   };
 
   // ---------- Start ----------

@@ -9,8 +9,10 @@
 mod activity;
 mod cohorts;
 pub mod filters;
+mod funnel;
 mod journey;
 mod models;
+pub mod openapi;
 mod revenue;
 mod spend;
 
@@ -50,6 +52,9 @@ pub enum ReportError {
     /// The data-driven model lacks the journeys it needs (the message says how many).
     #[error("{0}")]
     NotEnoughData(String),
+    /// Something the server itself got wrong (the message goes to the log, not the client).
+    #[error("{0}")]
+    Internal(String),
     #[error("failed to query PostgreSQL ({what}): {source}")]
     Postgres {
         what: &'static str,
@@ -99,9 +104,9 @@ impl IntoResponse for ReportError {
                 "not_enough_data",
                 Some("model"),
             ),
-            ReportError::Postgres { .. } | ReportError::ClickHouse(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
-            }
+            ReportError::Postgres { .. }
+            | ReportError::ClickHouse(_)
+            | ReportError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         let message = match &self {
             ReportError::Postgres { what, .. } => {
@@ -112,6 +117,7 @@ impl IntoResponse for ReportError {
                 tracing::error!(error = %self, "report failed");
                 "failed to read events; see the server log".to_owned()
             }
+            ReportError::Internal(_) => "internal error; see the server log".to_owned(),
             other => other.to_string(),
         };
         let body = ErrorBody {
@@ -157,12 +163,14 @@ pub fn router(state: ReportsState) -> Router {
         .route("/attribution", get(revenue::attribution))
         .route("/attribution/compare", get(models::compare))
         .route("/cohorts", get(cohorts::cohorts_report))
+        .route("/funnel", get(funnel::funnel))
         .route(
             "/spend",
             get(spend::report)
                 .put(spend::put)
                 .layer(DefaultBodyLimit::max(spend::MAX_BODY_BYTES)),
         )
+        .route("/openapi.json", get(openapi::document))
         .route("/overview", get(revenue::overview))
         .route("/timeseries", get(revenue::timeseries))
         .route("/countries", get(revenue::countries))
