@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::{
     api::{KubeApi, ObjectKey},
-    backends::{BackendError, Backends, ChTenant, PgTenant, Provisioned},
+    backends::{BackendError, Backends, ChTenant, Owner, PgTenant, Provisioned},
     builders::stream::desired_stream,
     config::{ClickHouseUsers, ProjectConfig},
     crd::ZoriProject,
@@ -82,6 +82,8 @@ pub(crate) struct Credentials<'a> {
     /// Whether the Secret holding them was written (the role waits for it).
     pub(crate) secret_ok: bool,
     pub(crate) secret_name: &'a str,
+    /// Whose objects the backends may use.
+    pub(crate) owner: Owner<'a>,
 }
 
 /// What the backends answered in this pass.
@@ -127,6 +129,7 @@ fn provisioning_inputs(
         ch.database,
         ch.user.map(|(u, _)| u).unwrap_or_default(),
         credentials.clickhouse,
+        credentials.owner.uid,
         if credentials.secret_ok {
             "secret"
         } else {
@@ -150,9 +153,11 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     events: &Events<'_, A>,
 ) -> ProvisionOutcome {
     let stream = desired_stream(config);
+    let owner = credentials.owner;
     let pg = PgTenant {
         role: &names.postgres_role,
         schema: &names.postgres_schema,
+        owner,
     };
     let ch = ChTenant {
         database: &names.clickhouse_database,
@@ -162,6 +167,7 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
             }
             ClickHouseUsers::Shared { .. } => None,
         },
+        owner,
     };
     let inputs = provisioning_inputs(&stream, pg, ch, &credentials);
     if let Some(last) = ctx.provisioning.current(project, &inputs, (ctx.clock)()) {
@@ -176,7 +182,7 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     let mut failed = false;
     let mut observations = Vec::new();
     let stream_name = stream.name.clone();
-    let outcome = ctx.backends.ensure_stream(stream).await;
+    let outcome = ctx.backends.ensure_stream(stream, owner).await;
     observations.push(
         backend_observation(
             types::STREAM,
@@ -260,6 +266,10 @@ async fn backend_observation<A: KubeApi>(
             Observation::ok(type_, reasons::PROVISIONED, ok_message)
         }
         Ok(Provisioned::Unchanged) => Observation::ok(type_, reasons::PROVISIONED, ok_message),
+        Err(error) if error.is_foreign() => {
+            *transient = true;
+            Observation::failed(type_, reasons::NOT_OWNED, error.to_string())
+        }
         Err(error) => {
             *transient = true;
             Observation::failed(type_, reasons::PROVISIONING_FAILED, error.to_string())

@@ -18,14 +18,14 @@ use tracing::{info, warn};
 
 use crate::{
     api::{ApiError, EventRecord, EventType, KubeApi, ObjectKey},
-    backends::Backends,
+    backends::{Backends, Owner},
     builders::{
         self, deployment::rollout_state, ingress, secret, service, BuildError, Dereferenced,
         Desired,
     },
     config::{self, Platform, ProjectConfig},
     crd::{self, Endpoints, PinnedNames, ZoriProject, ZoriProjectStatus},
-    naming::{derive_tenant_id, hashed_tenant_id, secret_name, Component, TenantNames},
+    naming::{derive_tenant_id, may_hold, secret_name, Component, TenantNames},
     provision::{memo_key, provision, Credentials, Provisioning},
     status::{self, is_new_failure, reasons, set_condition, types, Observation},
 };
@@ -215,43 +215,78 @@ pub async fn reconcile<A: KubeApi, B: Backends>(
     apply(project, &key, ctx).await
 }
 
-/// The id pinned in status, or a new one: derived from namespace and name, hashed when
-/// another ZoriProject already pinned the plain one.
+/// The tenant id a project holds, or why it may not hold the one in its status.
+enum TenantId {
+    Held(String),
+    Refused(String),
+}
+
+/// Every ZoriProject the operator may list: cluster-wide, or only the project's own namespace
+/// when the operator has no cluster-wide list rights (403). Any other failure (5xx, timeout)
+/// is returned: the uniqueness check never silently shrinks.
+async fn visible_projects<A: KubeApi>(api: &A, namespace: &str) -> Result<Vec<Value>, ApiError> {
+    match api
+        .list(crd::API_VERSION, crd::KIND, None, &BTreeMap::new())
+        .await
+    {
+        Ok(all) => Ok(all),
+        Err(ApiError::Forbidden { .. }) => {
+            api.list(
+                crd::API_VERSION,
+                crd::KIND,
+                Some(namespace),
+                &BTreeMap::new(),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The id pinned in status, or a new one derived from namespace and name (unique by
+/// construction). A pinned id must be derivable from the project's own namespace and name
+/// (current or legacy form), and must not be held by another ZoriProject that may hold it.
 async fn tenant_id<A: KubeApi>(
     project: &ZoriProject,
     key: &ObjectKey,
     api: &A,
-) -> Result<String, ReconcileError> {
-    if let Some(id) = project.status.as_ref().and_then(|s| s.tenant_id.clone()) {
-        return Ok(id);
-    }
+) -> Result<TenantId, ReconcileError> {
     let namespace = key.namespace.clone().unwrap_or_default();
-    let plain = derive_tenant_id(&namespace, &key.name);
-    let others = match api
-        .list(crd::API_VERSION, crd::KIND, None, &BTreeMap::new())
-        .await
-    {
-        Ok(all) => all,
-        // Without cluster-wide list rights, at least the own namespace is checked.
-        Err(_) => {
-            api.list(
-                crd::API_VERSION,
-                crd::KIND,
-                Some(&namespace),
-                &BTreeMap::new(),
-            )
-            .await?
+    let derived = derive_tenant_id(&namespace, &key.name);
+    let pinned = project.status.as_ref().and_then(|s| s.tenant_id.clone());
+    let id = match pinned {
+        Some(id) if !may_hold(&namespace, &key.name, &id) => {
+            return Ok(TenantId::Refused(format!(
+                "status.tenantId {id:?} is not derived from {namespace}/{}: the operator did not \
+                 write it, so it is refused and nothing is provisioned",
+                key.name
+            )));
         }
+        // The current form holds a hash of the project's own namespace/name: nobody else's.
+        Some(id) if id == derived => return Ok(TenantId::Held(id)),
+        Some(id) => id,
+        None => derived,
     };
     let uid = project.metadata.uid.as_deref();
-    let taken = others.iter().any(|o| {
-        o.pointer("/metadata/uid").and_then(Value::as_str) != uid
-            && o.pointer("/status/tenantId").and_then(Value::as_str) == Some(plain.as_str())
-    });
-    Ok(if taken {
-        hashed_tenant_id(&namespace, &key.name)
-    } else {
-        plain
+    let holder = visible_projects(api, &namespace)
+        .await?
+        .into_iter()
+        .find(|o| {
+            let text = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            text("/metadata/uid") != uid.unwrap_or_default()
+                && text("/status/tenantId") == id
+                && may_hold(text("/metadata/namespace"), text("/metadata/name"), &id)
+        });
+    Ok(match holder {
+        Some(other) => {
+            let text = |p: &str| other.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            TenantId::Refused(format!(
+                "tenant id {id} is held by ZoriProject {}/{}",
+                text("/metadata/namespace"),
+                text("/metadata/name")
+            ))
+        }
+        None => TenantId::Held(id),
     })
 }
 
@@ -299,6 +334,9 @@ pub(crate) async fn write_status<A: KubeApi>(
                 | reasons::STRIPE_SECRET_NOT_FOUND
                 | reasons::INVALID_SPEC
                 | reasons::RECLAIM_FAILED
+                | reasons::TENANT_ID_REFUSED
+                | reasons::NOT_OWNED
+                | reasons::ISOLATION_REQUIRED
         );
         if failure && is_new_failure(&previous.conditions, observation) {
             events
@@ -336,7 +374,25 @@ async fn apply<A: KubeApi, B: Backends>(
     let previous = project.status.clone().unwrap_or_default();
     let now = status::timestamp((ctx.clock)());
     let generation = project.metadata.generation;
-    let tenant_id = tenant_id(project, key, api).await?;
+    let tenant_id = match tenant_id(project, key, api).await? {
+        TenantId::Held(id) => id,
+        TenantId::Refused(why) => {
+            let mut next = previous.clone();
+            next.observed_generation = generation;
+            let ready = Observation::failed(types::READY, reasons::TENANT_ID_REFUSED, why);
+            set_condition(&mut next.conditions, &ready, &now, generation);
+            write_status(api, key, &previous, next, &events, &[ready], "Validate").await?;
+            warn!("the tenant id is refused; waiting for a change");
+            ctx.backoff.reset(&key.to_string());
+            return Ok(Next::Invalid);
+        }
+    };
+    // Objects without an owner marker are adopted only by a project that pinned this id
+    // before (an upgrade from a version without markers), never by a newcomer.
+    let owner = Owner {
+        uid: project.metadata.uid.as_deref().unwrap_or_default(),
+        adopt_unmarked: previous.tenant_id.as_deref() == Some(tenant_id.as_str()),
+    };
     let names = TenantNames::for_tenant(&tenant_id);
 
     let mut next = previous.clone();
@@ -486,6 +542,7 @@ async fn apply<A: KubeApi, B: Backends>(
             clickhouse: &clickhouse_password,
             secret_ok,
             secret_name: &secret_key.name,
+            owner,
         },
         &events,
     )
@@ -618,6 +675,7 @@ async fn apply<A: KubeApi, B: Backends>(
                 matches!(
                     *r,
                     reasons::PROVISIONING_FAILED
+                        | reasons::NOT_OWNED
                         | reasons::APPLY_FAILED
                         | reasons::STRIPE_SECRET_NOT_FOUND
                 )

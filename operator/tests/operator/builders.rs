@@ -565,7 +565,10 @@ fn the_settings_of_each_container_resolve_from_the_secrets() {
         ingest["ZORI_EMAIL_SALT"], api["ZORI_EMAIL_SALT"],
         "ingest and api share the salt"
     );
-    assert_eq!(ingest["ZORI_TENANT_ID"], "shops_bakery");
+    assert_eq!(
+        ingest["ZORI_TENANT_ID"],
+        zori_operator::naming::derive_tenant_id("shops", "bakery")
+    );
 
     let mut without_stripe = secrets.clone();
     without_stripe.remove("bakery-stripe");

@@ -11,7 +11,7 @@ use zori_operator::{
     api::{fake::FakeApi, KubeApi, ObjectKey},
     backends::{
         clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, Backends,
-        ChTenant, LiveBackends, PgTenant, Provisioned, Removed,
+        ChTenant, LiveBackends, Owner, PgTenant, Provisioned, Removed,
     },
     builders::secret::keys,
     config::Platform,
@@ -26,6 +26,12 @@ use super::common::{minimal, unique};
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+
+/// The project that owns what a test provisions.
+const OWNER: Owner<'static> = Owner {
+    uid: "0b9c2f1e-test-owner",
+    adopt_unmarked: false,
+};
 
 async fn live() -> LiveBackends {
     let nats = tokio::time::timeout(Duration::from_secs(10), NatsBackend::connect(NATS_URL))
@@ -54,17 +60,19 @@ where
 
 async fn drop_tenant(backends: &LiveBackends, id: &str) {
     let names = TenantNames::for_tenant(id);
-    let _ = backends.delete_stream(&names.subjects.stream).await;
+    let _ = backends.delete_stream(&names.subjects.stream, OWNER).await;
     let _ = backends
         .drop_postgres(PgTenant {
             role: &names.postgres_role,
             schema: &names.postgres_schema,
+            owner: OWNER,
         })
         .await;
     let _ = backends
         .drop_clickhouse(ChTenant {
             database: &names.clickhouse_database,
             user: None,
+            owner: OWNER,
         })
         .await;
 }
@@ -81,21 +89,43 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
                 max_bytes: 64 << 20,
                 ..StreamLimits::default()
             };
-            let desired =
-                || desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            let marked = |mut config: async_nats::jetstream::stream::Config| {
+                config.description = Some(format!("test stream {}", OWNER.marker()));
+                config
+            };
+            let desired = || {
+                marked(desired_config(
+                    &stream,
+                    vec![names.subjects.wildcard.clone()],
+                    &limits,
+                ))
+            };
             assert_eq!(
-                backends.ensure_stream(desired()).await.expect("create"),
+                backends
+                    .ensure_stream(desired(), OWNER)
+                    .await
+                    .expect("create"),
                 Provisioned::Created
             );
             assert_eq!(
-                backends.ensure_stream(desired()).await.expect("again"),
+                backends
+                    .ensure_stream(desired(), OWNER)
+                    .await
+                    .expect("again"),
                 Provisioned::Unchanged
             );
             limits.max_bytes = 128 << 20;
             limits.max_age = Duration::from_secs(3600);
-            let desired = desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            let desired = marked(desired_config(
+                &stream,
+                vec![names.subjects.wildcard.clone()],
+                &limits,
+            ));
             assert_eq!(
-                backends.ensure_stream(desired).await.expect("update"),
+                backends
+                    .ensure_stream(desired, OWNER)
+                    .await
+                    .expect("update"),
                 Provisioned::Updated(vec!["max_age".to_owned(), "max_bytes".to_owned()])
             );
             let live = backends
@@ -107,11 +137,14 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
             assert_eq!(live.max_bytes, 128 << 20);
             assert_eq!(live.subjects, vec![names.subjects.wildcard.clone()]);
             assert_eq!(
-                backends.delete_stream(&stream).await.expect("delete"),
+                backends
+                    .delete_stream(&stream, OWNER)
+                    .await
+                    .expect("delete"),
                 Removed::Removed
             );
             assert_eq!(
-                backends.delete_stream(&stream).await.expect("again"),
+                backends.delete_stream(&stream, OWNER).await.expect("again"),
                 Removed::AlreadyGone
             );
             assert!(backends
@@ -122,7 +155,7 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
                 .is_none());
         },
         async {
-            let _ = backends.delete_stream(&stream).await;
+            let _ = backends.delete_stream(&stream, OWNER).await;
         },
     )
     .await;
@@ -155,6 +188,7 @@ async fn a_tenant_role_uses_only_its_own_schema() {
         PgTenant {
             role: &n.postgres_role,
             schema: &n.postgres_schema,
+            owner: OWNER,
         }
     }
     let (ta, tb) = (tenant(&a), tenant(&b));
@@ -304,6 +338,7 @@ async fn the_clickhouse_database_is_created_and_dropped() {
     let tenant = ChTenant {
         database: &names.clickhouse_database,
         user: None,
+        owner: OWNER,
     };
     with_cleanup(
         async {
@@ -372,7 +407,7 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
         .insert(serde_json::to_value(&project).expect("json"))
         .expect("insert");
     let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "acme");
-    let id = format!("{namespace}_acme");
+    let id = zori_operator::naming::derive_tenant_id(&namespace, "acme");
     let names = TenantNames::for_tenant(&id);
     let exists = |ctx: &Context<FakeApi, LiveBackends>| {
         let names = names.clone();
