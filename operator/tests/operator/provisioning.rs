@@ -484,3 +484,129 @@ async fn retain_keeps_and_delete_drops_the_real_data() {
         "Delete drops stream, role and database"
     );
 }
+
+#[tokio::test]
+async fn objects_marked_for_another_project_are_neither_adopted_nor_dropped() {
+    let backends = live().await;
+    let names = TenantNames::for_tenant(&unique("tm"));
+    let newcomer = Owner {
+        uid: "7f3e-newcomer",
+        adopt_unmarked: true,
+    };
+    let pg = |owner| PgTenant {
+        role: &names.postgres_role,
+        schema: &names.postgres_schema,
+        owner,
+    };
+    let ch = |owner| ChTenant {
+        database: &names.clickhouse_database,
+        user: None,
+        owner,
+    };
+    let stream = || {
+        let mut config = desired_config(
+            &names.subjects.stream,
+            vec![names.subjects.wildcard.clone()],
+            &StreamLimits::default(),
+        );
+        config.description = Some(format!("test {}", OWNER.marker()));
+        config
+    };
+    with_cleanup(
+        async {
+            backends
+                .ensure_stream(stream(), OWNER)
+                .await
+                .expect("stream");
+            backends
+                .ensure_postgres(pg(OWNER), "password-of-owner-0123")
+                .await
+                .expect("postgres");
+            backends
+                .ensure_clickhouse(ch(OWNER))
+                .await
+                .expect("clickhouse");
+
+            let refused = [
+                backends.ensure_stream(stream(), newcomer).await.err(),
+                backends
+                    .ensure_postgres(pg(newcomer), "password-of-newcomer")
+                    .await
+                    .err(),
+                backends.ensure_clickhouse(ch(newcomer)).await.err(),
+                backends
+                    .delete_stream(&names.subjects.stream, newcomer)
+                    .await
+                    .err(),
+                backends.drop_postgres(pg(newcomer)).await.err(),
+                backends.drop_clickhouse(ch(newcomer)).await.err(),
+            ];
+            for error in refused {
+                let error = error.expect("refused");
+                assert!(error.is_foreign(), "{error}");
+                assert!(
+                    error
+                        .to_string()
+                        .contains("belongs to another ZoriProject (uid 0b9c2f1e-test-owner)"),
+                    "{error}"
+                );
+            }
+            // The owner's password still works: the newcomer reset nothing.
+            connect_as(&names.postgres_role, "password-of-owner-0123").await;
+            assert!(role_exists(&backends, &names.postgres_role).await);
+            assert!(backends
+                .clickhouse
+                .database_exists(&names.clickhouse_database)
+                .await
+                .expect("exists"));
+
+            // An unmarked role (from before markers) is adopted only when allowed.
+            sqlx::query(&format!("COMMENT ON ROLE {} IS NULL", names.postgres_role))
+                .execute(backends.postgres.pool())
+                .await
+                .expect("unmark role");
+            sqlx::query(&format!(
+                "COMMENT ON SCHEMA {} IS NULL",
+                names.postgres_schema
+            ))
+            .execute(backends.postgres.pool())
+            .await
+            .expect("unmark schema");
+            let stranger = Owner {
+                uid: "1a2b-stranger",
+                adopt_unmarked: false,
+            };
+            let error = backends
+                .ensure_postgres(pg(stranger), "password-of-stranger")
+                .await
+                .expect_err("a newcomer never adopts an unmarked role");
+            assert!(
+                error.to_string().contains("without an owner marker"),
+                "{error}"
+            );
+            assert_eq!(
+                backends
+                    .ensure_postgres(
+                        pg(Owner {
+                            adopt_unmarked: true,
+                            ..OWNER
+                        }),
+                        "password-of-owner-0123"
+                    )
+                    .await
+                    .expect("the pinned owner adopts and stamps it"),
+                Provisioned::Updated(vec!["owner marker".to_owned()])
+            );
+            let comment: Option<String> = sqlx::query_scalar(
+                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            )
+            .bind(&names.postgres_role)
+            .fetch_one(backends.postgres.pool())
+            .await
+            .expect("comment");
+            assert_eq!(comment, Some(OWNER.marker()));
+        },
+        drop_tenant(&backends, &names.tenant_id),
+    )
+    .await;
+}
