@@ -139,6 +139,12 @@ pub struct RunArgs {
     /// DNS domain of the cluster (for the in-cluster endpoints in status).
     #[arg(long, env = "ZORI_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+
+    /// Refuse tenants that cannot be isolated (a backend would share a credential between
+    /// tenants): they get `Isolated=False` and `Ready=False` (IsolationRequired), and no
+    /// Secret, backends or workloads.
+    #[arg(long, env = "ZORI_REQUIRE_ISOLATION", default_value_t = false)]
+    pub require_isolation: bool,
 }
 
 /// How ClickHouse users are chosen.
@@ -407,6 +413,9 @@ impl RunArgs {
                 ClickHouseUserMode::Shared | ClickHouseUserMode::Auto => shared,
             },
             cluster_domain: self.cluster_domain.trim().to_owned(),
+            clickhouse_probe_error: None,
+            require_isolation: self.require_isolation,
+            redis_per_tenant: false,
         };
         Ok(RunSettings {
             nats_url: self.nats_url.trim().to_owned(),

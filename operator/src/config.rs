@@ -52,6 +52,15 @@ pub struct Platform {
     pub clickhouse_users: ClickHouseUsers,
     /// DNS domain of the cluster, for the in-cluster endpoints in status.
     pub cluster_domain: String,
+    /// Why `--clickhouse-users auto` could not ask the server for its version at start: the
+    /// tenants then get per-tenant users anyway (fail closed, never the shared user), and a
+    /// ClickHouse failure says so.
+    pub clickhouse_probe_error: Option<String>,
+    /// Refuse tenants that cannot be isolated (`--require-isolation`): no Secret, no backends,
+    /// no workloads, only the conditions saying why.
+    pub require_isolation: bool,
+    /// Whether each tenant gets its own Redis ACL user (`--redis-admin-url` is set).
+    pub redis_per_tenant: bool,
 }
 
 impl Platform {
@@ -74,6 +83,9 @@ impl Platform {
                 password: None,
             },
             cluster_domain: "cluster.local".to_owned(),
+            clickhouse_probe_error: None,
+            require_isolation: false,
+            redis_per_tenant: false,
         }
     }
 }

@@ -178,7 +178,10 @@ async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> 
             Ok(true) => settings.platform.clickhouse_users = ClickHouseUsers::PerTenant,
             Ok(false) => info!("ClickHouse has no SQL users; tenants use the shared user"),
             Err(error) => {
-                warn!(%error, "failed to ask ClickHouse for its version; tenants use the shared user")
+                // Fail closed: never fall back to a user every tenant shares.
+                warn!(%error, "failed to ask ClickHouse for its version; tenants get per-tenant users anyway");
+                settings.platform.clickhouse_users = ClickHouseUsers::PerTenant;
+                settings.platform.clickhouse_probe_error = Some(error.to_string());
             }
         }
     }

@@ -222,17 +222,23 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     );
 
     let outcome = ctx.backends.ensure_clickhouse(ch).await;
-    observations.push(
-        backend_observation(
-            types::CLICKHOUSE,
-            format!("database {} exists", ch.database),
-            "ClickHouse",
-            &outcome,
-            events,
-            &mut failed,
-        )
-        .await,
-    );
+    let mut clickhouse = backend_observation(
+        types::CLICKHOUSE,
+        format!("database {} exists", ch.database),
+        "ClickHouse",
+        &outcome,
+        events,
+        &mut failed,
+    )
+    .await;
+    if let (Err(_), Some(probe)) = (&outcome, &ctx.platform.clickhouse_probe_error) {
+        clickhouse.message = format!(
+            "{} (the ClickHouse version probe at operator start failed: {probe}; tenants get \
+             per-tenant users rather than falling back to a shared one)",
+            clickhouse.message
+        );
+    }
+    observations.push(clickhouse);
     ProvisionOutcome {
         observations,
         failed,

@@ -25,6 +25,7 @@ use crate::{
     },
     config::{self, Platform, ProjectConfig},
     crd::{self, Endpoints, PinnedNames, ZoriProject, ZoriProjectStatus},
+    isolation,
     naming::{derive_tenant_id, may_hold, secret_name, Component, TenantNames},
     provision::{memo_key, provision, Credentials, Provisioning},
     status::{self, is_new_failure, reasons, set_condition, types, Observation},
@@ -414,6 +415,27 @@ async fn apply<A: KubeApi, B: Backends>(
         }
     };
     next.endpoints = Some(endpoints(&config, &ctx.platform));
+
+    // Isolation: said in status always; with --require-isolation, a tenant that cannot be
+    // isolated gets nothing but the conditions saying why.
+    let isolated = isolation::observation(&ctx.platform);
+    set_condition(&mut next.conditions, &isolated, &now, generation);
+    if ctx.platform.require_isolation && !isolated.is_true() {
+        let ready = Observation::failed(
+            types::READY,
+            reasons::ISOLATION_REQUIRED,
+            format!(
+                "the operator runs with --require-isolation and this tenant cannot be isolated; \
+                 no Secret, backends or workloads are made ({})",
+                isolated.message
+            ),
+        );
+        set_condition(&mut next.conditions, &ready, &now, generation);
+        write_status(api, key, &previous, next, &events, &[ready], "Isolate").await?;
+        warn!("the tenant cannot be isolated and isolation is required; waiting for a change");
+        ctx.backoff.reset(&key.to_string());
+        return Ok(Next::Invalid);
+    }
 
     // Dereference: the existing tenant Secret and the user's Stripe Secret.
     let secret_key = ObjectKey::new(

@@ -252,7 +252,8 @@ async fn create_makes_children_backends_and_status() {
             types::POSTGRES,
             types::CLICKHOUSE,
             types::INGEST,
-            types::API
+            types::API,
+            types::ISOLATED,
         ]
     );
     for t in [
@@ -1276,4 +1277,91 @@ async fn the_applied_settings_are_the_built_ones() {
     let bakery = TenantNames::for_tenant(&derive_tenant_id("shops", "bakery"));
     assert_eq!(api["ZORI_POSTGRES_SCHEMA"], bakery.postgres_schema);
     assert!(api["ZORI_POSTGRES_URL"].starts_with(&format!("postgres://{}:", bakery.postgres_role)));
+}
+
+#[tokio::test]
+async fn isolated_says_which_backends_share_credentials() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let isolated = h.condition(&key, types::ISOLATED);
+    assert_eq!(
+        status_of(&isolated),
+        (ConditionStatus::False, reasons::SHARED_CREDENTIALS)
+    );
+    for backend in ["NATS", "Redis", "ClickHouse"] {
+        assert!(isolated.message.contains(backend), "{}", isolated.message);
+    }
+    assert!(isolated
+        .message
+        .contains("per-tenant NATS accounts are not implemented yet"));
+    assert!(
+        h.child("Deployment", "acme-api").is_some(),
+        "a dev install runs un-isolated, and says so"
+    );
+}
+
+#[tokio::test]
+async fn require_isolation_refuses_tenants_that_cannot_be_isolated() {
+    let mut h = Harness::new();
+    h.ctx.platform.require_isolation = true;
+    h.ctx.platform.clickhouse_users = zori_operator::config::ClickHouseUsers::PerTenant;
+    let key = h.create(&minimal());
+    assert_eq!(h.reconcile(&key).await, Next::Invalid);
+    let ready = h.condition(&key, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::ISOLATION_REQUIRED)
+    );
+    assert!(ready.message.contains("NATS"), "{}", ready.message);
+    assert!(!ready.message.contains("ClickHouse"), "{}", ready.message);
+    assert_eq!(
+        status_of(&h.condition(&key, types::ISOLATED)),
+        (ConditionStatus::False, reasons::SHARED_CREDENTIALS)
+    );
+    let kinds: Vec<String> = h.api().keys().into_iter().map(|k| k.kind).collect();
+    assert_eq!(kinds, vec![crd::KIND], "no Secret, no Deployments");
+    assert!(h.ctx.backends.mutations().is_empty(), "no backends");
+    assert!(h
+        .event_reasons()
+        .contains(&reasons::ISOLATION_REQUIRED.to_owned()));
+}
+
+#[tokio::test]
+async fn a_failed_clickhouse_probe_fails_closed_and_says_so() {
+    let mut h = Harness::new();
+    // What the controller settles on when `--clickhouse-users auto` cannot ask the version.
+    h.ctx.platform.clickhouse_users = zori_operator::config::ClickHouseUsers::PerTenant;
+    h.ctx.platform.clickhouse_probe_error =
+        Some("failed to reach ClickHouse at http://ch:8123: connection refused".to_owned());
+    h.ctx.backends.fail(
+        Backend::ClickHouse,
+        Some("failed to create the user of ClickHouse database: Syntax error"),
+    );
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let clickhouse = h.condition(&key, types::CLICKHOUSE);
+    assert_eq!(clickhouse.status, ConditionStatus::False);
+    assert!(
+        clickhouse
+            .message
+            .contains("version probe at operator start failed"),
+        "{}",
+        clickhouse.message
+    );
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    assert!(
+        secret
+            .pointer(&format!("/data/{}", keys::CLICKHOUSE_PASSWORD))
+            .is_some(),
+        "a per-tenant password, not the shared one"
+    );
+    let api = h.child("Deployment", "acme-api").expect("api");
+    let env = api
+        .pointer("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .expect("env");
+    assert!(env.iter().any(
+        |e| e["name"] == "ZORI_CLICKHOUSE_USER" && e["value"] == json!(acme().clickhouse_user)
+    ));
 }
