@@ -104,6 +104,12 @@ pub struct RunArgs {
     )]
     pub redis_url: String,
 
+    /// Redis URL of a user allowed the `ACL` command: when set, each tenant gets its own ACL
+    /// user limited to its key prefix, and its Secret holds that user's URL instead of
+    /// --redis-url's credentials (host, port and database still come from --redis-url).
+    #[arg(long, env = "ZORI_REDIS_ADMIN_URL", hide_env_values = true)]
+    pub redis_admin_url: Option<String>,
+
     /// Comma-separated namespaces to watch; empty watches all.
     #[arg(long, env = "ZORI_NAMESPACES", default_value = "")]
     pub namespaces: String,
@@ -164,6 +170,8 @@ pub struct RunSettings {
     pub clickhouse_admin_user: Option<String>,
     pub clickhouse_admin_password: Option<String>,
     pub clickhouse_user_mode: ClickHouseUserMode,
+    /// Admin connection for per-tenant Redis ACL users.
+    pub redis_admin_url: Option<String>,
     /// The platform, with `clickhouse_users` as chosen by the mode (`Auto` starts as shared and
     /// is settled by asking the server).
     pub platform: Platform,
@@ -338,6 +346,15 @@ impl RunArgs {
             "redis-url",
             "ZORI_REDIS_URL",
         )?;
+        let redis_admin_url = non_empty(&self.redis_admin_url);
+        if let Some(url) = &redis_admin_url {
+            check_url(
+                url,
+                &["redis", "rediss"],
+                "redis-admin-url",
+                "ZORI_REDIS_ADMIN_URL",
+            )?;
+        }
 
         let namespaces: Vec<String> = self
             .namespaces
@@ -415,7 +432,7 @@ impl RunArgs {
             cluster_domain: self.cluster_domain.trim().to_owned(),
             clickhouse_probe_error: None,
             require_isolation: self.require_isolation,
-            redis_per_tenant: false,
+            redis_per_tenant: redis_admin_url.is_some(),
         };
         Ok(RunSettings {
             nats_url: self.nats_url.trim().to_owned(),
@@ -424,6 +441,7 @@ impl RunArgs {
             clickhouse_admin_user: non_empty(&self.clickhouse_admin_user),
             clickhouse_admin_password: non_empty(&self.clickhouse_admin_password),
             clickhouse_user_mode,
+            redis_admin_url,
             platform,
             namespaces,
             metrics_listen,

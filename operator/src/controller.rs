@@ -26,8 +26,8 @@ use tracing::{debug, error, info, warn, Level};
 use crate::{
     api::client::ClientApi,
     backends::{
-        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, BackendError,
-        Backends, LiveBackends,
+        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend,
+        redis::RedisBackend, BackendError, Backends, LiveBackends,
     },
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
@@ -185,10 +185,17 @@ async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> 
             }
         }
     }
+    let redis = settings
+        .redis_admin_url
+        .as_deref()
+        .map(RedisBackend::new)
+        .transpose()
+        .map_err(BackendError::from)?;
     Ok(LiveBackends {
         nats,
         postgres,
         clickhouse,
+        redis,
     })
 }
 

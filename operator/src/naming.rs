@@ -2,8 +2,8 @@
 //! and the names of the Kubernetes children.
 
 use sha2::{Digest, Sha256};
-use zori_core::event::Subjects;
 pub use zori_core::event::{is_valid_tenant_id, MAX_TENANT_ID};
+use zori_core::event::{RedisKeys, Subjects};
 
 /// Hex digits of the hash suffix that keeps long or colliding ids unique.
 const HASH_CHARS: usize = 8;
@@ -72,6 +72,9 @@ pub struct TenantNames {
     pub clickhouse_database: String,
     /// ClickHouse user made for the tenant where the server supports SQL users.
     pub clickhouse_user: String,
+    /// Redis ACL user (`zori-<id>`) and its rules (the tenant's key prefix only).
+    pub redis_user: String,
+    pub redis_rules: String,
 }
 
 impl TenantNames {
@@ -84,6 +87,8 @@ impl TenantNames {
             postgres_role: sql.clone(),
             clickhouse_database: sql.clone(),
             clickhouse_user: sql,
+            redis_user: RedisKeys::acl_user(tenant_id),
+            redis_rules: RedisKeys::for_tenant(tenant_id).acl_rules(),
         }
     }
 }

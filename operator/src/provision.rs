@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 
 use crate::{
     api::{KubeApi, ObjectKey},
-    backends::{BackendError, Backends, ChTenant, Owner, PgTenant, Provisioned},
+    backends::{
+        redis::RedisTenant, BackendError, Backends, ChTenant, Owner, PgTenant, Provisioned,
+    },
     builders::stream::desired_stream,
     config::{ClickHouseUsers, ProjectConfig},
     crd::ZoriProject,
@@ -79,6 +81,8 @@ pub(crate) fn memo_key(project: &ZoriProject, key: &ObjectKey) -> String {
 pub(crate) struct Credentials<'a> {
     pub(crate) postgres: &'a str,
     pub(crate) clickhouse: &'a str,
+    /// Password of the Redis ACL user (per-tenant Redis users only).
+    pub(crate) redis: Option<&'a str>,
     /// Whether the Secret holding them was written (the role waits for it).
     pub(crate) secret_ok: bool,
     pub(crate) secret_name: &'a str,
@@ -130,6 +134,7 @@ fn provisioning_inputs(
         ch.user.map(|(u, _)| u).unwrap_or_default(),
         credentials.clickhouse,
         credentials.owner.uid,
+        credentials.redis.unwrap_or("no redis user"),
         if credentials.secret_ok {
             "secret"
         } else {
@@ -239,6 +244,41 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
         );
     }
     observations.push(clickhouse);
+
+    if let Some(password) = credentials.redis {
+        let redis = RedisTenant {
+            user: &names.redis_user,
+            rules: &names.redis_rules,
+            password,
+        };
+        let outcome = if credentials.secret_ok {
+            ctx.backends.ensure_redis(redis).await
+        } else {
+            Err(BackendError::NotAttempted(format!(
+                "not provisioned: Secret {} holding the user's password could not be written",
+                credentials.secret_name
+            )))
+        };
+        observations.push(
+            backend_observation(
+                types::REDIS,
+                format!(
+                    "ACL user {} may use only keys {} and the rate limiter's commands",
+                    names.redis_user,
+                    names
+                        .redis_rules
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                ),
+                "Redis",
+                &outcome,
+                events,
+                &mut failed,
+            )
+            .await,
+        );
+    }
     ProvisionOutcome {
         observations,
         failed,

@@ -84,6 +84,12 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
                         owner,
                     })
                     .await,
+                if ctx.platform.redis_per_tenant {
+                    ctx.backends.drop_redis(&names.redis_user).await
+                } else {
+                    // No per-tenant user was ever made: nothing to report as missing.
+                    Ok(Removed::Removed)
+                },
             ];
             let errors: Vec<String> = results
                 .iter()
@@ -108,7 +114,7 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
             }
             let gone: Vec<&str> = results
                 .iter()
-                .zip(["stream", "schema and role", "database"])
+                .zip(["stream", "schema and role", "database", "Redis user"])
                 .filter(|(r, _)| matches!(r, Ok(Removed::AlreadyGone)))
                 .map(|(_, what)| what)
                 .collect();

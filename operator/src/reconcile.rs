@@ -518,6 +518,11 @@ async fn apply<A: KubeApi, B: Backends>(
         .get(secret::keys::CLICKHOUSE_PASSWORD)
         .cloned()
         .unwrap_or_default();
+    let redis_password = ctx
+        .platform
+        .redis_per_tenant
+        .then(|| data.data.get(secret::keys::REDIS_PASSWORD).cloned())
+        .flatten();
     let inputs = Dereferenced {
         secret_data: data.data,
         stripe_secret_hash,
@@ -562,6 +567,7 @@ async fn apply<A: KubeApi, B: Backends>(
         Credentials {
             postgres: &password,
             clickhouse: &clickhouse_password,
+            redis: redis_password.as_deref(),
             secret_ok,
             secret_name: &secret_key.name,
             owner,

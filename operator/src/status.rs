@@ -14,6 +14,8 @@ pub mod types {
     pub const STREAM: &str = "StreamReady";
     pub const POSTGRES: &str = "PostgresReady";
     pub const CLICKHOUSE: &str = "ClickHouseReady";
+    /// Present only with per-tenant Redis users (`--redis-admin-url`).
+    pub const REDIS: &str = "RedisReady";
     pub const INGEST: &str = "IngestReady";
     pub const API: &str = "ApiReady";
     /// Present only while `spec.ingress` is set.
@@ -23,7 +25,9 @@ pub mod types {
     pub const ISOLATED: &str = "Isolated";
 
     /// Every condition besides `Ready`, in the order they are shown.
-    pub const PARTS: [&str; 7] = [SECRET, STREAM, POSTGRES, CLICKHOUSE, INGEST, API, INGRESS];
+    pub const PARTS: [&str; 8] = [
+        SECRET, STREAM, POSTGRES, CLICKHOUSE, REDIS, INGEST, API, INGRESS,
+    ];
 }
 
 /// Condition reasons (CamelCase, stable: they change only with the situation they describe).
@@ -210,6 +214,7 @@ pub fn summarise(parts: &[Observation], suspended: bool) -> Observation {
         types::STREAM,
         types::POSTGRES,
         types::CLICKHOUSE,
+        types::REDIS,
     ];
     let failing: Vec<&Observation> = parts
         .iter()

@@ -23,6 +23,8 @@ struct Memory {
     /// description, as on the server.
     role_owners: BTreeMap<String, String>,
     database_owners: BTreeMap<String, String>,
+    /// Redis ACL user → (rules, password).
+    redis_users: BTreeMap<String, (String, String)>,
     failing: BTreeMap<Backend, String>,
     /// Every call that changed something, such as `create stream ZORI_X`.
     mutations: Vec<String>,
@@ -96,6 +98,11 @@ impl MemoryBackends {
     /// The owner marker (uid) of a role.
     pub fn role_owner(&self, role: &str) -> Option<String> {
         self.lock().role_owners.get(role).cloned()
+    }
+
+    /// `(rules, password)` of a Redis ACL user.
+    pub fn redis_user(&self, user: &str) -> Option<(String, String)> {
+        self.lock().redis_users.get(user).cloned()
     }
 
     /// How many calls were made, changing something or not, failing or not.
@@ -260,6 +267,44 @@ impl Backends for MemoryBackends {
             state
                 .mutations
                 .push(format!("drop database {}", tenant.database));
+            Ok(Removed::Removed)
+        } else {
+            Ok(Removed::AlreadyGone)
+        }
+    }
+
+    async fn ensure_redis(
+        &self,
+        tenant: super::redis::RedisTenant<'_>,
+    ) -> Result<Provisioned, BackendError> {
+        let mut state = self.lock();
+        Self::check(&mut state, Backend::Redis)?;
+        let wanted = (tenant.rules.to_owned(), tenant.password.to_owned());
+        match state
+            .redis_users
+            .insert(tenant.user.to_owned(), wanted.clone())
+        {
+            None => {
+                state
+                    .mutations
+                    .push(format!("create redis user {}", tenant.user));
+                Ok(Provisioned::Created)
+            }
+            Some(live) if live == wanted => Ok(Provisioned::Unchanged),
+            Some(_) => {
+                state
+                    .mutations
+                    .push(format!("update redis user {}", tenant.user));
+                Ok(Provisioned::Updated(vec!["acl".to_owned()]))
+            }
+        }
+    }
+
+    async fn drop_redis(&self, user: &str) -> Result<Removed, BackendError> {
+        let mut state = self.lock();
+        Self::check(&mut state, Backend::Redis)?;
+        if state.redis_users.remove(user).is_some() {
+            state.mutations.push(format!("drop redis user {user}"));
             Ok(Removed::Removed)
         } else {
             Ok(Removed::AlreadyGone)

@@ -7,6 +7,7 @@ pub mod clickhouse;
 mod memory;
 pub mod nats;
 pub mod postgres;
+pub mod redis;
 
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryBackends;
@@ -37,6 +38,7 @@ pub enum Backend {
     Stream,
     Postgres,
     ClickHouse,
+    Redis,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum BackendError {
     Postgres(#[from] postgres::PostgresError),
     #[error(transparent)]
     ClickHouse(#[from] clickhouse::ClickHouseError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
     /// Not attempted because something it depends on failed first.
     #[error("{0}")]
     NotAttempted(String),
@@ -173,6 +177,11 @@ pub trait Backends: Send + Sync + 'static {
         &self,
         tenant: ChTenant<'_>,
     ) -> impl Future<Output = Result<Removed, BackendError>> + Send;
+    fn ensure_redis(
+        &self,
+        tenant: redis::RedisTenant<'_>,
+    ) -> impl Future<Output = Result<Provisioned, BackendError>> + Send;
+    fn drop_redis(&self, user: &str) -> impl Future<Output = Result<Removed, BackendError>> + Send;
 }
 
 /// The real backends.
@@ -181,6 +190,8 @@ pub struct LiveBackends {
     pub nats: nats::NatsBackend,
     pub postgres: postgres::PostgresBackend,
     pub clickhouse: clickhouse::ClickHouseBackend,
+    /// Per-tenant ACL users, when the operator has a Redis admin URL.
+    pub redis: Option<redis::RedisBackend>,
 }
 
 impl Backends for LiveBackends {
@@ -226,5 +237,24 @@ impl Backends for LiveBackends {
             .clickhouse
             .drop(tenant.database, tenant.user.map(|(u, _)| u), tenant.owner)
             .await?)
+    }
+
+    async fn ensure_redis(
+        &self,
+        tenant: redis::RedisTenant<'_>,
+    ) -> Result<Provisioned, BackendError> {
+        match &self.redis {
+            Some(redis) => Ok(redis.ensure(tenant).await?),
+            None => Err(BackendError::NotAttempted(
+                "no per-tenant Redis users: the operator has no --redis-admin-url".to_owned(),
+            )),
+        }
+    }
+
+    async fn drop_redis(&self, user: &str) -> Result<Removed, BackendError> {
+        match &self.redis {
+            Some(redis) => Ok(redis.drop(user).await?),
+            None => Ok(Removed::AlreadyGone),
+        }
     }
 }

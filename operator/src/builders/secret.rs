@@ -26,8 +26,11 @@ pub mod keys {
     pub const POSTGRES_URL: &str = "postgres-url";
     /// NATS URL of the data plane, derived from the platform.
     pub const NATS_URL: &str = "nats-url";
-    /// Redis URL of the rate limits, derived from the platform.
+    /// Redis URL of the rate limits, derived from the platform (with the tenant's ACL user
+    /// and password when the operator makes per-tenant Redis users).
     pub const REDIS_URL: &str = "redis-url";
+    /// Password of the tenant's Redis ACL user (per-tenant Redis users only).
+    pub const REDIS_PASSWORD: &str = "redis-password";
     /// Password of the tenant's ClickHouse user (per-tenant users), or the shared one.
     pub const CLICKHOUSE_PASSWORD: &str = "clickhouse-password";
 }
@@ -98,6 +101,19 @@ pub fn secret_data(
         }
         ClickHouseUsers::Shared { password, .. } => password.clone(),
     };
+    let redis_password = platform
+        .redis_per_tenant
+        .then(|| keep_or_make(keys::REDIS_PASSWORD, &|| random.hex(24)));
+    let redis_url = match &redis_password {
+        Some(password) => crate::backends::redis::tenant_url(
+            &platform.redis_url,
+            &config.names.redis_user,
+            password,
+        )
+        // The flags were validated as URLs; never fall back to the shared URL.
+        .unwrap_or_default(),
+        None => platform.redis_url.clone(),
+    };
 
     let mut data = BTreeMap::from([
         (keys::PUBLISHABLE_KEY.to_owned(), publishable_key),
@@ -109,8 +125,11 @@ pub fn secret_data(
         ),
         (keys::POSTGRES_PASSWORD.to_owned(), postgres_password),
         (keys::NATS_URL.to_owned(), platform.nats_url.clone()),
-        (keys::REDIS_URL.to_owned(), platform.redis_url.clone()),
+        (keys::REDIS_URL.to_owned(), redis_url),
     ]);
+    if let Some(p) = redis_password {
+        data.insert(keys::REDIS_PASSWORD.to_owned(), p);
+    }
     if let Some(p) = clickhouse_password {
         data.insert(keys::CLICKHOUSE_PASSWORD.to_owned(), p);
     }

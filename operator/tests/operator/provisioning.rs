@@ -10,8 +10,11 @@ use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
 use zori_operator::{
     api::{fake::FakeApi, KubeApi, ObjectKey},
     backends::{
-        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, Backends,
-        ChTenant, LiveBackends, Owner, PgTenant, Provisioned, Removed,
+        clickhouse::ClickHouseBackend,
+        nats::NatsBackend,
+        postgres::PostgresBackend,
+        redis::{tenant_url, RedisBackend, RedisTenant},
+        Backends, ChTenant, LiveBackends, Owner, PgTenant, Provisioned, Removed,
     },
     builders::secret::keys,
     config::Platform,
@@ -26,6 +29,7 @@ use super::common::{minimal, unique};
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The project that owns what a test provisions.
 const OWNER: Owner<'static> = Owner {
@@ -42,6 +46,7 @@ async fn live() -> LiveBackends {
         nats,
         postgres: PostgresBackend::connect_lazy(POSTGRES_ADMIN_URL).expect("admin URL"),
         clickhouse: ClickHouseBackend::new(CLICKHOUSE_URL, None, None).expect("ClickHouse client"),
+        redis: Some(RedisBackend::new(REDIS_URL).expect("Redis admin URL")),
     }
 }
 
@@ -609,4 +614,115 @@ async fn objects_marked_for_another_project_are_neither_adopted_nor_dropped() {
         drop_tenant(&backends, &names.tenant_id),
     )
     .await;
+}
+
+/// Runs one command as a tenant; the error text when Redis refuses it.
+async fn as_tenant(url: &str, command: &mut redis::Cmd) -> Result<redis::Value, String> {
+    let client = redis::Client::open(url).expect("tenant URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    command
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_tenant_redis_user_reaches_only_its_own_keys() {
+    let backends = live().await;
+    let a = TenantNames::for_tenant(&unique("ra"));
+    let b = TenantNames::for_tenant(&unique("rb"));
+    let url_a = tenant_url(REDIS_URL, &a.redis_user, "password-of-a-0123").expect("url");
+    let own_key = format!(
+        "{}rate",
+        zori_core::event::RedisKeys::for_tenant(&a.tenant_id).prefix
+    );
+    let other_key = format!(
+        "{}rate",
+        zori_core::event::RedisKeys::for_tenant(&b.tenant_id).prefix
+    );
+    with_cleanup(
+        async {
+            for (names, password) in [(&a, "password-of-a-0123"), (&b, "password-of-b-0123")] {
+                let tenant = RedisTenant {
+                    user: &names.redis_user,
+                    rules: &names.redis_rules,
+                    password,
+                };
+                assert_eq!(
+                    backends.ensure_redis(tenant).await.expect("create"),
+                    Provisioned::Created
+                );
+                assert_eq!(
+                    backends.ensure_redis(tenant).await.expect("again"),
+                    Provisioned::Unchanged
+                );
+            }
+            assert_eq!(
+                as_tenant(&url_a, redis::cmd("INCRBY").arg(&own_key).arg(1)).await,
+                Ok(redis::Value::Int(1)),
+                "the rate limiter's command on its own prefix works"
+            );
+            as_tenant(&url_a, redis::cmd("EXPIRE").arg(&own_key).arg(60))
+                .await
+                .expect("EXPIRE on its own key");
+            for (what, mut command) in [
+                (
+                    "INCRBY on B's key",
+                    redis::cmd("INCRBY").arg(&other_key).arg(1).clone(),
+                ),
+                ("GET of B's key", redis::cmd("GET").arg(&other_key).clone()),
+                (
+                    "GET of its own key",
+                    redis::cmd("GET").arg(&own_key).clone(),
+                ),
+                ("KEYS", redis::cmd("KEYS").arg("*").clone()),
+                ("FLUSHALL", redis::cmd("FLUSHALL").clone()),
+                (
+                    "SUBSCRIBE",
+                    redis::cmd("PUBLISH").arg("zori").arg("x").clone(),
+                ),
+                ("ACL", redis::cmd("ACL").arg("LIST").clone()),
+            ] {
+                let refused = as_tenant(&url_a, &mut command).await;
+                let error = refused.expect_err(what);
+                assert!(
+                    error.contains("NOPERM") || error.contains("no permissions"),
+                    "{what}: {error}"
+                );
+            }
+            let wrong = tenant_url(REDIS_URL, &a.redis_user, "not-the-password").expect("url");
+            let error = as_tenant(&wrong, &mut redis::cmd("PING"))
+                .await
+                .expect_err("a wrong password is refused");
+            assert!(
+                error.to_lowercase().contains("authentication failed"),
+                "{error}"
+            );
+        },
+        async {
+            let admin = redis::Client::open(REDIS_URL).expect("admin");
+            if let Ok(mut c) = admin.get_multiplexed_async_connection().await {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&own_key).query_async(&mut c).await;
+            }
+            for names in [&a, &b] {
+                let _ = backends.drop_redis(&names.redis_user).await;
+            }
+        },
+    )
+    .await;
+    for names in [&a, &b] {
+        assert!(
+            !backends
+                .redis
+                .as_ref()
+                .expect("redis")
+                .exists(&names.redis_user)
+                .await
+                .expect("ACL GETUSER"),
+            "the users were deleted"
+        );
+    }
 }

@@ -1365,3 +1365,58 @@ async fn a_failed_clickhouse_probe_fails_closed_and_says_so() {
         |e| e["name"] == "ZORI_CLICKHOUSE_USER" && e["value"] == json!(acme().clickhouse_user)
     ));
 }
+
+#[tokio::test]
+async fn per_tenant_redis_users_replace_the_shared_url() {
+    let mut h = Harness::new();
+    h.ctx.platform.redis_per_tenant = true;
+    h.ctx.platform.redis_url = "redis://:shared-admin-password@redis.redis.svc:6379/0".to_owned();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    let read = |k: &str| {
+        use base64::Engine;
+        let raw = secret
+            .pointer(&format!("/data/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{k}"));
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let password = read(keys::REDIS_PASSWORD);
+    let url = read(keys::REDIS_URL);
+    assert_eq!(
+        url,
+        format!(
+            "redis://{}:{password}@redis.redis.svc:6379/0",
+            acme().redis_user
+        )
+    );
+    assert!(!url.contains("shared-admin-password"), "{url}");
+    let (rules, stored) = h
+        .ctx
+        .backends
+        .redis_user(&acme().redis_user)
+        .expect("the ACL user was made");
+    assert_eq!(stored, password);
+    assert_eq!(rules, acme().redis_rules);
+    assert!(rules.starts_with(&format!("~zori:{{{}}}:*", acme().tenant_id)));
+    assert_eq!(
+        status_of(&h.condition(&key, types::REDIS)),
+        (ConditionStatus::True, reasons::PROVISIONED)
+    );
+    let isolated = h.condition(&key, types::ISOLATED);
+    assert!(!isolated.message.contains("Redis"), "{}", isolated.message);
+
+    // Deleting with reclaimPolicy Delete removes the user.
+    h.edit(&key, |spec| {
+        spec.reclaim_policy = crd::ReclaimPolicy::Delete
+    });
+    h.api().delete(&key).await.expect("delete");
+    h.reconcile(&key).await;
+    assert!(h.ctx.backends.redis_user(&acme().redis_user).is_none());
+}
