@@ -540,4 +540,31 @@ mod tests {
             .to_string()
             .starts_with("missing --postgres-admin-url"));
     }
+
+    #[test]
+    fn isolation_flags() {
+        let s = args(&[]).expect("valid");
+        assert!(!s.platform.require_isolation);
+        assert!(!s.platform.redis_per_tenant);
+        assert!(s.redis_admin_url.is_none());
+        let s = args(&[
+            "--require-isolation",
+            "--redis-admin-url",
+            "redis://admin:pw@redis:6379",
+        ])
+        .expect("valid");
+        assert!(s.platform.require_isolation);
+        assert!(s.platform.redis_per_tenant);
+        assert_eq!(
+            s.platform.redis_url, "redis://127.0.0.1:6379",
+            "tenants keep the tenant-facing host"
+        );
+        let message = args(&["--redis-admin-url", "http://x"])
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            message.starts_with("invalid --redis-admin-url (ZORI_REDIS_ADMIN_URL)"),
+            "{message}"
+        );
+    }
 }
