@@ -142,6 +142,10 @@ pub struct IngestConfig {
     /// Whole seconds, as `60s`.
     pub rate_limit_window: String,
     pub client_ip_header: Option<String>,
+    /// `--trusted-proxies` when the spec sets it.
+    pub trusted_proxies: Option<u8>,
+    /// `off`, `ignore` or `refuse`, as `zori-ingest` reads it.
+    pub identity_verification: &'static str,
     /// `drop` or `flag`, as `zori-ingest` reads it.
     pub bot_traffic: &'static str,
     pub max_past_skew: String,
@@ -324,6 +328,19 @@ pub fn validate(
         None => Some(None),
     };
 
+    let trusted_proxies = match spec.ingest.trusted_proxies {
+        Some(n) => errors
+            .check(
+                "spec.ingest.trustedProxies",
+                u8::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 16)
+                    .ok_or_else(|| format!("{n} must be between 0 and 16")),
+            )
+            .map(Some),
+        None => Some(None),
+    };
+
     let attribution = &spec.attribution;
     let max_past_skew = errors.check(
         "spec.attribution.maxPastSkew",
@@ -467,6 +484,7 @@ pub fn validate(
         max_bytes,
         replicas,
         duplicate_window,
+        trusted_proxies,
     ) {
         (
             true,
@@ -482,6 +500,7 @@ pub fn validate(
             Some(max_bytes),
             Some(replicas),
             Some(duplicate_window),
+            Some(trusted_proxies),
         ) => Ok(ProjectConfig {
             name,
             namespace,
@@ -495,6 +514,8 @@ pub fn validate(
                 rate_limit_per_ip: per_ip,
                 rate_limit_window: format_duration(window),
                 client_ip_header,
+                trusted_proxies,
+                identity_verification: spec.ingest.identity_verification.as_flag(),
                 bot_traffic: match attribution.bot_traffic {
                     BotTraffic::Drop => "drop",
                     BotTraffic::Flag => "flag",

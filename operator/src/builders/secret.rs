@@ -18,6 +18,9 @@ pub mod keys {
     pub const PUBLISHABLE_KEY: &str = "publishable-key";
     /// `zori_at_<48 hex>`: bearer token of the reports API.
     pub const API_TOKEN: &str = "api-token";
+    /// Key the site's server signs identities with (HMAC-SHA256 of the user id), for
+    /// `spec.ingest.identityVerification`.
+    pub const IDENTITY_SECRET: &str = "identity-secret";
     /// Salt of email and IP hashes, shared by ingest and api.
     pub const EMAIL_SALT: &str = "email-salt";
     /// Password of the tenant's PostgreSQL role.
@@ -94,6 +97,9 @@ pub fn secret_data(
     });
     let api_token = keep_or_make(keys::API_TOKEN, &|| format!("zori_at_{}", random.hex(24)));
     let email_salt = keep_or_make(keys::EMAIL_SALT, &|| random.hex(32));
+    let identity_secret = keep_or_make(keys::IDENTITY_SECRET, &|| {
+        format!("zori_is_{}", random.hex(24))
+    });
     let postgres_password = keep_or_make(keys::POSTGRES_PASSWORD, &|| random.hex(24));
     let clickhouse_password = match &platform.clickhouse_users {
         ClickHouseUsers::PerTenant => {
@@ -119,6 +125,7 @@ pub fn secret_data(
         (keys::PUBLISHABLE_KEY.to_owned(), publishable_key),
         (keys::API_TOKEN.to_owned(), api_token),
         (keys::EMAIL_SALT.to_owned(), email_salt),
+        (keys::IDENTITY_SECRET.to_owned(), identity_secret),
         (
             keys::POSTGRES_URL.to_owned(),
             postgres_url(config, platform, &postgres_password),
