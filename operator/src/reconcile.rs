@@ -35,6 +35,8 @@ use crate::{
 pub const FINALIZER: &str = "zori.dev/reclaim";
 /// Resync period of a healthy project (catches drift in the backends).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// Longest wait before looking for a missing Stripe Secret again.
+pub const STRIPE_SECRET_RECHECK: Duration = Duration::from_secs(15);
 /// Requeue while workloads roll out.
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(30);
 
@@ -716,6 +718,13 @@ async fn apply<A: KubeApi, B: Backends>(
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1)),
             _ => ctx.backoff.next(&backoff_key),
+        };
+        // Secrets are not watched (no list/watch RBAC on them): a missing Stripe Secret is
+        // looked for again at least every STRIPE_SECRET_RECHECK.
+        let after = if reason == reasons::STRIPE_SECRET_NOT_FOUND {
+            after.min(STRIPE_SECRET_RECHECK)
+        } else {
+            after
         };
         provisioned.remember(ctx, now_time + after);
         return Ok(Next::Retry { after, reason });
