@@ -520,8 +520,12 @@ pub struct ZoriProjectStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// Tenant id, derived from namespace and name once and never changed afterwards.
+    /// Tenant id, derived from namespace and name once and never changed afterwards (the API
+    /// server refuses a change; the operator refuses an id it could not have derived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "status.tenantId is immutable once pinned"}
+    ]))]
     pub tenant_id: Option<String>,
 
     /// Names of the external objects, derived from the tenant id and pinned.
