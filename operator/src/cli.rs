@@ -433,6 +433,8 @@ impl RunArgs {
             clickhouse_probe_error: None,
             require_isolation: self.require_isolation,
             redis_per_tenant: redis_admin_url.is_some(),
+            nats_tenant_is_admin: non_empty(&self.nats_tenant_url)
+                .is_none_or(|url| url == self.nats_url.trim()),
         };
         Ok(RunSettings {
             nats_url: self.nats_url.trim().to_owned(),
@@ -547,6 +549,9 @@ mod tests {
         assert!(!s.platform.require_isolation);
         assert!(!s.platform.redis_per_tenant);
         assert!(s.redis_admin_url.is_none());
+        assert!(s.platform.nats_tenant_is_admin);
+        let s = args(&["--nats-tenant-url", "nats://tenants@nats:4222"]).expect("valid");
+        assert!(!s.platform.nats_tenant_is_admin);
         let s = args(&[
             "--require-isolation",
             "--redis-admin-url",

@@ -61,6 +61,8 @@ pub struct Platform {
     pub require_isolation: bool,
     /// Whether each tenant gets its own Redis ACL user (`--redis-admin-url` is set).
     pub redis_per_tenant: bool,
+    /// Whether tenants get the operator's own NATS URL (no `--nats-tenant-url`).
+    pub nats_tenant_is_admin: bool,
 }
 
 impl Platform {
@@ -86,6 +88,7 @@ impl Platform {
             clickhouse_probe_error: None,
             require_isolation: false,
             redis_per_tenant: false,
+            nats_tenant_is_admin: true,
         }
     }
 }

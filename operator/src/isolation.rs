@@ -8,11 +8,15 @@ use crate::{
 
 /// The backends that share a credential between tenants under `platform`, each with why.
 pub fn shared_backends(platform: &Platform) -> Vec<String> {
-    let mut shared = vec![
+    let mut shared = vec![if platform.nats_tenant_is_admin {
+        "NATS: every tenant connects with the operator's own NATS URL (no --nats-tenant-url), \
+         and per-tenant NATS accounts are not implemented yet"
+            .to_owned()
+    } else {
         "NATS: every tenant connects with the same tenant NATS URL (--nats-tenant-url), and \
          per-tenant NATS accounts are not implemented yet"
-            .to_owned(),
-    ];
+            .to_owned()
+    }];
     if !platform.redis_per_tenant {
         shared.push(
             "Redis: every tenant connects with the same --redis-url (set --redis-admin-url for \
@@ -67,6 +71,11 @@ mod tests {
         assert!(isolated
             .message
             .contains("per-tenant NATS accounts are not implemented yet"));
+        assert!(isolated.message.contains("the operator's own NATS URL"));
+        platform.nats_tenant_is_admin = false;
+        assert!(observation(&platform)
+            .message
+            .contains("the same tenant NATS URL (--nats-tenant-url)"));
         assert!(!isolated.message.contains("Redis"), "{}", isolated.message);
         assert!(
             !isolated.message.contains("ClickHouse"),
