@@ -486,17 +486,37 @@ async fn apply<A: KubeApi, B: Backends>(
         .any(|c| c.type_ == types::SECRET && c.status == status::ConditionStatus::True);
     if !data.generated.is_empty() {
         if had_secret {
-            events
-                .warning(
-                    "SecretRecreated",
-                    "Reconcile",
-                    format!(
-                        "Secret {} lacked {}; new values were generated",
-                        secret_key.name,
-                        data.generated.join(", ")
-                    ),
-                )
-                .await;
+            // Keys this version introduced are expected to be missing after an upgrade (or
+            // when per-tenant Redis users are turned on): added quietly, not a lost value.
+            let (added, lost): (Vec<&str>, Vec<&str>) = data
+                .generated
+                .iter()
+                .partition(|k| secret::keys::ADDED_LATER.contains(k));
+            if !lost.is_empty() {
+                events
+                    .warning(
+                        "SecretRecreated",
+                        "Reconcile",
+                        format!(
+                            "Secret {} lacked {}; new values were generated",
+                            secret_key.name,
+                            lost.join(", ")
+                        ),
+                    )
+                    .await;
+            }
+            if !added.is_empty() {
+                events
+                    .normal(
+                        "SecretKeysAdded",
+                        format!(
+                            "generated {} in Secret {}",
+                            added.join(", "),
+                            secret_key.name
+                        ),
+                    )
+                    .await;
+            }
         } else {
             events
                 .normal(

@@ -34,6 +34,10 @@ pub mod keys {
     pub const REDIS_URL: &str = "redis-url";
     /// Password of the tenant's Redis ACL user (per-tenant Redis users only).
     pub const REDIS_PASSWORD: &str = "redis-password";
+
+    /// Keys a Secret written by an earlier version (or before per-tenant Redis users were
+    /// turned on) lacks without anything being lost.
+    pub const ADDED_LATER: [&str; 2] = [IDENTITY_SECRET, REDIS_PASSWORD];
     /// Password of the tenant's ClickHouse user (per-tenant users), or the shared one.
     pub const CLICKHOUSE_PASSWORD: &str = "clickhouse-password";
 }

@@ -63,21 +63,22 @@ where
     }
 }
 
-async fn drop_tenant(backends: &LiveBackends, id: &str) {
+/// Drops what a test made for tenant `id`, as the project `owner` (its marker).
+async fn drop_tenant(backends: &LiveBackends, id: &str, owner: Owner<'_>) {
     let names = TenantNames::for_tenant(id);
-    let _ = backends.delete_stream(&names.subjects.stream, OWNER).await;
+    let _ = backends.delete_stream(&names.subjects.stream, owner).await;
     let _ = backends
         .drop_postgres(PgTenant {
             role: &names.postgres_role,
             schema: &names.postgres_schema,
-            owner: OWNER,
+            owner: owner,
         })
         .await;
     let _ = backends
         .drop_clickhouse(ChTenant {
             database: &names.clickhouse_database,
             user: None,
-            owner: OWNER,
+            owner: owner,
         })
         .await;
 }
@@ -408,9 +409,15 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
     let namespace = unique("ns");
     let ctx = Context::new(FakeApi::new(), live().await, Platform::local());
     let project = project_in(&namespace, policy);
-    ctx.api
+    let inserted = ctx
+        .api
         .insert(serde_json::to_value(&project).expect("json"))
         .expect("insert");
+    let uid = inserted
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .expect("uid")
+        .to_owned();
     let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "acme");
     let id = zori_operator::naming::derive_tenant_id(&namespace, "acme");
     let names = TenantNames::for_tenant(&id);
@@ -442,7 +449,10 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
             assert_eq!(
                 exists(&ctx).await,
                 [true, true, true],
-                "everything was provisioned"
+                "everything was provisioned: {:?}",
+                ctx.api
+                    .object(&key)
+                    .and_then(|p| p.pointer("/status/conditions").cloned())
             );
             let secret = ctx
                 .api
@@ -468,7 +478,15 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
             assert!(ctx.api.object(&key).is_none(), "the finalizer ran");
             after = exists(&ctx).await;
         },
-        drop_tenant(&backends, &id),
+        // As the project: its objects carry its marker.
+        drop_tenant(
+            &backends,
+            &id,
+            Owner {
+                uid: &uid,
+                adopt_unmarked: true,
+            },
+        ),
     )
     .await;
     (id, after)
@@ -611,7 +629,7 @@ async fn objects_marked_for_another_project_are_neither_adopted_nor_dropped() {
             .expect("comment");
             assert_eq!(comment, Some(OWNER.marker()));
         },
-        drop_tenant(&backends, &names.tenant_id),
+        drop_tenant(&backends, &names.tenant_id, OWNER),
     )
     .await;
 }

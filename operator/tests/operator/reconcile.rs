@@ -1420,3 +1420,33 @@ async fn per_tenant_redis_users_replace_the_shared_url() {
     h.reconcile(&key).await;
     assert!(h.ctx.backends.redis_user(&acme().redis_user).is_none());
 }
+
+#[tokio::test]
+async fn keys_added_by_an_upgrade_are_no_lost_secret() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    // A Secret written by a version without identity secrets.
+    let mut secret = h.child("Secret", "acme-credentials").expect("secret");
+    secret["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove(keys::IDENTITY_SECRET);
+    h.api().insert(secret).expect("older Secret");
+    h.api().clear_log();
+    h.reconcile(&key).await;
+    let reasons = h.event_reasons();
+    assert!(
+        reasons.contains(&"SecretKeysAdded".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.contains(&"SecretRecreated".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(h
+        .child("Secret", "acme-credentials")
+        .expect("secret")
+        .pointer(&format!("/data/{}", keys::IDENTITY_SECRET))
+        .is_some());
+}
