@@ -71,14 +71,14 @@ async fn drop_tenant(backends: &LiveBackends, id: &str, owner: Owner<'_>) {
         .drop_postgres(PgTenant {
             role: &names.postgres_role,
             schema: &names.postgres_schema,
-            owner: owner,
+            owner,
         })
         .await;
     let _ = backends
         .drop_clickhouse(ChTenant {
             database: &names.clickhouse_database,
             user: None,
-            owner: owner,
+            owner,
         })
         .await;
 }
