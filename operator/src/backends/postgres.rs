@@ -225,8 +225,31 @@ impl PostgresBackend {
         Ok(tx)
     }
 
-    /// Creates the role and schema, or repairs what differs; reports what it did.
+    /// Creates the role and schema, or repairs what differs; reports what it did. A catalog
+    /// row updated by another session at the same moment ("tuple concurrently updated", such
+    /// as a GRANT on the database by another operator or tool) is tried again, twice.
     pub async fn ensure(
+        &self,
+        role: &str,
+        schema: &str,
+        password: &str,
+        owner: Owner<'_>,
+    ) -> Result<Provisioned, PostgresError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.ensure_once(role, schema, password, owner).await {
+                Err(PostgresError::Sql { source, .. })
+                    if attempt < 3 && source.to_string().contains("tuple concurrently updated") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ensure_once(
         &self,
         role: &str,
         schema: &str,
@@ -416,6 +439,12 @@ impl PostgresBackend {
         .await
         .map_err(err("read the database's privileges"))?;
         if !connect {
+            // GRANT rewrites the database's one pg_database row: two tenants granted at once
+            // fail with "tuple concurrently updated". Serialise the grants.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('zori-operator:grant-connect'))")
+                .execute(&mut *tx)
+                .await
+                .map_err(err("take the database grant lock"))?;
             sqlx::query(&format!(
                 "GRANT CONNECT ON DATABASE {} TO {r}",
                 quote_ident(&database)
