@@ -104,6 +104,12 @@ pub struct RunArgs {
     )]
     pub redis_url: String,
 
+    /// Redis URL of a user allowed the `ACL` command: when set, each tenant gets its own ACL
+    /// user limited to its key prefix, and its Secret holds that user's URL instead of
+    /// --redis-url's credentials (host, port and database still come from --redis-url).
+    #[arg(long, env = "ZORI_REDIS_ADMIN_URL", hide_env_values = true)]
+    pub redis_admin_url: Option<String>,
+
     /// Comma-separated namespaces to watch; empty watches all.
     #[arg(long, env = "ZORI_NAMESPACES", default_value = "")]
     pub namespaces: String,
@@ -139,6 +145,12 @@ pub struct RunArgs {
     /// DNS domain of the cluster (for the in-cluster endpoints in status).
     #[arg(long, env = "ZORI_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+
+    /// Refuse tenants that cannot be isolated (a backend would share a credential between
+    /// tenants): they get `Isolated=False` and `Ready=False` (IsolationRequired), and no
+    /// Secret, backends or workloads.
+    #[arg(long, env = "ZORI_REQUIRE_ISOLATION", default_value_t = false)]
+    pub require_isolation: bool,
 }
 
 /// How ClickHouse users are chosen.
@@ -158,6 +170,8 @@ pub struct RunSettings {
     pub clickhouse_admin_user: Option<String>,
     pub clickhouse_admin_password: Option<String>,
     pub clickhouse_user_mode: ClickHouseUserMode,
+    /// Admin connection for per-tenant Redis ACL users.
+    pub redis_admin_url: Option<String>,
     /// The platform, with `clickhouse_users` as chosen by the mode (`Auto` starts as shared and
     /// is settled by asking the server).
     pub platform: Platform,
@@ -332,6 +346,15 @@ impl RunArgs {
             "redis-url",
             "ZORI_REDIS_URL",
         )?;
+        let redis_admin_url = non_empty(&self.redis_admin_url);
+        if let Some(url) = &redis_admin_url {
+            check_url(
+                url,
+                &["redis", "rediss"],
+                "redis-admin-url",
+                "ZORI_REDIS_ADMIN_URL",
+            )?;
+        }
 
         let namespaces: Vec<String> = self
             .namespaces
@@ -407,6 +430,11 @@ impl RunArgs {
                 ClickHouseUserMode::Shared | ClickHouseUserMode::Auto => shared,
             },
             cluster_domain: self.cluster_domain.trim().to_owned(),
+            clickhouse_probe_error: None,
+            require_isolation: self.require_isolation,
+            redis_per_tenant: redis_admin_url.is_some(),
+            nats_tenant_is_admin: non_empty(&self.nats_tenant_url)
+                .is_none_or(|url| url == self.nats_url.trim()),
         };
         Ok(RunSettings {
             nats_url: self.nats_url.trim().to_owned(),
@@ -415,6 +443,7 @@ impl RunArgs {
             clickhouse_admin_user: non_empty(&self.clickhouse_admin_user),
             clickhouse_admin_password: non_empty(&self.clickhouse_admin_password),
             clickhouse_user_mode,
+            redis_admin_url,
             platform,
             namespaces,
             metrics_listen,
@@ -512,5 +541,35 @@ mod tests {
             .expect_err("missing")
             .to_string()
             .starts_with("missing --postgres-admin-url"));
+    }
+
+    #[test]
+    fn isolation_flags() {
+        let s = args(&[]).expect("valid");
+        assert!(!s.platform.require_isolation);
+        assert!(!s.platform.redis_per_tenant);
+        assert!(s.redis_admin_url.is_none());
+        assert!(s.platform.nats_tenant_is_admin);
+        let s = args(&["--nats-tenant-url", "nats://tenants@nats:4222"]).expect("valid");
+        assert!(!s.platform.nats_tenant_is_admin);
+        let s = args(&[
+            "--require-isolation",
+            "--redis-admin-url",
+            "redis://admin:pw@redis:6379",
+        ])
+        .expect("valid");
+        assert!(s.platform.require_isolation);
+        assert!(s.platform.redis_per_tenant);
+        assert_eq!(
+            s.platform.redis_url, "redis://127.0.0.1:6379",
+            "tenants keep the tenant-facing host"
+        );
+        let message = args(&["--redis-admin-url", "http://x"])
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            message.starts_with("invalid --redis-admin-url (ZORI_REDIS_ADMIN_URL)"),
+            "{message}"
+        );
     }
 }

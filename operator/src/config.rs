@@ -52,6 +52,17 @@ pub struct Platform {
     pub clickhouse_users: ClickHouseUsers,
     /// DNS domain of the cluster, for the in-cluster endpoints in status.
     pub cluster_domain: String,
+    /// Why `--clickhouse-users auto` could not ask the server for its version at start: the
+    /// tenants then get per-tenant users anyway (fail closed, never the shared user), and a
+    /// ClickHouse failure says so.
+    pub clickhouse_probe_error: Option<String>,
+    /// Refuse tenants that cannot be isolated (`--require-isolation`): no Secret, no backends,
+    /// no workloads, only the conditions saying why.
+    pub require_isolation: bool,
+    /// Whether each tenant gets its own Redis ACL user (`--redis-admin-url` is set).
+    pub redis_per_tenant: bool,
+    /// Whether tenants get the operator's own NATS URL (no `--nats-tenant-url`).
+    pub nats_tenant_is_admin: bool,
 }
 
 impl Platform {
@@ -74,6 +85,10 @@ impl Platform {
                 password: None,
             },
             cluster_domain: "cluster.local".to_owned(),
+            clickhouse_probe_error: None,
+            require_isolation: false,
+            redis_per_tenant: false,
+            nats_tenant_is_admin: true,
         }
     }
 }
@@ -130,6 +145,10 @@ pub struct IngestConfig {
     /// Whole seconds, as `60s`.
     pub rate_limit_window: String,
     pub client_ip_header: Option<String>,
+    /// `--trusted-proxies` when the spec sets it.
+    pub trusted_proxies: Option<u8>,
+    /// `off`, `ignore` or `refuse`, as `zori-ingest` reads it.
+    pub identity_verification: &'static str,
     /// `drop` or `flag`, as `zori-ingest` reads it.
     pub bot_traffic: &'static str,
     pub max_past_skew: String,
@@ -312,6 +331,19 @@ pub fn validate(
         None => Some(None),
     };
 
+    let trusted_proxies = match spec.ingest.trusted_proxies {
+        Some(n) => errors
+            .check(
+                "spec.ingest.trustedProxies",
+                u8::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 16)
+                    .ok_or_else(|| format!("{n} must be between 0 and 16")),
+            )
+            .map(Some),
+        None => Some(None),
+    };
+
     let attribution = &spec.attribution;
     let max_past_skew = errors.check(
         "spec.attribution.maxPastSkew",
@@ -455,6 +487,7 @@ pub fn validate(
         max_bytes,
         replicas,
         duplicate_window,
+        trusted_proxies,
     ) {
         (
             true,
@@ -470,6 +503,7 @@ pub fn validate(
             Some(max_bytes),
             Some(replicas),
             Some(duplicate_window),
+            Some(trusted_proxies),
         ) => Ok(ProjectConfig {
             name,
             namespace,
@@ -483,6 +517,8 @@ pub fn validate(
                 rate_limit_per_ip: per_ip,
                 rate_limit_window: format_duration(window),
                 client_ip_header,
+                trusted_proxies,
+                identity_verification: spec.ingest.identity_verification.as_flag(),
                 bot_traffic: match attribution.bot_traffic {
                     BotTraffic::Drop => "drop",
                     BotTraffic::Flag => "flag",

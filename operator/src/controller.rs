@@ -6,15 +6,12 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use futures::{future::join_all, StreamExt};
 use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Secret, Service},
-    networking::v1::Ingress,
+    apps::v1::Deployment, core::v1::Service, networking::v1::Ingress,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
     runtime::{
         controller::{self, Action},
-        reflector::ObjectRef,
         watcher, Controller,
     },
     Api, Client, Resource,
@@ -26,8 +23,8 @@ use tracing::{debug, error, info, warn, Level};
 use crate::{
     api::client::ClientApi,
     backends::{
-        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, BackendError,
-        Backends, LiveBackends,
+        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend,
+        redis::RedisBackend, BackendError, Backends, LiveBackends,
     },
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
@@ -100,42 +97,6 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by=zori-operator";
 /// At most this many projects reconcile at once (each one at most once at a time).
 pub const MAX_CONCURRENT_RECONCILES: u16 = 4;
 
-/// The projects a Secret concerns: the one owning it (its credentials Secret) and every one
-/// naming it in `spec.stripe.webhookSecretRef`, so that creating or fixing a Stripe Secret is
-/// noticed at once rather than at the next resync.
-pub fn projects_of_secret(
-    secret: &Secret,
-    projects: &[Arc<ZoriProject>],
-) -> Vec<ObjectRef<ZoriProject>> {
-    let (Some(namespace), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    let owners = secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.kind == crate::crd::KIND && r.api_version == crate::crd::API_VERSION)
-        .map(|r| ObjectRef::new(&r.name).within(namespace));
-    let referencing = projects
-        .iter()
-        .filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace)
-                && p.spec
-                    .stripe
-                    .as_ref()
-                    .is_some_and(|s| s.webhook_secret_ref.name == name)
-        })
-        .map(|p| ObjectRef::from_obj(p.as_ref()));
-    let mut refs: Vec<ObjectRef<ZoriProject>> = owners.chain(referencing).collect();
-    refs.sort_by(|a, b| a.name.cmp(&b.name));
-    refs.dedup();
-    refs
-}
-
 /// How loud an error of the controller stream is. Failing watches (403 for missing RBAC,
 /// 404 for a missing CRD) stop all reconciling and are shown by default; failed reconciles
 /// were already reported by the error policy.
@@ -178,14 +139,24 @@ async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> 
             Ok(true) => settings.platform.clickhouse_users = ClickHouseUsers::PerTenant,
             Ok(false) => info!("ClickHouse has no SQL users; tenants use the shared user"),
             Err(error) => {
-                warn!(%error, "failed to ask ClickHouse for its version; tenants use the shared user")
+                // Fail closed: never fall back to a user every tenant shares.
+                warn!(%error, "failed to ask ClickHouse for its version; tenants get per-tenant users anyway");
+                settings.platform.clickhouse_users = ClickHouseUsers::PerTenant;
+                settings.platform.clickhouse_probe_error = Some(error.to_string());
             }
         }
     }
+    let redis = settings
+        .redis_admin_url
+        .as_deref()
+        .map(RedisBackend::new)
+        .transpose()
+        .map_err(BackendError::from)?;
     Ok(LiveBackends {
         nats,
         postgres,
         clickhouse,
+        redis,
     })
 }
 
@@ -236,7 +207,6 @@ pub fn controller<B: Backends>(
         scoped::<ZoriProject>(client, &scope),
         watcher::Config::default(),
     );
-    let projects = controller.store();
     controller
         .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .owns(scoped::<Deployment>(client, &scope), children.clone())
@@ -245,14 +215,11 @@ pub fn controller<B: Backends>(
             scoped::<PodDisruptionBudget>(client, &scope),
             children.clone(),
         )
+        // Secrets are not watched: that needs list/watch on every Secret of the namespaces,
+        // and the operator reads only its own and the Stripe Secret a project names (get).
+        // A missing Stripe Secret is retried with backoff; a changed one, or a tampered
+        // credentials Secret, is picked up at the resync (5 min).
         .owns(scoped::<Ingress>(client, &scope), children)
-        // Every Secret, not only the owned ones: the Stripe Secret a project names is the
-        // user's, unlabelled.
-        .watches(
-            scoped::<Secret>(client, &scope),
-            watcher::Config::default(),
-            move |secret| projects_of_secret(&secret, &projects.state()),
-        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_one, error_policy, shared)
         .for_each(|result| async move {

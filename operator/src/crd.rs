@@ -170,6 +170,42 @@ pub struct IngestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
     pub client_ip_header: Option<String>,
+
+    /// How many proxies in front of ingest append to the client address header (a load
+    /// balancer and an ingress controller are 2): the client address is the right-most entry
+    /// none of them added. 0 ignores the header. Defaults to zori-ingest's default, 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub trusted_proxies: Option<i32>,
+
+    /// Identity verification of `identify()`: `Disabled` trusts every identify; `Ignore` stores an
+    /// identify without a valid signature apart, so it never links a visitor to a user (it
+    /// cannot move attribution or a user's name); `Refuse` answers it with 403. Identities
+    /// signed with the Secret's `identity-secret`, and identifies sent with the API token, are
+    /// always trusted.
+    #[serde(default)]
+    pub identity_verification: IdentityVerification,
+}
+
+/// How `zori-ingest` treats an `identify()` without a valid signature.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// (Not `Off`: YAML 1.1 parsers, kubectl's among them, read a bare `Off` as false.)
+pub enum IdentityVerification {
+    #[default]
+    Disabled,
+    Ignore,
+    Refuse,
+}
+
+impl IdentityVerification {
+    /// As `--identity-verification` reads it.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            IdentityVerification::Disabled => "off",
+            IdentityVerification::Ignore => "ignore",
+            IdentityVerification::Refuse => "refuse",
+        }
+    }
 }
 
 /// Rate limits of the tracking endpoint (`0` turns a limit off).
@@ -484,8 +520,12 @@ pub struct ZoriProjectStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// Tenant id, derived from namespace and name once and never changed afterwards.
+    /// Tenant id, derived from namespace and name once and never changed afterwards (the API
+    /// server refuses a change; the operator refuses an id it could not have derived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "status.tenantId is immutable once pinned"}
+    ]))]
     pub tenant_id: Option<String>,
 
     /// Names of the external objects, derived from the tenant id and pinned.

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod isolation;
 pub mod leader;
 pub mod metrics;
 pub mod naming;

@@ -2,18 +2,25 @@
 //! and the names of the Kubernetes children.
 
 use sha2::{Digest, Sha256};
-use zori_core::event::Subjects;
 pub use zori_core::event::{is_valid_tenant_id, MAX_TENANT_ID};
+use zori_core::event::{RedisKeys, Subjects};
 
 /// Hex digits of the hash suffix that keeps long or colliding ids unique.
 const HASH_CHARS: usize = 8;
 /// Longest ZoriProject name: `<name>-ingest` must be a DNS-1035 label (63 characters).
 pub const MAX_PROJECT_NAME: usize = 56;
 
-/// Derives the tenant id from namespace and name: lower case, every character other than a-z
-/// and 0-9 becomes `_`, joined by `_`; ids longer than 48 characters are cut and end with `_`
-/// and 8 hex digits of a hash of `namespace/name`.
+/// Derives the tenant id of a new project from namespace and name, unique by construction:
+/// the sanitised `namespace_name` (lower case, every character other than a-z and 0-9 becomes
+/// `_`, cut to 39 characters), `_`, and 8 hex digits of a SHA-256 of `namespace/name`, so
+/// `a-b/c` and `a/b-c` differ (`a_b_c_…` with two different hashes).
 pub fn derive_tenant_id(namespace: &str, name: &str) -> String {
+    hashed_tenant_id(namespace, name)
+}
+
+/// The id versions before 0.2 derived (the plain sanitised `namespace_name` when it fits in
+/// 48 characters): still accepted when a live project has it pinned in status.
+pub fn legacy_tenant_id(namespace: &str, name: &str) -> String {
     let sanitised = sanitise(&format!("{namespace}_{name}"));
     if sanitised.len() <= MAX_TENANT_ID {
         sanitised
@@ -22,9 +29,15 @@ pub fn derive_tenant_id(namespace: &str, name: &str) -> String {
     }
 }
 
+/// Whether `id` is one this project may hold: derived from its own namespace and name, in the
+/// current or the legacy form. Anything else in `status.tenantId` was not written by the
+/// operator and is refused.
+pub fn may_hold(namespace: &str, name: &str, id: &str) -> bool {
+    id == derive_tenant_id(namespace, name) || id == legacy_tenant_id(namespace, name)
+}
+
 /// The hashed form of the tenant id: the sanitised prefix, `_`, and 8 hex digits of a hash of
-/// `namespace/name`. Used for long ids, and when the plain id is already pinned by another
-/// ZoriProject (`a-b/c` and `a/b-c` both sanitise to `a_b_c`).
+/// `namespace/name`.
 pub fn hashed_tenant_id(namespace: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
     let suffix = &hex::encode(digest)[..HASH_CHARS];
@@ -59,6 +72,9 @@ pub struct TenantNames {
     pub clickhouse_database: String,
     /// ClickHouse user made for the tenant where the server supports SQL users.
     pub clickhouse_user: String,
+    /// Redis ACL user (`zori-<id>`) and its rules (the tenant's key prefix only).
+    pub redis_user: String,
+    pub redis_rules: String,
 }
 
 impl TenantNames {
@@ -71,6 +87,8 @@ impl TenantNames {
             postgres_role: sql.clone(),
             clickhouse_database: sql.clone(),
             clickhouse_user: sql,
+            redis_user: RedisKeys::acl_user(tenant_id),
+            redis_rules: RedisKeys::for_tenant(tenant_id).acl_rules(),
         }
     }
 }
@@ -132,16 +150,31 @@ mod tests {
     #[test]
     fn derives_tenant_ids() {
         let cases: &[(&str, &str, &str)] = &[
-            ("default", "acme", "default_acme"),
-            ("shops", "acme-shop", "shops_acme_shop"),
-            ("team.a", "Web.Site", "team_a_web_site"),
-            ("a", "b", "a_b"),
+            ("default", "acme", "default_acme_"),
+            ("shops", "acme-shop", "shops_acme_shop_"),
+            ("team.a", "Web.Site", "team_a_web_site_"),
+            ("a", "b", "a_b_"),
         ];
-        for (namespace, name, expected) in cases {
+        for (namespace, name, prefix) in cases {
             let id = derive_tenant_id(namespace, name);
-            assert_eq!(&id, expected);
+            assert!(id.starts_with(prefix), "{id}");
+            assert_eq!(id.len(), prefix.len() + HASH_CHARS, "{id}");
             assert!(is_valid_tenant_id(&id));
+            assert!(may_hold(namespace, name, &id));
+            assert_eq!(
+                legacy_tenant_id(namespace, name),
+                prefix.trim_end_matches('_')
+            );
         }
+    }
+
+    #[test]
+    fn only_own_ids_may_be_held() {
+        assert!(may_hold("a-b", "c", "a_b_c"), "the legacy form stays valid");
+        assert!(may_hold("a-b", "c", &derive_tenant_id("a-b", "c")));
+        assert!(!may_hold("a", "b-c", &derive_tenant_id("a-b", "c")));
+        assert!(!may_hold("a", "evil", "shops_acme"));
+        assert!(!may_hold("a", "evil", ""));
     }
 
     #[test]
@@ -165,7 +198,8 @@ mod tests {
 
     #[test]
     fn hashed_ids_separate_names_that_sanitise_alike() {
-        assert_eq!(derive_tenant_id("a-b", "c"), derive_tenant_id("a", "b-c"));
+        assert_eq!(legacy_tenant_id("a-b", "c"), legacy_tenant_id("a", "b-c"));
+        assert_ne!(derive_tenant_id("a-b", "c"), derive_tenant_id("a", "b-c"));
         let first = hashed_tenant_id("a-b", "c");
         let second = hashed_tenant_id("a", "b-c");
         assert_ne!(first, second);

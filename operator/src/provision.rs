@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 
 use crate::{
     api::{KubeApi, ObjectKey},
-    backends::{BackendError, Backends, ChTenant, PgTenant, Provisioned},
+    backends::{
+        redis::RedisTenant, BackendError, Backends, ChTenant, Owner, PgTenant, Provisioned,
+    },
     builders::stream::desired_stream,
     config::{ClickHouseUsers, ProjectConfig},
     crd::ZoriProject,
@@ -79,9 +81,13 @@ pub(crate) fn memo_key(project: &ZoriProject, key: &ObjectKey) -> String {
 pub(crate) struct Credentials<'a> {
     pub(crate) postgres: &'a str,
     pub(crate) clickhouse: &'a str,
+    /// Password of the Redis ACL user (per-tenant Redis users only).
+    pub(crate) redis: Option<&'a str>,
     /// Whether the Secret holding them was written (the role waits for it).
     pub(crate) secret_ok: bool,
     pub(crate) secret_name: &'a str,
+    /// Whose objects the backends may use.
+    pub(crate) owner: Owner<'a>,
 }
 
 /// What the backends answered in this pass.
@@ -127,6 +133,8 @@ fn provisioning_inputs(
         ch.database,
         ch.user.map(|(u, _)| u).unwrap_or_default(),
         credentials.clickhouse,
+        credentials.owner.uid,
+        credentials.redis.unwrap_or("no redis user"),
         if credentials.secret_ok {
             "secret"
         } else {
@@ -150,9 +158,11 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     events: &Events<'_, A>,
 ) -> ProvisionOutcome {
     let stream = desired_stream(config);
+    let owner = credentials.owner;
     let pg = PgTenant {
         role: &names.postgres_role,
         schema: &names.postgres_schema,
+        owner,
     };
     let ch = ChTenant {
         database: &names.clickhouse_database,
@@ -162,6 +172,7 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
             }
             ClickHouseUsers::Shared { .. } => None,
         },
+        owner,
     };
     let inputs = provisioning_inputs(&stream, pg, ch, &credentials);
     if let Some(last) = ctx.provisioning.current(project, &inputs, (ctx.clock)()) {
@@ -176,7 +187,7 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     let mut failed = false;
     let mut observations = Vec::new();
     let stream_name = stream.name.clone();
-    let outcome = ctx.backends.ensure_stream(stream).await;
+    let outcome = ctx.backends.ensure_stream(stream, owner).await;
     observations.push(
         backend_observation(
             types::STREAM,
@@ -216,17 +227,58 @@ pub(crate) async fn provision<A: KubeApi, B: Backends>(
     );
 
     let outcome = ctx.backends.ensure_clickhouse(ch).await;
-    observations.push(
-        backend_observation(
-            types::CLICKHOUSE,
-            format!("database {} exists", ch.database),
-            "ClickHouse",
-            &outcome,
-            events,
-            &mut failed,
-        )
-        .await,
-    );
+    let mut clickhouse = backend_observation(
+        types::CLICKHOUSE,
+        format!("database {} exists", ch.database),
+        "ClickHouse",
+        &outcome,
+        events,
+        &mut failed,
+    )
+    .await;
+    if let (Err(_), Some(probe)) = (&outcome, &ctx.platform.clickhouse_probe_error) {
+        clickhouse.message = format!(
+            "{} (the ClickHouse version probe at operator start failed: {probe}; tenants get \
+             per-tenant users rather than falling back to a shared one)",
+            clickhouse.message
+        );
+    }
+    observations.push(clickhouse);
+
+    if let Some(password) = credentials.redis {
+        let redis = RedisTenant {
+            user: &names.redis_user,
+            rules: &names.redis_rules,
+            password,
+        };
+        let outcome = if credentials.secret_ok {
+            ctx.backends.ensure_redis(redis).await
+        } else {
+            Err(BackendError::NotAttempted(format!(
+                "not provisioned: Secret {} holding the user's password could not be written",
+                credentials.secret_name
+            )))
+        };
+        observations.push(
+            backend_observation(
+                types::REDIS,
+                format!(
+                    "ACL user {} may use only keys {} and the rate limiter's commands",
+                    names.redis_user,
+                    names
+                        .redis_rules
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                ),
+                "Redis",
+                &outcome,
+                events,
+                &mut failed,
+            )
+            .await,
+        );
+    }
     ProvisionOutcome {
         observations,
         failed,
@@ -260,6 +312,10 @@ async fn backend_observation<A: KubeApi>(
             Observation::ok(type_, reasons::PROVISIONED, ok_message)
         }
         Ok(Provisioned::Unchanged) => Observation::ok(type_, reasons::PROVISIONED, ok_message),
+        Err(error) if error.is_foreign() => {
+            *transient = true;
+            Observation::failed(type_, reasons::NOT_OWNED, error.to_string())
+        }
         Err(error) => {
             *transient = true;
             Observation::failed(type_, reasons::PROVISIONING_FAILED, error.to_string())

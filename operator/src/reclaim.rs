@@ -5,7 +5,7 @@
 
 use crate::{
     api::{KubeApi, ObjectKey},
-    backends::{Backends, ChTenant, PgTenant, Removed},
+    backends::{Backends, ChTenant, Owner, PgTenant, Removed},
     config::ClickHouseUsers,
     crd::{ReclaimPolicy, ZoriProject},
     naming::TenantNames,
@@ -60,20 +60,36 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
                 ClickHouseUsers::PerTenant => Some((names.clickhouse_user.as_str(), "")),
                 ClickHouseUsers::Shared { .. } => None,
             };
+            // The id was pinned by this project: objects from before owner markers are its
+            // own; objects marked for another project are never dropped.
+            let owner = Owner {
+                uid: project.metadata.uid.as_deref().unwrap_or_default(),
+                adopt_unmarked: true,
+            };
             let results = [
-                ctx.backends.delete_stream(&names.subjects.stream).await,
+                ctx.backends
+                    .delete_stream(&names.subjects.stream, owner)
+                    .await,
                 ctx.backends
                     .drop_postgres(PgTenant {
                         role: &names.postgres_role,
                         schema: &names.postgres_schema,
+                        owner,
                     })
                     .await,
                 ctx.backends
                     .drop_clickhouse(ChTenant {
                         database: &names.clickhouse_database,
                         user,
+                        owner,
                     })
                     .await,
+                if ctx.platform.redis_per_tenant {
+                    ctx.backends.drop_redis(&names.redis_user).await
+                } else {
+                    // No per-tenant user was ever made: nothing to report as missing.
+                    Ok(Removed::Removed)
+                },
             ];
             let errors: Vec<String> = results
                 .iter()
@@ -98,7 +114,7 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
             }
             let gone: Vec<&str> = results
                 .iter()
-                .zip(["stream", "schema and role", "database"])
+                .zip(["stream", "schema and role", "database", "Redis user"])
                 .filter(|(r, _)| matches!(r, Ok(Removed::AlreadyGone)))
                 .map(|(_, what)| what)
                 .collect();

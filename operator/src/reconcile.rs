@@ -18,14 +18,15 @@ use tracing::{info, warn};
 
 use crate::{
     api::{ApiError, EventRecord, EventType, KubeApi, ObjectKey},
-    backends::Backends,
+    backends::{Backends, Owner},
     builders::{
         self, deployment::rollout_state, ingress, secret, service, BuildError, Dereferenced,
         Desired,
     },
     config::{self, Platform, ProjectConfig},
     crd::{self, Endpoints, PinnedNames, ZoriProject, ZoriProjectStatus},
-    naming::{derive_tenant_id, hashed_tenant_id, secret_name, Component, TenantNames},
+    isolation,
+    naming::{derive_tenant_id, may_hold, secret_name, Component, TenantNames},
     provision::{memo_key, provision, Credentials, Provisioning},
     status::{self, is_new_failure, reasons, set_condition, types, Observation},
 };
@@ -34,6 +35,8 @@ use crate::{
 pub const FINALIZER: &str = "zori.dev/reclaim";
 /// Resync period of a healthy project (catches drift in the backends).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// Longest wait before looking for a missing Stripe Secret again.
+pub const STRIPE_SECRET_RECHECK: Duration = Duration::from_secs(15);
 /// Requeue while workloads roll out.
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(30);
 
@@ -215,43 +218,78 @@ pub async fn reconcile<A: KubeApi, B: Backends>(
     apply(project, &key, ctx).await
 }
 
-/// The id pinned in status, or a new one: derived from namespace and name, hashed when
-/// another ZoriProject already pinned the plain one.
+/// The tenant id a project holds, or why it may not hold the one in its status.
+enum TenantId {
+    Held(String),
+    Refused(String),
+}
+
+/// Every ZoriProject the operator may list: cluster-wide, or only the project's own namespace
+/// when the operator has no cluster-wide list rights (403). Any other failure (5xx, timeout)
+/// is returned: the uniqueness check never silently shrinks.
+async fn visible_projects<A: KubeApi>(api: &A, namespace: &str) -> Result<Vec<Value>, ApiError> {
+    match api
+        .list(crd::API_VERSION, crd::KIND, None, &BTreeMap::new())
+        .await
+    {
+        Ok(all) => Ok(all),
+        Err(ApiError::Forbidden { .. }) => {
+            api.list(
+                crd::API_VERSION,
+                crd::KIND,
+                Some(namespace),
+                &BTreeMap::new(),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The id pinned in status, or a new one derived from namespace and name (unique by
+/// construction). A pinned id must be derivable from the project's own namespace and name
+/// (current or legacy form), and must not be held by another ZoriProject that may hold it.
 async fn tenant_id<A: KubeApi>(
     project: &ZoriProject,
     key: &ObjectKey,
     api: &A,
-) -> Result<String, ReconcileError> {
-    if let Some(id) = project.status.as_ref().and_then(|s| s.tenant_id.clone()) {
-        return Ok(id);
-    }
+) -> Result<TenantId, ReconcileError> {
     let namespace = key.namespace.clone().unwrap_or_default();
-    let plain = derive_tenant_id(&namespace, &key.name);
-    let others = match api
-        .list(crd::API_VERSION, crd::KIND, None, &BTreeMap::new())
-        .await
-    {
-        Ok(all) => all,
-        // Without cluster-wide list rights, at least the own namespace is checked.
-        Err(_) => {
-            api.list(
-                crd::API_VERSION,
-                crd::KIND,
-                Some(&namespace),
-                &BTreeMap::new(),
-            )
-            .await?
+    let derived = derive_tenant_id(&namespace, &key.name);
+    let pinned = project.status.as_ref().and_then(|s| s.tenant_id.clone());
+    let id = match pinned {
+        Some(id) if !may_hold(&namespace, &key.name, &id) => {
+            return Ok(TenantId::Refused(format!(
+                "status.tenantId {id:?} is not derived from {namespace}/{}: the operator did not \
+                 write it, so it is refused and nothing is provisioned",
+                key.name
+            )));
         }
+        // The current form holds a hash of the project's own namespace/name: nobody else's.
+        Some(id) if id == derived => return Ok(TenantId::Held(id)),
+        Some(id) => id,
+        None => derived,
     };
     let uid = project.metadata.uid.as_deref();
-    let taken = others.iter().any(|o| {
-        o.pointer("/metadata/uid").and_then(Value::as_str) != uid
-            && o.pointer("/status/tenantId").and_then(Value::as_str) == Some(plain.as_str())
-    });
-    Ok(if taken {
-        hashed_tenant_id(&namespace, &key.name)
-    } else {
-        plain
+    let holder = visible_projects(api, &namespace)
+        .await?
+        .into_iter()
+        .find(|o| {
+            let text = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            text("/metadata/uid") != uid.unwrap_or_default()
+                && text("/status/tenantId") == id
+                && may_hold(text("/metadata/namespace"), text("/metadata/name"), &id)
+        });
+    Ok(match holder {
+        Some(other) => {
+            let text = |p: &str| other.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            TenantId::Refused(format!(
+                "tenant id {id} is held by ZoriProject {}/{}",
+                text("/metadata/namespace"),
+                text("/metadata/name")
+            ))
+        }
+        None => TenantId::Held(id),
     })
 }
 
@@ -299,6 +337,9 @@ pub(crate) async fn write_status<A: KubeApi>(
                 | reasons::STRIPE_SECRET_NOT_FOUND
                 | reasons::INVALID_SPEC
                 | reasons::RECLAIM_FAILED
+                | reasons::TENANT_ID_REFUSED
+                | reasons::NOT_OWNED
+                | reasons::ISOLATION_REQUIRED
         );
         if failure && is_new_failure(&previous.conditions, observation) {
             events
@@ -336,7 +377,25 @@ async fn apply<A: KubeApi, B: Backends>(
     let previous = project.status.clone().unwrap_or_default();
     let now = status::timestamp((ctx.clock)());
     let generation = project.metadata.generation;
-    let tenant_id = tenant_id(project, key, api).await?;
+    let tenant_id = match tenant_id(project, key, api).await? {
+        TenantId::Held(id) => id,
+        TenantId::Refused(why) => {
+            let mut next = previous.clone();
+            next.observed_generation = generation;
+            let ready = Observation::failed(types::READY, reasons::TENANT_ID_REFUSED, why);
+            set_condition(&mut next.conditions, &ready, &now, generation);
+            write_status(api, key, &previous, next, &events, &[ready], "Validate").await?;
+            warn!("the tenant id is refused; waiting for a change");
+            ctx.backoff.reset(&key.to_string());
+            return Ok(Next::Invalid);
+        }
+    };
+    // Objects without an owner marker are adopted only by a project that pinned this id
+    // before (an upgrade from a version without markers), never by a newcomer.
+    let owner = Owner {
+        uid: project.metadata.uid.as_deref().unwrap_or_default(),
+        adopt_unmarked: previous.tenant_id.as_deref() == Some(tenant_id.as_str()),
+    };
     let names = TenantNames::for_tenant(&tenant_id);
 
     let mut next = previous.clone();
@@ -358,6 +417,27 @@ async fn apply<A: KubeApi, B: Backends>(
         }
     };
     next.endpoints = Some(endpoints(&config, &ctx.platform));
+
+    // Isolation: said in status always; with --require-isolation, a tenant that cannot be
+    // isolated gets nothing but the conditions saying why.
+    let isolated = isolation::observation(&ctx.platform);
+    set_condition(&mut next.conditions, &isolated, &now, generation);
+    if ctx.platform.require_isolation && !isolated.is_true() {
+        let ready = Observation::failed(
+            types::READY,
+            reasons::ISOLATION_REQUIRED,
+            format!(
+                "the operator runs with --require-isolation and this tenant cannot be isolated; \
+                 no Secret, backends or workloads are made ({})",
+                isolated.message
+            ),
+        );
+        set_condition(&mut next.conditions, &ready, &now, generation);
+        write_status(api, key, &previous, next, &events, &[ready], "Isolate").await?;
+        warn!("the tenant cannot be isolated and isolation is required; waiting for a change");
+        ctx.backoff.reset(&key.to_string());
+        return Ok(Next::Invalid);
+    }
 
     // Dereference: the existing tenant Secret and the user's Stripe Secret.
     let secret_key = ObjectKey::new(
@@ -406,17 +486,37 @@ async fn apply<A: KubeApi, B: Backends>(
         .any(|c| c.type_ == types::SECRET && c.status == status::ConditionStatus::True);
     if !data.generated.is_empty() {
         if had_secret {
-            events
-                .warning(
-                    "SecretRecreated",
-                    "Reconcile",
-                    format!(
-                        "Secret {} lacked {}; new values were generated",
-                        secret_key.name,
-                        data.generated.join(", ")
-                    ),
-                )
-                .await;
+            // Keys this version introduced are expected to be missing after an upgrade (or
+            // when per-tenant Redis users are turned on): added quietly, not a lost value.
+            let (added, lost): (Vec<&str>, Vec<&str>) = data
+                .generated
+                .iter()
+                .partition(|k| secret::keys::ADDED_LATER.contains(k));
+            if !lost.is_empty() {
+                events
+                    .warning(
+                        "SecretRecreated",
+                        "Reconcile",
+                        format!(
+                            "Secret {} lacked {}; new values were generated",
+                            secret_key.name,
+                            lost.join(", ")
+                        ),
+                    )
+                    .await;
+            }
+            if !added.is_empty() {
+                events
+                    .normal(
+                        "SecretKeysAdded",
+                        format!(
+                            "generated {} in Secret {}",
+                            added.join(", "),
+                            secret_key.name
+                        ),
+                    )
+                    .await;
+            }
         } else {
             events
                 .normal(
@@ -440,6 +540,11 @@ async fn apply<A: KubeApi, B: Backends>(
         .get(secret::keys::CLICKHOUSE_PASSWORD)
         .cloned()
         .unwrap_or_default();
+    let redis_password = ctx
+        .platform
+        .redis_per_tenant
+        .then(|| data.data.get(secret::keys::REDIS_PASSWORD).cloned())
+        .flatten();
     let inputs = Dereferenced {
         secret_data: data.data,
         stripe_secret_hash,
@@ -484,8 +589,10 @@ async fn apply<A: KubeApi, B: Backends>(
         Credentials {
             postgres: &password,
             clickhouse: &clickhouse_password,
+            redis: redis_password.as_deref(),
             secret_ok,
             secret_name: &secret_key.name,
+            owner,
         },
         &events,
     )
@@ -618,6 +725,7 @@ async fn apply<A: KubeApi, B: Backends>(
                 matches!(
                     *r,
                     reasons::PROVISIONING_FAILED
+                        | reasons::NOT_OWNED
                         | reasons::APPLY_FAILED
                         | reasons::STRIPE_SECRET_NOT_FOUND
                 )
@@ -630,6 +738,13 @@ async fn apply<A: KubeApi, B: Backends>(
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1)),
             _ => ctx.backoff.next(&backoff_key),
+        };
+        // Secrets are not watched (no list/watch RBAC on them): a missing Stripe Secret is
+        // looked for again at least every STRIPE_SECRET_RECHECK.
+        let after = if reason == reasons::STRIPE_SECRET_NOT_FOUND {
+            after.min(STRIPE_SECRET_RECHECK)
+        } else {
+            after
         };
         provisioned.remember(ctx, now_time + after);
         return Ok(Next::Retry { after, reason });

@@ -14,13 +14,20 @@ pub mod types {
     pub const STREAM: &str = "StreamReady";
     pub const POSTGRES: &str = "PostgresReady";
     pub const CLICKHOUSE: &str = "ClickHouseReady";
+    /// Present only with per-tenant Redis users (`--redis-admin-url`).
+    pub const REDIS: &str = "RedisReady";
     pub const INGEST: &str = "IngestReady";
     pub const API: &str = "ApiReady";
     /// Present only while `spec.ingress` is set.
     pub const INGRESS: &str = "IngressReady";
+    /// Whether every backend gave the tenant a credential of its own (not part of `Ready`
+    /// unless the operator runs with `--require-isolation`).
+    pub const ISOLATED: &str = "Isolated";
 
     /// Every condition besides `Ready`, in the order they are shown.
-    pub const PARTS: [&str; 7] = [SECRET, STREAM, POSTGRES, CLICKHOUSE, INGEST, API, INGRESS];
+    pub const PARTS: [&str; 8] = [
+        SECRET, STREAM, POSTGRES, CLICKHOUSE, REDIS, INGEST, API, INGRESS,
+    ];
 }
 
 /// Condition reasons (CamelCase, stable: they change only with the situation they describe).
@@ -56,6 +63,19 @@ pub mod reasons {
 
     /// Ingress: applied; the controller named in its class routes the host.
     pub const CONFIGURED: &str = "Configured";
+
+    /// Ready: `status.tenantId` is not an id this project may hold (written by someone else,
+    /// or held by another ZoriProject); nothing is provisioned. Waits for a change.
+    pub const TENANT_ID_REFUSED: &str = "TenantIdRefused";
+    /// Backends: the stream, role, schema or database exists but carries another project's
+    /// owner marker (or none, for a project that never pinned it): never adopted.
+    pub const NOT_OWNED: &str = "NotOwned";
+    /// Isolated: every backend gave the tenant a credential of its own.
+    pub const ISOLATED: &str = "Isolated";
+    /// Isolated: at least one backend shares a credential between tenants (named in the message).
+    pub const SHARED_CREDENTIALS: &str = "SharedCredentials";
+    /// Ready: `--require-isolation` is on and the tenant cannot be isolated; no workloads run.
+    pub const ISOLATION_REQUIRED: &str = "IsolationRequired";
 }
 
 /// `True`, `False` or `Unknown`.
@@ -194,6 +214,7 @@ pub fn summarise(parts: &[Observation], suspended: bool) -> Observation {
         types::STREAM,
         types::POSTGRES,
         types::CLICKHOUSE,
+        types::REDIS,
     ];
     let failing: Vec<&Observation> = parts
         .iter()

@@ -548,7 +548,8 @@ fn helm_lint_passes_and_the_installed_manifests_validate() {
         ("zori.dev/zoriprojects", &["get", "list", "watch", "patch"]),
         ("zori.dev/zoriprojects/status", &["patch"]),
         ("zori.dev/zoriprojects/finalizers", &["update"]),
-        ("/secrets", &["get", "list", "watch", "create", "patch"]),
+        // No list or watch: the operator gets its own and the named Stripe Secret only.
+        ("/secrets", &["get", "create", "patch"]),
         ("/services", &["get", "list", "watch", "create", "patch"]),
         (
             "apps/deployments",
@@ -666,6 +667,7 @@ fn helm_lint_passes_and_the_installed_manifests_validate() {
             "password",
         ),
         ("ZORI_REDIS_URL", "zori-redis", "url"),
+        ("ZORI_REDIS_ADMIN_URL", "zori-redis-admin", "url"),
     ] {
         assert_eq!(
             env[name]["valueFrom"]["secretKeyRef"],
@@ -684,6 +686,7 @@ fn helm_lint_passes_and_the_installed_manifests_validate() {
         ("ZORI_CLICKHOUSE_TENANT_USER", "zori_tenants"),
         ("ZORI_LEASE_NAME", "zori-operator-lock"),
         ("ZORI_METRICS_LISTEN", "0.0.0.0:9090"),
+        ("ZORI_REQUIRE_ISOLATION", "true"),
     ] {
         assert_eq!(full.env_value(name), value);
     }

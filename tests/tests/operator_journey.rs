@@ -70,6 +70,7 @@ async fn a_reconciled_project_attributes_a_payment() {
         postgres: PostgresBackend::connect_lazy(zori_e2e::POSTGRES_URL).expect("postgres url"),
         clickhouse: ClickHouseBackend::new(zori_e2e::CLICKHOUSE_URL, None, None)
             .expect("clickhouse client"),
+        redis: None,
     };
     let ctx = Context::new(FakeApi::new(), backends, Platform::local());
     ctx.api

@@ -113,6 +113,11 @@ fn request_error(verb: &'static str, key: &ObjectKey, error: kube::Error) -> Api
             verb,
             key: key.to_string(),
         },
+        kube::Error::Api(response) if response.code == 403 => ApiError::Forbidden {
+            verb,
+            key: key.to_string(),
+            message: describe(&error),
+        },
         kube::Error::Api(response) if response.code == 422 => ApiError::Invalid {
             verb,
             key: key.to_string(),

@@ -97,6 +97,10 @@ pub enum Fault {
     Error(String),
     /// The call never answers (a partitioned or overloaded API server).
     Hang,
+    /// The call is refused by RBAC (403).
+    Forbidden,
+    /// The inner fault, only for calls across all namespaces (a cluster-wide list).
+    ClusterWide(Box<Fault>),
 }
 
 /// One write made through the fake.
@@ -247,9 +251,20 @@ impl FakeApi {
                 .or_else(|| faults.get(&(verb, None)))
                 .cloned()
         };
+        let fault = match fault {
+            Some(Fault::ClusterWide(inner)) if key.namespace.is_none() => Some(*inner),
+            Some(Fault::ClusterWide(_)) => None,
+            other => other,
+        };
         match fault {
-            None => Ok(()),
+            None | Some(Fault::ClusterWide(_)) => Ok(()),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Forbidden) => Err(ApiError::Forbidden {
+                verb: verb.describe(),
+                key: key.to_string(),
+                message: "forbidden: the service account may not do this (403 Forbidden)"
+                    .to_owned(),
+            }),
             Some(Fault::Error(message)) => {
                 if let Some(name) = verb.log_name() {
                     self.lock().log(name, key, false);

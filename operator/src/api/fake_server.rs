@@ -132,6 +132,7 @@ fn error_response(error: &ApiError) -> Response<ResponseBody> {
         ApiError::AlreadyExists { .. } => status(StatusCode::CONFLICT, "AlreadyExists", &message),
         ApiError::Invalid { .. } => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message),
         ApiError::Malformed { .. } => status(StatusCode::BAD_REQUEST, "BadRequest", &message),
+        ApiError::Forbidden { .. } => status(StatusCode::FORBIDDEN, "Forbidden", &message),
         // An injected failure: the server says only what went wrong, as a webhook would.
         ApiError::Request { message, .. } => {
             status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)

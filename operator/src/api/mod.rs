@@ -92,6 +92,13 @@ pub enum ApiError {
     AlreadyExists { key: String },
     #[error("failed to {verb} {key}: it does not exist")]
     NotFound { verb: &'static str, key: String },
+    /// 403: the operator's RBAC does not allow the call.
+    #[error("failed to {verb} {key}: {message}")]
+    Forbidden {
+        verb: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("failed to {verb} {key}: {message}")]
     Request {
         verb: &'static str,

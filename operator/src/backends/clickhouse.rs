@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Provisioned, Removed};
+use super::{Foreign, Owner, Provisioned, Removed};
+
+/// Table in the tenant database holding the owner marker (the project uid): ClickHouse 18.16
+/// has no database comments.
+pub const OWNER_TABLE: &str = "zori_owner";
 
 /// First version with SQL-driven users (`CREATE USER`, `GRANT`).
 pub const SQL_USERS_SINCE: (u32, u32) = (20, 4);
@@ -25,6 +29,8 @@ pub enum ClickHouseError {
     Identifier { database: String, name: String },
     #[error("failed to reach ClickHouse at {url}: {message}")]
     Server { url: String, message: String },
+    #[error(transparent)]
+    Foreign(#[from] Foreign),
 }
 
 /// ClickHouse with the operator's admin user.
@@ -133,11 +139,76 @@ impl ClickHouseBackend {
         Ok(count.trim() != "0")
     }
 
-    /// Creates the database (and the user, when given); reports what it did.
+    /// The uid in the owner table of an existing database (`None`: no marker).
+    async fn marker(&self, database: &str) -> Result<Option<String>, ClickHouseError> {
+        let tables = self
+            .query(
+                "look up the owner marker of",
+                database,
+                &format!(
+                    "SELECT count() FROM system.tables WHERE database = '{database}' AND name = '{OWNER_TABLE}'"
+                ),
+            )
+            .await?;
+        if tables.trim() == "0" {
+            return Ok(None);
+        }
+        let uid = self
+            .query(
+                "read the owner marker of",
+                database,
+                &format!("SELECT uid FROM {database}.{OWNER_TABLE} LIMIT 1"),
+            )
+            .await?;
+        Ok(Some(uid.trim().to_owned()).filter(|u| !u.is_empty()))
+    }
+
+    /// Checks the owner marker of an existing database; `Ok(true)` when it must be stamped.
+    async fn check_owner(&self, database: &str, owner: Owner<'_>) -> Result<bool, ClickHouseError> {
+        let found = self.marker(database).await?;
+        Ok(owner.check(&format!("ClickHouse database {database}"), found.as_deref())?)
+    }
+
+    async fn stamp(&self, database: &str, owner: Owner<'_>) -> Result<(), ClickHouseError> {
+        // A Kubernetes uid: hex digits and dashes; anything else never reaches the SQL.
+        if owner.uid.is_empty()
+            || !owner
+                .uid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ClickHouseError::Identifier {
+                database: database.to_owned(),
+                name: owner.uid.to_owned(),
+            });
+        }
+        self.query(
+            "create the owner marker of",
+            database,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {database}.{OWNER_TABLE} (uid String) ENGINE = TinyLog"
+            ),
+        )
+        .await?;
+        self.query(
+            "stamp the owner marker of",
+            database,
+            &format!(
+                "INSERT INTO {database}.{OWNER_TABLE} (uid) VALUES ('{}')",
+                owner.uid
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates the database (and the user, when given); reports what it did. An existing
+    /// database is used only when it carries `owner`'s marker.
     pub async fn ensure(
         &self,
         database: &str,
         user: Option<(&str, &str)>,
+        owner: Owner<'_>,
     ) -> Result<Provisioned, ClickHouseError> {
         for name in std::iter::once(database).chain(user.map(|(u, _)| u)) {
             if !is_identifier(name) {
@@ -148,7 +219,9 @@ impl ClickHouseBackend {
             }
         }
         let mut created = false;
-        if !self.exists(database).await? {
+        let stamp = if self.exists(database).await? {
+            self.check_owner(database, owner).await?
+        } else {
             self.query(
                 "create",
                 database,
@@ -156,6 +229,10 @@ impl ClickHouseBackend {
             )
             .await?;
             created = true;
+            true
+        };
+        if stamp {
+            self.stamp(database, owner).await?;
         }
         if let Some((user, password)) = user {
             let hash = hex::encode(Sha256::digest(password.as_bytes()));
@@ -204,6 +281,7 @@ impl ClickHouseBackend {
         &self,
         database: &str,
         user: Option<&str>,
+        owner: Owner<'_>,
     ) -> Result<Removed, ClickHouseError> {
         if !is_identifier(database) {
             return Err(ClickHouseError::Identifier {
@@ -212,6 +290,9 @@ impl ClickHouseBackend {
             });
         }
         let existed = self.exists(database).await?;
+        if existed {
+            self.check_owner(database, owner).await?;
+        }
         if existed {
             self.query(
                 "drop",

@@ -9,7 +9,9 @@ use std::{
 use async_nats::jetstream::stream::Config as StreamConfig;
 use zori_service::jetstream::differences;
 
-use super::{Backend, BackendError, Backends, ChTenant, PgTenant, Provisioned, Removed};
+use super::{
+    marker_in, Backend, BackendError, Backends, ChTenant, Owner, PgTenant, Provisioned, Removed,
+};
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -17,6 +19,12 @@ struct Memory {
     /// Role → (schema, password).
     postgres: BTreeMap<String, (String, String)>,
     databases: BTreeSet<String>,
+    /// Owner marker (project uid) of each role and database; streams keep theirs in the
+    /// description, as on the server.
+    role_owners: BTreeMap<String, String>,
+    database_owners: BTreeMap<String, String>,
+    /// Redis ACL user → (rules, password).
+    redis_users: BTreeMap<String, (String, String)>,
     failing: BTreeMap<Backend, String>,
     /// Every call that changed something, such as `create stream ZORI_X`.
     mutations: Vec<String>,
@@ -77,9 +85,41 @@ impl MemoryBackends {
         }
     }
 
+    /// Removes the owner markers of a tenant's objects, as they were before markers existed.
+    pub fn unmark(&self, stream: &str, role: &str, database: &str) {
+        let mut state = self.lock();
+        if let Some(s) = state.streams.get_mut(stream) {
+            s.description = None;
+        }
+        state.role_owners.remove(role);
+        state.database_owners.remove(database);
+    }
+
+    /// The owner marker (uid) of a role.
+    pub fn role_owner(&self, role: &str) -> Option<String> {
+        self.lock().role_owners.get(role).cloned()
+    }
+
+    /// `(rules, password)` of a Redis ACL user.
+    pub fn redis_user(&self, user: &str) -> Option<(String, String)> {
+        self.lock().redis_users.get(user).cloned()
+    }
+
     /// How many calls were made, changing something or not, failing or not.
     pub fn calls(&self) -> usize {
         self.lock().calls
+    }
+
+    /// Checks the marker of an existing role and stamps it (a new role gets one too).
+    fn check_role(state: &mut Memory, role: &str, owner: Owner<'_>) -> Result<(), BackendError> {
+        if state.postgres.contains_key(role) {
+            let found = state.role_owners.get(role).cloned();
+            owner.check(&format!("PostgreSQL role {role}"), found.as_deref())?;
+        }
+        state
+            .role_owners
+            .insert(role.to_owned(), owner.uid.to_owned());
+        Ok(())
     }
 
     fn check(state: &mut Memory, backend: Backend) -> Result<(), BackendError> {
@@ -92,10 +132,23 @@ impl MemoryBackends {
 }
 
 impl Backends for MemoryBackends {
-    async fn ensure_stream(&self, desired: StreamConfig) -> Result<Provisioned, BackendError> {
+    async fn ensure_stream(
+        &self,
+        desired: StreamConfig,
+        owner: Owner<'_>,
+    ) -> Result<Provisioned, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::Stream)?;
         let name = desired.name.clone();
+        if let Some(live) = state.streams.get(&name) {
+            let found = live.description.as_deref().and_then(marker_in);
+            if owner.check(&format!("stream {name}"), found)? {
+                let description = desired.description.clone();
+                if let Some(live) = state.streams.get_mut(&name) {
+                    live.description = description;
+                }
+            }
+        }
         match state.streams.get(&name) {
             None => {
                 state.streams.insert(name.clone(), desired);
@@ -118,9 +171,13 @@ impl Backends for MemoryBackends {
         }
     }
 
-    async fn delete_stream(&self, stream: &str) -> Result<Removed, BackendError> {
+    async fn delete_stream(&self, stream: &str, owner: Owner<'_>) -> Result<Removed, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::Stream)?;
+        if let Some(live) = state.streams.get(stream) {
+            let found = live.description.as_deref().and_then(marker_in);
+            owner.check(&format!("stream {stream}"), found)?;
+        }
         if state.streams.remove(stream).is_some() {
             state.mutations.push(format!("delete stream {stream}"));
             Ok(Removed::Removed)
@@ -136,6 +193,7 @@ impl Backends for MemoryBackends {
     ) -> Result<Provisioned, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::Postgres)?;
+        Self::check_role(&mut state, tenant.role, tenant.owner)?;
         let wanted = (tenant.schema.to_owned(), password.to_owned());
         match state.postgres.get(tenant.role) {
             None => {
@@ -157,6 +215,10 @@ impl Backends for MemoryBackends {
     async fn drop_postgres(&self, tenant: PgTenant<'_>) -> Result<Removed, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::Postgres)?;
+        if state.postgres.contains_key(tenant.role) {
+            Self::check_role(&mut state, tenant.role, tenant.owner)?;
+            state.role_owners.remove(tenant.role);
+        }
         if state.postgres.remove(tenant.role).is_some() {
             state
                 .mutations
@@ -170,6 +232,16 @@ impl Backends for MemoryBackends {
     async fn ensure_clickhouse(&self, tenant: ChTenant<'_>) -> Result<Provisioned, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::ClickHouse)?;
+        if state.databases.contains(tenant.database) {
+            let found = state.database_owners.get(tenant.database).cloned();
+            tenant.owner.check(
+                &format!("ClickHouse database {}", tenant.database),
+                found.as_deref(),
+            )?;
+        }
+        state
+            .database_owners
+            .insert(tenant.database.to_owned(), tenant.owner.uid.to_owned());
         if state.databases.insert(tenant.database.to_owned()) {
             state
                 .mutations
@@ -183,10 +255,56 @@ impl Backends for MemoryBackends {
     async fn drop_clickhouse(&self, tenant: ChTenant<'_>) -> Result<Removed, BackendError> {
         let mut state = self.lock();
         Self::check(&mut state, Backend::ClickHouse)?;
+        if state.databases.contains(tenant.database) {
+            let found = state.database_owners.get(tenant.database).cloned();
+            tenant.owner.check(
+                &format!("ClickHouse database {}", tenant.database),
+                found.as_deref(),
+            )?;
+            state.database_owners.remove(tenant.database);
+        }
         if state.databases.remove(tenant.database) {
             state
                 .mutations
                 .push(format!("drop database {}", tenant.database));
+            Ok(Removed::Removed)
+        } else {
+            Ok(Removed::AlreadyGone)
+        }
+    }
+
+    async fn ensure_redis(
+        &self,
+        tenant: super::redis::RedisTenant<'_>,
+    ) -> Result<Provisioned, BackendError> {
+        let mut state = self.lock();
+        Self::check(&mut state, Backend::Redis)?;
+        let wanted = (tenant.rules.to_owned(), tenant.password.to_owned());
+        match state
+            .redis_users
+            .insert(tenant.user.to_owned(), wanted.clone())
+        {
+            None => {
+                state
+                    .mutations
+                    .push(format!("create redis user {}", tenant.user));
+                Ok(Provisioned::Created)
+            }
+            Some(live) if live == wanted => Ok(Provisioned::Unchanged),
+            Some(_) => {
+                state
+                    .mutations
+                    .push(format!("update redis user {}", tenant.user));
+                Ok(Provisioned::Updated(vec!["acl".to_owned()]))
+            }
+        }
+    }
+
+    async fn drop_redis(&self, user: &str) -> Result<Removed, BackendError> {
+        let mut state = self.lock();
+        Self::check(&mut state, Backend::Redis)?;
+        if state.redis_users.remove(user).is_some() {
+            state.mutations.push(format!("drop redis user {user}"));
             Ok(Removed::Removed)
         } else {
             Ok(Removed::AlreadyGone)

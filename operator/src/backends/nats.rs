@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream::Config, ErrorCode};
 use zori_service::jetstream::{connect, ensure_stream, JetStreamError, StreamOutcome};
 
-use super::{Provisioned, Removed};
+use super::{marker_in, Foreign, Owner, Provisioned, Removed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -12,6 +12,8 @@ pub enum NatsError {
     JetStream(#[from] JetStreamError),
     #[error("failed to delete stream {stream}: {message}")]
     Delete { stream: String, message: String },
+    #[error(transparent)]
+    Foreign(#[from] Foreign),
 }
 
 /// JetStream with the operator's connection.
@@ -29,9 +31,38 @@ impl NatsBackend {
         })
     }
 
-    /// Creates the stream or updates what differs from `desired`.
-    pub async fn ensure(&self, desired: Config) -> Result<Provisioned, NatsError> {
-        Ok(match ensure_stream(&self.js, desired).await? {
+    /// Checks the owner marker in the description of a live stream; `Ok(true)` when the
+    /// stream exists unmarked and may be adopted.
+    async fn check_owner(&self, stream: &str, owner: Owner<'_>) -> Result<bool, NatsError> {
+        match self.stream_config(stream).await? {
+            None => Ok(false),
+            Some(live) => Ok(owner.check(
+                &format!("stream {stream}"),
+                live.description.as_deref().and_then(marker_in),
+            )?),
+        }
+    }
+
+    /// Creates the stream or updates what differs from `desired` (whose description carries
+    /// the owner marker); an existing stream is used only when it carries `owner`'s marker.
+    pub async fn ensure(
+        &self,
+        desired: Config,
+        owner: Owner<'_>,
+    ) -> Result<Provisioned, NatsError> {
+        let stamp = self.check_owner(&desired.name, owner).await?;
+        let outcome = ensure_stream(&self.js, desired.clone()).await?;
+        if stamp {
+            let name = desired.name.clone();
+            self.js
+                .update_stream(desired)
+                .await
+                .map_err(|e| JetStreamError::Update {
+                    stream: name,
+                    message: format!("stamping the owner marker: {e}"),
+                })?;
+        }
+        Ok(match outcome {
             StreamOutcome::Created => Provisioned::Created,
             StreamOutcome::Updated(changed) => {
                 Provisioned::Updated(changed.into_iter().map(str::to_owned).collect())
@@ -40,8 +71,10 @@ impl NatsBackend {
         })
     }
 
-    /// Deletes the stream and its messages; a stream already gone is fine.
-    pub async fn delete(&self, stream: &str) -> Result<Removed, NatsError> {
+    /// Deletes the stream and its messages; a stream already gone is fine, a stream marked
+    /// for another project is refused.
+    pub async fn delete(&self, stream: &str, owner: Owner<'_>) -> Result<Removed, NatsError> {
+        self.check_owner(stream, owner).await?;
         match self.js.delete_stream(stream).await {
             Ok(_) => Ok(Removed::Removed),
             Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {

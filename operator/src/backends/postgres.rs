@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::{postgres::PgPoolOptions, PgPool, Postgres, Row, Transaction};
 
-use super::{Provisioned, Removed};
+use super::{marker_in, Foreign, Owner, Provisioned, Removed};
 
 /// Connections one tenant role may hold.
 pub const CONNECTION_LIMIT: i32 = 30;
@@ -44,6 +44,57 @@ pub enum PostgresError {
     },
     #[error("failed to provision PostgreSQL role {role}: {name:?} is not a safe identifier")]
     Identifier { role: String, name: String },
+    #[error(transparent)]
+    Foreign(#[from] Foreign),
+}
+
+/// Which of the role and schema need the owner marker stamped (they exist unmarked, or are new).
+#[derive(Debug, Clone, Copy, Default)]
+struct Stamps {
+    role: bool,
+    schema: bool,
+}
+
+/// Checks the owner markers (comments) of an existing role and schema against `owner`.
+async fn check_owner(
+    tx: &mut Transaction<'static, Postgres>,
+    role: &str,
+    schema: &str,
+    owner: Owner<'_>,
+) -> Result<Stamps, PostgresError> {
+    let sql = |action, source| PostgresError::Sql {
+        action,
+        role: role.to_owned(),
+        source,
+    };
+    let role_comment: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| sql("read the owner marker of the role", e))?;
+    let schema_comment: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+    )
+    .bind(schema)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| sql("read the owner marker of the schema", e))?;
+    let mut stamps = Stamps::default();
+    if let Some(comment) = role_comment {
+        stamps.role = owner.check(
+            &format!("PostgreSQL role {role}"),
+            comment.as_deref().and_then(marker_in),
+        )?;
+    }
+    if let Some(comment) = schema_comment {
+        stamps.schema = owner.check(
+            &format!("PostgreSQL schema {schema}"),
+            comment.as_deref().and_then(marker_in),
+        )?;
+    }
+    Ok(stamps)
 }
 
 /// PostgreSQL with the operator's admin connection.
@@ -174,12 +225,36 @@ impl PostgresBackend {
         Ok(tx)
     }
 
-    /// Creates the role and schema, or repairs what differs; reports what it did.
+    /// Creates the role and schema, or repairs what differs; reports what it did. A catalog
+    /// row updated by another session at the same moment ("tuple concurrently updated", such
+    /// as a GRANT on the database by another operator or tool) is tried again, twice.
     pub async fn ensure(
         &self,
         role: &str,
         schema: &str,
         password: &str,
+        owner: Owner<'_>,
+    ) -> Result<Provisioned, PostgresError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.ensure_once(role, schema, password, owner).await {
+                Err(PostgresError::Sql { source, .. })
+                    if attempt < 3 && source.to_string().contains("tuple concurrently updated") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ensure_once(
+        &self,
+        role: &str,
+        schema: &str,
+        password: &str,
+        owner: Owner<'_>,
     ) -> Result<Provisioned, PostgresError> {
         Self::check(role, schema)?;
         let err = |action: &'static str| {
@@ -191,6 +266,8 @@ impl PostgresBackend {
             }
         };
         let mut tx = self.begin(role).await?;
+        let mut stamps = check_owner(&mut tx, role, schema, owner).await?;
+        let marker = quote_literal(&owner.marker());
         let mut created = false;
         let mut changes: Vec<String> = Vec::new();
         let (r, s) = (quote_ident(role), quote_ident(schema));
@@ -215,6 +292,7 @@ impl PostgresBackend {
                     .await
                     .map_err(err("create the role"))?;
                 created = true;
+                stamps.role = true;
             }
             Some(row) => {
                 let expected = (
@@ -318,6 +396,7 @@ impl PostgresBackend {
                     .await
                     .map_err(err("create the schema"))?;
                 created = true;
+                stamps.schema = true;
             }
             Some(owner) if owner != role => {
                 sqlx::query(&format!("ALTER SCHEMA {s} OWNER TO {r}"))
@@ -360,6 +439,12 @@ impl PostgresBackend {
         .await
         .map_err(err("read the database's privileges"))?;
         if !connect {
+            // GRANT rewrites the database's one pg_database row: two tenants granted at once
+            // fail with "tuple concurrently updated". Serialise the grants.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('zori-operator:grant-connect'))")
+                .execute(&mut *tx)
+                .await
+                .map_err(err("take the database grant lock"))?;
             sqlx::query(&format!(
                 "GRANT CONNECT ON DATABASE {} TO {r}",
                 quote_ident(&database)
@@ -391,6 +476,22 @@ impl PostgresBackend {
             changes.push("public schema privileges".to_owned());
         }
 
+        if stamps.role {
+            sqlx::query(&format!("COMMENT ON ROLE {r} IS {marker}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(err("stamp the owner marker on the role"))?;
+        }
+        if stamps.schema {
+            sqlx::query(&format!("COMMENT ON SCHEMA {s} IS {marker}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(err("stamp the owner marker on the schema"))?;
+        }
+        if (stamps.role || stamps.schema) && !created {
+            changes.push("owner marker".to_owned());
+        }
+
         tx.commit().await.map_err(err("commit"))?;
         Ok(if created {
             Provisioned::Created
@@ -401,8 +502,14 @@ impl PostgresBackend {
         })
     }
 
-    /// Drops the schema (with every table) and the role; both already gone is fine.
-    pub async fn drop(&self, role: &str, schema: &str) -> Result<Removed, PostgresError> {
+    /// Drops the schema (with every table) and the role; both already gone is fine; either
+    /// marked for another project is refused.
+    pub async fn drop(
+        &self,
+        role: &str,
+        schema: &str,
+        owner: Owner<'_>,
+    ) -> Result<Removed, PostgresError> {
         Self::check(role, schema)?;
         let err = |action: &'static str| {
             let role = role.to_owned();
@@ -412,6 +519,10 @@ impl PostgresBackend {
                 source,
             }
         };
+        {
+            let mut tx = self.begin(role).await?;
+            check_owner(&mut tx, role, schema, owner).await?;
+        }
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
             .bind(role)
             .execute(&self.pool)

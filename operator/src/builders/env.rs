@@ -75,6 +75,24 @@ pub fn ingest_env(config: &ProjectConfig) -> Vec<EnvVar> {
     if let Some(header) = &ingest.client_ip_header {
         env.push(value("ZORI_CLIENT_IP_HEADER", header));
     }
+    if let Some(n) = ingest.trusted_proxies {
+        env.push(value("ZORI_TRUSTED_PROXIES", n.to_string()));
+    }
+    // `off` is zori-ingest's default, and a bare `off` reads as false in YAML 1.1: set only
+    // the other modes.
+    if ingest.identity_verification != "off" {
+        env.push(value(
+            "ZORI_IDENTITY_VERIFICATION",
+            ingest.identity_verification,
+        ));
+    }
+    env.push(from_secret(
+        "ZORI_IDENTITY_SECRET",
+        &secret,
+        keys::IDENTITY_SECRET,
+    ));
+    // Identify requests the site's server sends with the API token are trusted unsigned.
+    env.push(from_secret("ZORI_API_TOKEN", &secret, keys::API_TOKEN));
     env.push(value("ZORI_LOG_FORMAT", "json"));
     env
 }

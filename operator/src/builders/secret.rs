@@ -18,6 +18,9 @@ pub mod keys {
     pub const PUBLISHABLE_KEY: &str = "publishable-key";
     /// `zori_at_<48 hex>`: bearer token of the reports API.
     pub const API_TOKEN: &str = "api-token";
+    /// Key the site's server signs identities with (HMAC-SHA256 of the user id), for
+    /// `spec.ingest.identityVerification`.
+    pub const IDENTITY_SECRET: &str = "identity-secret";
     /// Salt of email and IP hashes, shared by ingest and api.
     pub const EMAIL_SALT: &str = "email-salt";
     /// Password of the tenant's PostgreSQL role.
@@ -26,8 +29,15 @@ pub mod keys {
     pub const POSTGRES_URL: &str = "postgres-url";
     /// NATS URL of the data plane, derived from the platform.
     pub const NATS_URL: &str = "nats-url";
-    /// Redis URL of the rate limits, derived from the platform.
+    /// Redis URL of the rate limits, derived from the platform (with the tenant's ACL user
+    /// and password when the operator makes per-tenant Redis users).
     pub const REDIS_URL: &str = "redis-url";
+    /// Password of the tenant's Redis ACL user (per-tenant Redis users only).
+    pub const REDIS_PASSWORD: &str = "redis-password";
+
+    /// Keys a Secret written by an earlier version (or before per-tenant Redis users were
+    /// turned on) lacks without anything being lost.
+    pub const ADDED_LATER: [&str; 2] = [IDENTITY_SECRET, REDIS_PASSWORD];
     /// Password of the tenant's ClickHouse user (per-tenant users), or the shared one.
     pub const CLICKHOUSE_PASSWORD: &str = "clickhouse-password";
 }
@@ -91,6 +101,9 @@ pub fn secret_data(
     });
     let api_token = keep_or_make(keys::API_TOKEN, &|| format!("zori_at_{}", random.hex(24)));
     let email_salt = keep_or_make(keys::EMAIL_SALT, &|| random.hex(32));
+    let identity_secret = keep_or_make(keys::IDENTITY_SECRET, &|| {
+        format!("zori_is_{}", random.hex(24))
+    });
     let postgres_password = keep_or_make(keys::POSTGRES_PASSWORD, &|| random.hex(24));
     let clickhouse_password = match &platform.clickhouse_users {
         ClickHouseUsers::PerTenant => {
@@ -98,19 +111,36 @@ pub fn secret_data(
         }
         ClickHouseUsers::Shared { password, .. } => password.clone(),
     };
+    let redis_password = platform
+        .redis_per_tenant
+        .then(|| keep_or_make(keys::REDIS_PASSWORD, &|| random.hex(24)));
+    let redis_url = match &redis_password {
+        Some(password) => crate::backends::redis::tenant_url(
+            &platform.redis_url,
+            &config.names.redis_user,
+            password,
+        )
+        // The flags were validated as URLs; never fall back to the shared URL.
+        .unwrap_or_default(),
+        None => platform.redis_url.clone(),
+    };
 
     let mut data = BTreeMap::from([
         (keys::PUBLISHABLE_KEY.to_owned(), publishable_key),
         (keys::API_TOKEN.to_owned(), api_token),
         (keys::EMAIL_SALT.to_owned(), email_salt),
+        (keys::IDENTITY_SECRET.to_owned(), identity_secret),
         (
             keys::POSTGRES_URL.to_owned(),
             postgres_url(config, platform, &postgres_password),
         ),
         (keys::POSTGRES_PASSWORD.to_owned(), postgres_password),
         (keys::NATS_URL.to_owned(), platform.nats_url.clone()),
-        (keys::REDIS_URL.to_owned(), platform.redis_url.clone()),
+        (keys::REDIS_URL.to_owned(), redis_url),
     ]);
+    if let Some(p) = redis_password {
+        data.insert(keys::REDIS_PASSWORD.to_owned(), p);
+    }
     if let Some(p) = clickhouse_password {
         data.insert(keys::CLICKHOUSE_PASSWORD.to_owned(), p);
     }

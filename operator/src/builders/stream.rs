@@ -14,8 +14,12 @@ pub fn desired_stream(config: &ProjectConfig) -> Config {
         &config.stream_limits,
     );
     stream.description = Some(format!(
-        "Zori tenant {} (ZoriProject {}/{})",
-        config.names.tenant_id, config.namespace, config.name
+        "Zori tenant {} (ZoriProject {}/{}) {}{}",
+        config.names.tenant_id,
+        config.namespace,
+        config.name,
+        crate::backends::OWNER_MARKER,
+        config.uid
     ));
     stream
 }

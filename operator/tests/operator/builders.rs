@@ -175,6 +175,8 @@ fn ingest_deployment_of_the_minimal_example() {
             "ZORI_RATE_LIMIT_WINDOW=60s",
             "ZORI_MAX_PAST_SKEW=259200s",
             "ZORI_MAX_FUTURE_SKEW=300s",
+            "ZORI_IDENTITY_SECRET<-acme-credentials/identity-secret",
+            "ZORI_API_TOKEN<-acme-credentials/api-token",
             "ZORI_LOG_FORMAT=json",
         ]
     );
@@ -469,7 +471,9 @@ fn secret_keys_are_generated_once_and_kept() {
     assert_eq!(d[keys::NATS_URL], "nats://127.0.0.1:4222");
     assert_eq!(d[keys::REDIS_URL], "redis://127.0.0.1:6379");
     assert!(!d.contains_key(keys::CLICKHOUSE_PASSWORD));
-    assert_eq!(first.generated.len(), 4);
+    assert!(d[keys::IDENTITY_SECRET].starts_with("zori_is_"));
+    assert_eq!(d[keys::IDENTITY_SECRET].len(), "zori_is_".len() + 48);
+    assert_eq!(first.generated.len(), 5);
 
     // Kept when present; derived keys follow the platform.
     let mut moved = platform.clone();
@@ -565,7 +569,10 @@ fn the_settings_of_each_container_resolve_from_the_secrets() {
         ingest["ZORI_EMAIL_SALT"], api["ZORI_EMAIL_SALT"],
         "ingest and api share the salt"
     );
-    assert_eq!(ingest["ZORI_TENANT_ID"], "shops_bakery");
+    assert_eq!(
+        ingest["ZORI_TENANT_ID"],
+        zori_operator::naming::derive_tenant_id("shops", "bakery")
+    );
 
     let mut without_stripe = secrets.clone();
     without_stripe.remove("bakery-stripe");
@@ -612,4 +619,39 @@ fn every_variable_set_is_a_setting_of_its_binary() {
             );
         }
     }
+}
+
+#[test]
+fn identity_verification_and_trusted_proxies_reach_ingest() {
+    let platform = Platform::local();
+    let mut project = minimal();
+    project.spec.ingest.identity_verification = zori_operator::crd::IdentityVerification::Refuse;
+    project.spec.ingest.trusted_proxies = Some(2);
+    let config = config_of(&project, &platform);
+    let env = env_summary(
+        &build_deployment(&config, &platform, Component::Ingest, "hash")
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod")
+            .containers[0],
+    );
+    for expected in [
+        "ZORI_IDENTITY_VERIFICATION=refuse",
+        "ZORI_TRUSTED_PROXIES=2",
+        "ZORI_IDENTITY_SECRET<-acme-credentials/identity-secret",
+        "ZORI_API_TOKEN<-acme-credentials/api-token",
+    ] {
+        assert!(env.contains(&expected.to_owned()), "{expected}: {env:?}");
+    }
+
+    project.spec.ingest.trusted_proxies = Some(17);
+    let invalid = zori_operator::config::validate(&project, "shops_acme", &platform)
+        .expect_err("17 proxies")
+        .to_string();
+    assert_eq!(
+        invalid,
+        "spec.ingest.trustedProxies: 17 must be between 0 and 16"
+    );
 }

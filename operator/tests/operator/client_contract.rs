@@ -188,6 +188,27 @@ async fn a_forbidden_apply_reads_like_the_api_server_said_it() {
         format!("failed to apply Deployment shops/acme-api: {message} (403 Forbidden)")
     );
     assert!(!text.contains("ErrorResponse"), "{text}");
+    assert!(
+        matches!(error, zori_operator::api::ApiError::Forbidden { .. }),
+        "a 403 is Forbidden (the tenant-id check falls back on it alone)"
+    );
+
+    // A 500 on a list is not Forbidden: the tenant-id check must not fall back on it.
+    let no_labels = BTreeMap::new();
+    let (listed, ()) = tokio::join!(
+        api.list(crd::API_VERSION, crd::KIND, None, &no_labels),
+        async {
+            server.next().await.answer(
+                500,
+                status(500, "InternalError", "etcdserver: request timed out"),
+            );
+        }
+    );
+    let error = listed.expect_err("a 500");
+    assert!(
+        !matches!(error, zori_operator::api::ApiError::Forbidden { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use zori_operator::{
     builders::secret::Randomness,
     config::{self, Platform, ProjectConfig},
     crd::ZoriProject,
-    naming::derive_tenant_id,
+    naming::legacy_tenant_id,
 };
 
 /// The repository's `examples/` folder.
@@ -43,7 +43,7 @@ pub fn production() -> ZoriProject {
 
 /// The checked config of a project with its derived tenant id.
 pub fn config_of(project: &ZoriProject, platform: &Platform) -> ProjectConfig {
-    let id = derive_tenant_id(
+    let id = legacy_tenant_id(
         project.metadata.namespace.as_deref().unwrap_or_default(),
         project.metadata.name.as_deref().unwrap_or_default(),
     );

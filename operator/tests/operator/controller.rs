@@ -1,89 +1,13 @@
-//! The controller's wiring: which projects a Secret event triggers, and how loudly the
-//! controller's errors are logged.
+//! The controller's wiring: how loudly the controller's errors are logged.
 
-use std::sync::Arc;
-
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
-};
 use kube::{
     core::ErrorResponse,
-    runtime::{
-        controller::Error as ControllerError,
-        reflector::{store::Writer, ObjectRef},
-        watcher,
-    },
+    runtime::{controller::Error as ControllerError, reflector::ObjectRef, watcher},
 };
 use tracing::Level;
 use zori_operator::{
-    controller::{controller_error_level, projects_of_secret},
-    crd::{self, ZoriProject},
-    reconcile::ReconcileError,
+    controller::controller_error_level, crd::ZoriProject, reconcile::ReconcileError,
 };
-
-use super::common::{minimal, production};
-
-fn secret(namespace: &str, name: &str, owner: Option<&str>) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            namespace: Some(namespace.to_owned()),
-            name: Some(name.to_owned()),
-            owner_references: owner.map(|o| {
-                vec![OwnerReference {
-                    api_version: crd::API_VERSION.to_owned(),
-                    kind: crd::KIND.to_owned(),
-                    name: o.to_owned(),
-                    uid: format!("uid-{o}"),
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                }]
-            }),
-            ..ObjectMeta::default()
-        },
-        ..Secret::default()
-    }
-}
-
-/// The controller's store of projects, filled as its watch fills it.
-fn store(projects: Vec<ZoriProject>) -> Vec<Arc<ZoriProject>> {
-    let mut writer = Writer::<ZoriProject>::default();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for project in projects {
-        writer.apply_watcher_event(&watcher::Event::InitApply(project));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    writer.as_reader().state()
-}
-
-#[test]
-fn a_stripe_secret_triggers_the_projects_naming_it() {
-    // bakery (production example) names bakery-stripe; acme (minimal) names none.
-    let projects = store(vec![minimal(), production()]);
-    let bakery = ObjectRef::<ZoriProject>::new("bakery").within("shops");
-
-    // Created or fixed by the user: unlabelled, not owned, picked up at once.
-    assert_eq!(
-        projects_of_secret(&secret("shops", "bakery-stripe", None), &projects),
-        vec![bakery.clone()]
-    );
-    // The same name in another namespace, or another Secret, concerns nobody.
-    assert!(projects_of_secret(&secret("other", "bakery-stripe", None), &projects).is_empty());
-    assert!(projects_of_secret(&secret("shops", "unrelated", None), &projects).is_empty());
-    // The credentials Secret triggers its owner.
-    assert_eq!(
-        projects_of_secret(
-            &secret("shops", "acme-credentials", Some("acme")),
-            &projects
-        ),
-        vec![ObjectRef::new("acme").within("shops")]
-    );
-    // Owned and named at once: one trigger.
-    assert_eq!(
-        projects_of_secret(&secret("shops", "bakery-stripe", Some("bakery")), &projects),
-        vec![bakery]
-    );
-}
 
 #[test]
 fn watch_failures_are_warnings_and_failed_reconciles_are_not_logged_twice() {
@@ -143,7 +67,7 @@ mod whole {
         controller::{controller, Shared},
         crd::{self, ZoriProject},
         metrics::Metrics,
-        reconcile::Context,
+        reconcile::{Context, STRIPE_SECRET_RECHECK},
         status::{reasons, types},
     };
 
@@ -255,7 +179,7 @@ mod whole {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_fixed_stripe_secret_is_picked_up_in_seconds() {
+    async fn a_fixed_stripe_secret_is_picked_up_by_the_retry() {
         let running = Running::start(&[production()]);
         running
             .until(
@@ -276,15 +200,17 @@ mod whole {
                 "data": {"webhook-secret": "d2hzZWNfdGVzdA=="}
             }))
             .expect("the user creates the Secret");
+        // Secrets are not watched (the operator may not list them): the retry, at most
+        // STRIPE_SECRET_RECHECK away, finds it.
         let took = running
             .until(
-                Duration::from_secs(4),
+                STRIPE_SECRET_RECHECK + Duration::from_secs(3),
                 reason_is("bakery", types::API, reasons::PROGRESSING),
             )
             .await;
         assert!(
             took.is_some(),
-            "the fixed Secret was not picked up within 4 s: {:?}",
+            "the fixed Secret was not picked up by the retry: {:?}",
             running.condition("bakery", types::API)
         );
         running.stop().await;

@@ -10,8 +10,11 @@ use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
 use zori_operator::{
     api::{fake::FakeApi, KubeApi, ObjectKey},
     backends::{
-        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, Backends,
-        ChTenant, LiveBackends, PgTenant, Provisioned, Removed,
+        clickhouse::ClickHouseBackend,
+        nats::NatsBackend,
+        postgres::PostgresBackend,
+        redis::{tenant_url, RedisBackend, RedisTenant},
+        Backends, ChTenant, LiveBackends, Owner, PgTenant, Provisioned, Removed,
     },
     builders::secret::keys,
     config::Platform,
@@ -26,6 +29,13 @@ use super::common::{minimal, unique};
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The project that owns what a test provisions.
+const OWNER: Owner<'static> = Owner {
+    uid: "0b9c2f1e-test-owner",
+    adopt_unmarked: false,
+};
 
 async fn live() -> LiveBackends {
     let nats = tokio::time::timeout(Duration::from_secs(10), NatsBackend::connect(NATS_URL))
@@ -36,6 +46,7 @@ async fn live() -> LiveBackends {
         nats,
         postgres: PostgresBackend::connect_lazy(POSTGRES_ADMIN_URL).expect("admin URL"),
         clickhouse: ClickHouseBackend::new(CLICKHOUSE_URL, None, None).expect("ClickHouse client"),
+        redis: Some(RedisBackend::new(REDIS_URL).expect("Redis admin URL")),
     }
 }
 
@@ -52,19 +63,22 @@ where
     }
 }
 
-async fn drop_tenant(backends: &LiveBackends, id: &str) {
+/// Drops what a test made for tenant `id`, as the project `owner` (its marker).
+async fn drop_tenant(backends: &LiveBackends, id: &str, owner: Owner<'_>) {
     let names = TenantNames::for_tenant(id);
-    let _ = backends.delete_stream(&names.subjects.stream).await;
+    let _ = backends.delete_stream(&names.subjects.stream, owner).await;
     let _ = backends
         .drop_postgres(PgTenant {
             role: &names.postgres_role,
             schema: &names.postgres_schema,
+            owner,
         })
         .await;
     let _ = backends
         .drop_clickhouse(ChTenant {
             database: &names.clickhouse_database,
             user: None,
+            owner,
         })
         .await;
 }
@@ -81,21 +95,43 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
                 max_bytes: 64 << 20,
                 ..StreamLimits::default()
             };
-            let desired =
-                || desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            let marked = |mut config: async_nats::jetstream::stream::Config| {
+                config.description = Some(format!("test stream {}", OWNER.marker()));
+                config
+            };
+            let desired = || {
+                marked(desired_config(
+                    &stream,
+                    vec![names.subjects.wildcard.clone()],
+                    &limits,
+                ))
+            };
             assert_eq!(
-                backends.ensure_stream(desired()).await.expect("create"),
+                backends
+                    .ensure_stream(desired(), OWNER)
+                    .await
+                    .expect("create"),
                 Provisioned::Created
             );
             assert_eq!(
-                backends.ensure_stream(desired()).await.expect("again"),
+                backends
+                    .ensure_stream(desired(), OWNER)
+                    .await
+                    .expect("again"),
                 Provisioned::Unchanged
             );
             limits.max_bytes = 128 << 20;
             limits.max_age = Duration::from_secs(3600);
-            let desired = desired_config(&stream, vec![names.subjects.wildcard.clone()], &limits);
+            let desired = marked(desired_config(
+                &stream,
+                vec![names.subjects.wildcard.clone()],
+                &limits,
+            ));
             assert_eq!(
-                backends.ensure_stream(desired).await.expect("update"),
+                backends
+                    .ensure_stream(desired, OWNER)
+                    .await
+                    .expect("update"),
                 Provisioned::Updated(vec!["max_age".to_owned(), "max_bytes".to_owned()])
             );
             let live = backends
@@ -107,11 +143,14 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
             assert_eq!(live.max_bytes, 128 << 20);
             assert_eq!(live.subjects, vec![names.subjects.wildcard.clone()]);
             assert_eq!(
-                backends.delete_stream(&stream).await.expect("delete"),
+                backends
+                    .delete_stream(&stream, OWNER)
+                    .await
+                    .expect("delete"),
                 Removed::Removed
             );
             assert_eq!(
-                backends.delete_stream(&stream).await.expect("again"),
+                backends.delete_stream(&stream, OWNER).await.expect("again"),
                 Removed::AlreadyGone
             );
             assert!(backends
@@ -122,7 +161,7 @@ async fn the_stream_is_created_compared_updated_and_deleted() {
                 .is_none());
         },
         async {
-            let _ = backends.delete_stream(&stream).await;
+            let _ = backends.delete_stream(&stream, OWNER).await;
         },
     )
     .await;
@@ -155,6 +194,7 @@ async fn a_tenant_role_uses_only_its_own_schema() {
         PgTenant {
             role: &n.postgres_role,
             schema: &n.postgres_schema,
+            owner: OWNER,
         }
     }
     let (ta, tb) = (tenant(&a), tenant(&b));
@@ -304,6 +344,7 @@ async fn the_clickhouse_database_is_created_and_dropped() {
     let tenant = ChTenant {
         database: &names.clickhouse_database,
         user: None,
+        owner: OWNER,
     };
     with_cleanup(
         async {
@@ -368,11 +409,17 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
     let namespace = unique("ns");
     let ctx = Context::new(FakeApi::new(), live().await, Platform::local());
     let project = project_in(&namespace, policy);
-    ctx.api
+    let inserted = ctx
+        .api
         .insert(serde_json::to_value(&project).expect("json"))
         .expect("insert");
+    let uid = inserted
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .expect("uid")
+        .to_owned();
     let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "acme");
-    let id = format!("{namespace}_acme");
+    let id = zori_operator::naming::derive_tenant_id(&namespace, "acme");
     let names = TenantNames::for_tenant(&id);
     let exists = |ctx: &Context<FakeApi, LiveBackends>| {
         let names = names.clone();
@@ -402,7 +449,10 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
             assert_eq!(
                 exists(&ctx).await,
                 [true, true, true],
-                "everything was provisioned"
+                "everything was provisioned: {:?}",
+                ctx.api
+                    .object(&key)
+                    .and_then(|p| p.pointer("/status/conditions").cloned())
             );
             let secret = ctx
                 .api
@@ -428,7 +478,15 @@ async fn provision_and_delete(policy: ReclaimPolicy) -> (String, [bool; 3]) {
             assert!(ctx.api.object(&key).is_none(), "the finalizer ran");
             after = exists(&ctx).await;
         },
-        drop_tenant(&backends, &id),
+        // As the project: its objects carry its marker.
+        drop_tenant(
+            &backends,
+            &id,
+            Owner {
+                uid: &uid,
+                adopt_unmarked: true,
+            },
+        ),
     )
     .await;
     (id, after)
@@ -448,4 +506,241 @@ async fn retain_keeps_and_delete_drops_the_real_data() {
         [false, false, false],
         "Delete drops stream, role and database"
     );
+}
+
+#[tokio::test]
+async fn objects_marked_for_another_project_are_neither_adopted_nor_dropped() {
+    let backends = live().await;
+    let names = TenantNames::for_tenant(&unique("tm"));
+    let newcomer = Owner {
+        uid: "7f3e-newcomer",
+        adopt_unmarked: true,
+    };
+    let pg = |owner| PgTenant {
+        role: &names.postgres_role,
+        schema: &names.postgres_schema,
+        owner,
+    };
+    let ch = |owner| ChTenant {
+        database: &names.clickhouse_database,
+        user: None,
+        owner,
+    };
+    let stream = || {
+        let mut config = desired_config(
+            &names.subjects.stream,
+            vec![names.subjects.wildcard.clone()],
+            &StreamLimits::default(),
+        );
+        config.description = Some(format!("test {}", OWNER.marker()));
+        config
+    };
+    with_cleanup(
+        async {
+            backends
+                .ensure_stream(stream(), OWNER)
+                .await
+                .expect("stream");
+            backends
+                .ensure_postgres(pg(OWNER), "password-of-owner-0123")
+                .await
+                .expect("postgres");
+            backends
+                .ensure_clickhouse(ch(OWNER))
+                .await
+                .expect("clickhouse");
+
+            let refused = [
+                backends.ensure_stream(stream(), newcomer).await.err(),
+                backends
+                    .ensure_postgres(pg(newcomer), "password-of-newcomer")
+                    .await
+                    .err(),
+                backends.ensure_clickhouse(ch(newcomer)).await.err(),
+                backends
+                    .delete_stream(&names.subjects.stream, newcomer)
+                    .await
+                    .err(),
+                backends.drop_postgres(pg(newcomer)).await.err(),
+                backends.drop_clickhouse(ch(newcomer)).await.err(),
+            ];
+            for error in refused {
+                let error = error.expect("refused");
+                assert!(error.is_foreign(), "{error}");
+                assert!(
+                    error
+                        .to_string()
+                        .contains("belongs to another ZoriProject (uid 0b9c2f1e-test-owner)"),
+                    "{error}"
+                );
+            }
+            // The owner's password still works: the newcomer reset nothing.
+            connect_as(&names.postgres_role, "password-of-owner-0123").await;
+            assert!(role_exists(&backends, &names.postgres_role).await);
+            assert!(backends
+                .clickhouse
+                .database_exists(&names.clickhouse_database)
+                .await
+                .expect("exists"));
+
+            // An unmarked role (from before markers) is adopted only when allowed.
+            sqlx::query(&format!("COMMENT ON ROLE {} IS NULL", names.postgres_role))
+                .execute(backends.postgres.pool())
+                .await
+                .expect("unmark role");
+            sqlx::query(&format!(
+                "COMMENT ON SCHEMA {} IS NULL",
+                names.postgres_schema
+            ))
+            .execute(backends.postgres.pool())
+            .await
+            .expect("unmark schema");
+            let stranger = Owner {
+                uid: "1a2b-stranger",
+                adopt_unmarked: false,
+            };
+            let error = backends
+                .ensure_postgres(pg(stranger), "password-of-stranger")
+                .await
+                .expect_err("a newcomer never adopts an unmarked role");
+            assert!(
+                error.to_string().contains("without an owner marker"),
+                "{error}"
+            );
+            assert_eq!(
+                backends
+                    .ensure_postgres(
+                        pg(Owner {
+                            adopt_unmarked: true,
+                            ..OWNER
+                        }),
+                        "password-of-owner-0123"
+                    )
+                    .await
+                    .expect("the pinned owner adopts and stamps it"),
+                Provisioned::Updated(vec!["owner marker".to_owned()])
+            );
+            let comment: Option<String> = sqlx::query_scalar(
+                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            )
+            .bind(&names.postgres_role)
+            .fetch_one(backends.postgres.pool())
+            .await
+            .expect("comment");
+            assert_eq!(comment, Some(OWNER.marker()));
+        },
+        drop_tenant(&backends, &names.tenant_id, OWNER),
+    )
+    .await;
+}
+
+/// Runs one command as a tenant; the error text when Redis refuses it.
+async fn as_tenant(url: &str, command: &mut redis::Cmd) -> Result<redis::Value, String> {
+    let client = redis::Client::open(url).expect("tenant URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    command
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_tenant_redis_user_reaches_only_its_own_keys() {
+    let backends = live().await;
+    let a = TenantNames::for_tenant(&unique("ra"));
+    let b = TenantNames::for_tenant(&unique("rb"));
+    let url_a = tenant_url(REDIS_URL, &a.redis_user, "password-of-a-0123").expect("url");
+    let own_key = format!(
+        "{}rate",
+        zori_core::event::RedisKeys::for_tenant(&a.tenant_id).prefix
+    );
+    let other_key = format!(
+        "{}rate",
+        zori_core::event::RedisKeys::for_tenant(&b.tenant_id).prefix
+    );
+    with_cleanup(
+        async {
+            for (names, password) in [(&a, "password-of-a-0123"), (&b, "password-of-b-0123")] {
+                let tenant = RedisTenant {
+                    user: &names.redis_user,
+                    rules: &names.redis_rules,
+                    password,
+                };
+                assert_eq!(
+                    backends.ensure_redis(tenant).await.expect("create"),
+                    Provisioned::Created
+                );
+                assert_eq!(
+                    backends.ensure_redis(tenant).await.expect("again"),
+                    Provisioned::Unchanged
+                );
+            }
+            assert_eq!(
+                as_tenant(&url_a, redis::cmd("INCRBY").arg(&own_key).arg(1)).await,
+                Ok(redis::Value::Int(1)),
+                "the rate limiter's command on its own prefix works"
+            );
+            as_tenant(&url_a, redis::cmd("EXPIRE").arg(&own_key).arg(60))
+                .await
+                .expect("EXPIRE on its own key");
+            for (what, mut command) in [
+                (
+                    "INCRBY on B's key",
+                    redis::cmd("INCRBY").arg(&other_key).arg(1).clone(),
+                ),
+                ("GET of B's key", redis::cmd("GET").arg(&other_key).clone()),
+                (
+                    "GET of its own key",
+                    redis::cmd("GET").arg(&own_key).clone(),
+                ),
+                ("KEYS", redis::cmd("KEYS").arg("*").clone()),
+                ("FLUSHALL", redis::cmd("FLUSHALL").clone()),
+                (
+                    "SUBSCRIBE",
+                    redis::cmd("PUBLISH").arg("zori").arg("x").clone(),
+                ),
+                ("ACL", redis::cmd("ACL").arg("LIST").clone()),
+            ] {
+                let refused = as_tenant(&url_a, &mut command).await;
+                let error = refused.expect_err(what);
+                assert!(
+                    error.contains("NOPERM") || error.contains("no permissions"),
+                    "{what}: {error}"
+                );
+            }
+            let wrong = tenant_url(REDIS_URL, &a.redis_user, "not-the-password").expect("url");
+            let error = as_tenant(&wrong, &mut redis::cmd("PING"))
+                .await
+                .expect_err("a wrong password is refused");
+            assert!(
+                error.to_lowercase().contains("authentication failed"),
+                "{error}"
+            );
+        },
+        async {
+            let admin = redis::Client::open(REDIS_URL).expect("admin");
+            if let Ok(mut c) = admin.get_multiplexed_async_connection().await {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&own_key).query_async(&mut c).await;
+            }
+            for names in [&a, &b] {
+                let _ = backends.drop_redis(&names.redis_user).await;
+            }
+        },
+    )
+    .await;
+    for names in [&a, &b] {
+        assert!(
+            !backends
+                .redis
+                .as_ref()
+                .expect("redis")
+                .exists(&names.redis_user)
+                .await
+                .expect("ACL GETUSER"),
+            "the users were deleted"
+        );
+    }
 }

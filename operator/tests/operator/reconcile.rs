@@ -25,7 +25,14 @@ use zori_operator::{
     status::{reasons, types, Condition, ConditionStatus},
 };
 
+use zori_operator::naming::{derive_tenant_id, TenantNames};
+
 use super::common::{minimal, production, CountingRandomness};
+
+/// The names the operator derives for the examples' `shops/acme`.
+fn acme() -> TenantNames {
+    TenantNames::for_tenant(&derive_tenant_id("shops", "acme"))
+}
 
 struct Harness {
     ctx: Context<FakeApi, MemoryBackends>,
@@ -188,14 +195,18 @@ async fn create_makes_children_backends_and_status() {
     }
     assert!(h.child("Ingress", "acme").is_none());
 
-    assert!(h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some());
+    assert!(h.ctx.backends.stream(&acme().subjects.stream).is_some());
     let secret = h.child("Secret", "acme-credentials").expect("secret");
     let password = secret
         .pointer(&format!("/data/{}", keys::POSTGRES_PASSWORD))
         .and_then(Value::as_str)
         .expect("password");
-    let (schema, stored) = h.ctx.backends.postgres("zori_shops_acme").expect("role");
-    assert_eq!(schema, "zori_shops_acme");
+    let (schema, stored) = h
+        .ctx
+        .backends
+        .postgres(&acme().postgres_role)
+        .expect("role");
+    assert_eq!(schema, acme().postgres_schema);
     use base64::Engine;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(password)
@@ -205,16 +216,17 @@ async fn create_makes_children_backends_and_status() {
         decoded.as_slice(),
         "the role uses the Secret's password"
     );
-    assert!(h.ctx.backends.has_database("zori_shops_acme"));
+    assert!(h.ctx.backends.has_database(&acme().clickhouse_database));
 
     let status = h.status(&key);
     assert_eq!(status.observed_generation, Some(1));
-    assert_eq!(status.tenant_id.as_deref(), Some("shops_acme"));
+    assert_eq!(status.tenant_id, Some(acme().tenant_id));
     let names = status.names.as_ref().expect("names");
-    assert_eq!(names.stream, "ZORI_SHOPS_ACME");
-    assert_eq!(names.subjects, "zori.shops_acme.>");
-    assert_eq!(names.postgres_role, "zori_shops_acme");
-    assert_eq!(names.clickhouse_database, "zori_shops_acme");
+    assert_eq!(names.stream, acme().subjects.stream);
+    assert_eq!(names.subjects, acme().subjects.wildcard);
+    assert!(names.subjects.starts_with("zori.shops_acme_"));
+    assert_eq!(names.postgres_role, acme().postgres_role);
+    assert_eq!(names.clickhouse_database, acme().clickhouse_database);
     assert_eq!(names.secret, "acme-credentials");
     let endpoints = status.endpoints.as_ref().expect("endpoints");
     assert_eq!(
@@ -240,7 +252,8 @@ async fn create_makes_children_backends_and_status() {
             types::POSTGRES,
             types::CLICKHOUSE,
             types::INGEST,
-            types::API
+            types::API,
+            types::ISOLATED,
         ]
     );
     for t in [
@@ -420,12 +433,15 @@ async fn a_spec_change_updates_the_children_and_the_stream() {
         == &json!({"name": "ZORI_ALLOWED_ORIGINS", "value": "https://shop.example.com,https://www.shop.example.com"})));
     assert_eq!(
         h.ctx.backends.mutations(),
-        vec!["update stream ZORI_SHOPS_ACME: max_bytes"]
+        vec![format!(
+            "update stream {}: max_bytes",
+            acme().subjects.stream
+        )]
     );
     assert_eq!(
         h.ctx
             .backends
-            .stream("ZORI_SHOPS_ACME")
+            .stream(&acme().subjects.stream)
             .expect("stream")
             .max_bytes,
         2 << 30
@@ -462,15 +478,15 @@ async fn drift_in_the_stream_is_repaired() {
     let h = Harness::new();
     let key = h.create(&minimal());
     h.reconcile(&key).await;
-    h.ctx
-        .backends
-        .tamper_stream("ZORI_SHOPS_ACME", |s| s.max_age = Duration::from_secs(60));
+    h.ctx.backends.tamper_stream(&acme().subjects.stream, |s| {
+        s.max_age = Duration::from_secs(60)
+    });
     // A reconcile triggered by something else before the resync leaves the backends alone…
     h.reconcile(&key).await;
     assert_eq!(
         h.ctx
             .backends
-            .stream("ZORI_SHOPS_ACME")
+            .stream(&acme().subjects.stream)
             .expect("stream")
             .max_age,
         Duration::from_secs(60)
@@ -481,7 +497,7 @@ async fn drift_in_the_stream_is_repaired() {
     assert_eq!(
         h.ctx
             .backends
-            .stream("ZORI_SHOPS_ACME")
+            .stream(&acme().subjects.stream)
             .expect("stream")
             .max_age,
         Duration::from_secs(168 * 3600)
@@ -516,8 +532,8 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_children() {
     assert_eq!(kinds, vec![crd::KIND], "no children");
     assert!(h.ctx.backends.mutations().is_empty(), "no backends");
     assert_eq!(
-        h.status(&key).tenant_id.as_deref(),
-        Some("shops_acme"),
+        h.status(&key).tenant_id,
+        Some(acme().tenant_id),
         "the id is pinned"
     );
 
@@ -840,7 +856,7 @@ async fn the_secret_survives_and_is_recreated_loudly() {
         .ctx
         .backends
         .mutations()
-        .contains(&"update role zori_shops_acme".to_owned()));
+        .contains(&format!("update role {}", acme().postgres_role)));
 }
 
 #[tokio::test]
@@ -889,34 +905,218 @@ async fn suspend_scales_to_zero_and_says_so() {
         (ConditionStatus::False, reasons::SUSPENDED)
     );
     assert!(
-        h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some(),
+        h.ctx.backends.stream(&acme().subjects.stream).is_some(),
         "data is kept"
     );
 }
 
+fn project_in(namespace: &str, name: &str) -> ZoriProject {
+    let mut project = minimal();
+    project.metadata.namespace = Some(namespace.to_owned());
+    project.metadata.name = Some(name.to_owned());
+    project
+}
+
 #[tokio::test]
-async fn a_taken_tenant_id_gets_a_hash() {
+async fn colliding_names_get_different_tenant_ids() {
     let h = Harness::new();
-    let mut first = minimal();
-    first.metadata.namespace = Some("a-b".to_owned());
-    first.metadata.name = Some("c".to_owned());
-    let mut second = minimal();
-    second.metadata.namespace = Some("a".to_owned());
-    second.metadata.name = Some("b-c".to_owned());
-    let first_key = h.create(&first);
-    let second_key = h.create(&second);
+    let first_key = h.create(&project_in("a-b", "c"));
+    let second_key = h.create(&project_in("a", "b-c"));
     h.reconcile(&first_key).await;
     h.reconcile(&second_key).await;
     let a = h.status(&first_key).tenant_id.expect("id");
     let b = h.status(&second_key).tenant_id.expect("id");
-    assert_eq!(a, "a_b_c");
-    assert!(
-        b.starts_with("a_b_c_") && b.len() == "a_b_c_".len() + 8,
-        "{b}"
-    );
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        assert!(
+            id.starts_with("a_b_c_") && id.len() == "a_b_c_".len() + 8,
+            "{id}"
+        );
+    }
+    assert!(h
+        .ctx
+        .backends
+        .stream(&format!("ZORI_{}", a.to_uppercase()))
+        .is_some());
+    assert!(h
+        .ctx
+        .backends
+        .stream(&format!("ZORI_{}", b.to_uppercase()))
+        .is_some());
     // Pinned: reconciling again keeps it.
     h.reconcile(&second_key).await;
     assert_eq!(h.status(&second_key).tenant_id.expect("id"), b);
+}
+
+#[tokio::test]
+async fn a_legacy_pinned_id_stays_and_its_unmarked_objects_are_adopted() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    // A project provisioned by a version without owner markers, with the plain id pinned.
+    h.api()
+        .set_status(&key, json!({"tenantId": "shops_acme"}))
+        .expect("status");
+    h.reconcile(&key).await;
+    assert_eq!(h.status(&key).tenant_id.as_deref(), Some("shops_acme"));
+    h.ctx
+        .backends
+        .unmark("ZORI_SHOPS_ACME", "zori_shops_acme", "zori_shops_acme");
+    h.advance(RESYNC.as_secs() as i64);
+    h.reconcile(&key).await;
+    assert_eq!(h.status(&key).tenant_id.as_deref(), Some("shops_acme"));
+    assert_eq!(
+        status_of(&h.condition(&key, types::POSTGRES)),
+        (ConditionStatus::True, reasons::PROVISIONED)
+    );
+    let uid = h.project(&key).metadata.uid.expect("uid");
+    assert_eq!(h.ctx.backends.role_owner("zori_shops_acme"), Some(uid));
+}
+
+#[tokio::test]
+async fn a_forged_tenant_id_is_refused() {
+    let h = Harness::new();
+    let victim = h.create(&project_in("shops", "victim"));
+    h.reconcile(&victim).await;
+    let victim_id = h.status(&victim).tenant_id.expect("id");
+    let victim_names = TenantNames::for_tenant(&victim_id);
+    h.ctx.backends.clear_mutations();
+
+    let attacker = h.create(&project_in("shops", "attacker"));
+    h.api()
+        .set_status(&attacker, json!({"tenantId": victim_id}))
+        .expect("status");
+    assert_eq!(h.reconcile(&attacker).await, Next::Invalid);
+    let ready = h.condition(&attacker, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::TENANT_ID_REFUSED)
+    );
+    assert!(
+        ready.message.contains("not derived from shops/attacker"),
+        "{}",
+        ready.message
+    );
+    assert!(h.ctx.backends.mutations().is_empty(), "no backend touched");
+    assert!(h.child("Secret", "attacker-credentials").is_none());
+    assert!(h.child("Deployment", "attacker-api").is_none());
+    let (_, password) = h
+        .ctx
+        .backends
+        .postgres(&victim_names.postgres_role)
+        .expect("the victim's role");
+    assert!(!password.is_empty());
+
+    // A legacy id another project holds is refused too: `a/b-c` may not take `a-b/c`'s `a_b_c`.
+    let first = h.create(&project_in("a-b", "c"));
+    h.api()
+        .set_status(&first, json!({"tenantId": "a_b_c"}))
+        .expect("status");
+    h.reconcile(&first).await;
+    let second = h.create(&project_in("a", "b-c"));
+    h.api()
+        .set_status(&second, json!({"tenantId": "a_b_c"}))
+        .expect("status");
+    assert_eq!(h.reconcile(&second).await, Next::Invalid);
+    let ready = h.condition(&second, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::TENANT_ID_REFUSED)
+    );
+    assert!(
+        ready.message.contains("held by ZoriProject a-b/c"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
+async fn a_retained_tenant_is_not_adopted_by_a_newcomer() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let (_, password) = h
+        .ctx
+        .backends
+        .postgres(&acme().postgres_role)
+        .expect("role");
+    // Deleted with reclaimPolicy Retain: the data stays, marked for the old project.
+    h.api().delete(&key).await.expect("delete");
+    h.reconcile(&key).await;
+    assert!(h.api().object(&key).is_none(), "gone");
+
+    // A newcomer with the same namespace and name derives the same id, but is not the owner.
+    let key = h.create(&minimal());
+    h.ctx.backends.clear_mutations();
+    h.reconcile(&key).await;
+    for type_ in [types::STREAM, types::POSTGRES] {
+        let condition = h.condition(&key, type_);
+        assert_eq!(
+            status_of(&condition),
+            (ConditionStatus::False, reasons::NOT_OWNED),
+            "{type_}"
+        );
+        assert!(
+            condition.message.contains("belongs to another ZoriProject"),
+            "{}",
+            condition.message
+        );
+    }
+    assert_eq!(
+        status_of(&h.condition(&key, types::CLICKHOUSE)),
+        (ConditionStatus::False, reasons::NOT_OWNED)
+    );
+    assert!(
+        h.ctx.backends.mutations().is_empty(),
+        "{:?}",
+        h.ctx.backends.mutations()
+    );
+    assert_eq!(
+        h.ctx
+            .backends
+            .postgres(&acme().postgres_role)
+            .expect("role")
+            .1,
+        password,
+        "the retained role's password was not reset"
+    );
+    assert!(h.event_reasons().contains(&reasons::NOT_OWNED.to_owned()));
+
+    // Deleting the newcomer with reclaimPolicy Delete drops nothing of the retained tenant.
+    h.edit(&key, |spec| {
+        spec.reclaim_policy = crd::ReclaimPolicy::Delete
+    });
+    h.api().delete(&key).await.expect("delete");
+    h.reconcile(&key).await;
+    assert!(h.ctx.backends.stream(&acme().subjects.stream).is_some());
+    assert!(h.ctx.backends.postgres(&acme().postgres_role).is_some());
+    assert!(h.ctx.backends.has_database(&acme().clickhouse_database));
+}
+
+#[tokio::test]
+async fn the_uniqueness_check_falls_back_to_the_namespace_only_on_403() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.api().inject(
+        Verb::List,
+        Some(crd::KIND),
+        Some(Fault::ClusterWide(Box::new(Fault::Error(
+            "etcdserver: request timed out (500 InternalError)".to_owned(),
+        )))),
+    );
+    let error = reconcile(&h.project(&key), &h.ctx)
+        .await
+        .expect_err("a 500 on the cluster-wide list fails the reconcile");
+    assert!(error.to_string().contains("request timed out"), "{error}");
+    assert!(h.ctx.backends.mutations().is_empty(), "nothing provisioned");
+    assert!(h.project(&key).status.is_none(), "no id pinned");
+
+    h.api().inject(
+        Verb::List,
+        Some(crd::KIND),
+        Some(Fault::ClusterWide(Box::new(Fault::Forbidden))),
+    );
+    h.reconcile(&key).await;
+    assert_eq!(h.status(&key).tenant_id, Some(acme().tenant_id));
 }
 
 #[tokio::test]
@@ -937,9 +1137,9 @@ async fn delete_with_retain_keeps_the_data() {
         "the children were collected: {:?}",
         h.api().keys()
     );
-    assert!(h.ctx.backends.stream("ZORI_SHOPS_ACME").is_some());
-    assert!(h.ctx.backends.postgres("zori_shops_acme").is_some());
-    assert!(h.ctx.backends.has_database("zori_shops_acme"));
+    assert!(h.ctx.backends.stream(&acme().subjects.stream).is_some());
+    assert!(h.ctx.backends.postgres(&acme().postgres_role).is_some());
+    assert!(h.ctx.backends.has_database(&acme().clickhouse_database));
     assert_eq!(h.event_reasons(), vec!["Retained"]);
 }
 
@@ -951,11 +1151,16 @@ async fn delete_with_delete_drops_the_data_even_if_some_is_gone() {
     let key = h.create(&project);
     h.reconcile(&key).await;
     use zori_operator::backends::{Backends, ChTenant};
+    let uid = h.project(&key).metadata.uid.expect("uid");
     h.ctx
         .backends
         .drop_clickhouse(ChTenant {
-            database: "zori_shops_acme",
+            database: &acme().clickhouse_database,
             user: None,
+            owner: zori_operator::backends::Owner {
+                uid: &uid,
+                adopt_unmarked: false,
+            },
         })
         .await
         .expect("drop");
@@ -987,11 +1192,11 @@ async fn delete_with_delete_drops_the_data_even_if_some_is_gone() {
     assert_eq!(h.reconcile(&key).await, Next::AwaitChange);
     assert!(h.api().object(&key).is_none());
     assert!(
-        h.ctx.backends.stream("ZORI_SHOPS_ACME").is_none(),
+        h.ctx.backends.stream(&acme().subjects.stream).is_none(),
         "stream dropped (already on the failed try)"
     );
-    assert!(h.ctx.backends.postgres("zori_shops_acme").is_none());
-    assert!(!h.ctx.backends.has_database("zori_shops_acme"));
+    assert!(h.ctx.backends.postgres(&acme().postgres_role).is_none());
+    assert!(!h.ctx.backends.has_database(&acme().clickhouse_database));
     let events = h.api().events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "Reclaimed");
@@ -1069,6 +1274,179 @@ async fn the_applied_settings_are_the_built_ones() {
     assert_eq!(applied, built);
     let api: BTreeMap<_, _> = applied.api.into_iter().collect();
     assert_eq!(api["ZORI_STRIPE_WEBHOOK_SECRETS"], "whsec_test");
-    assert_eq!(api["ZORI_POSTGRES_SCHEMA"], "zori_shops_bakery");
-    assert!(api["ZORI_POSTGRES_URL"].starts_with("postgres://zori_shops_bakery:"));
+    let bakery = TenantNames::for_tenant(&derive_tenant_id("shops", "bakery"));
+    assert_eq!(api["ZORI_POSTGRES_SCHEMA"], bakery.postgres_schema);
+    assert!(api["ZORI_POSTGRES_URL"].starts_with(&format!("postgres://{}:", bakery.postgres_role)));
+}
+
+#[tokio::test]
+async fn isolated_says_which_backends_share_credentials() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let isolated = h.condition(&key, types::ISOLATED);
+    assert_eq!(
+        status_of(&isolated),
+        (ConditionStatus::False, reasons::SHARED_CREDENTIALS)
+    );
+    for backend in ["NATS", "Redis", "ClickHouse"] {
+        assert!(isolated.message.contains(backend), "{}", isolated.message);
+    }
+    assert!(isolated
+        .message
+        .contains("per-tenant NATS accounts are not implemented yet"));
+    assert!(
+        h.child("Deployment", "acme-api").is_some(),
+        "a dev install runs un-isolated, and says so"
+    );
+}
+
+#[tokio::test]
+async fn require_isolation_refuses_tenants_that_cannot_be_isolated() {
+    let mut h = Harness::new();
+    h.ctx.platform.require_isolation = true;
+    h.ctx.platform.clickhouse_users = zori_operator::config::ClickHouseUsers::PerTenant;
+    let key = h.create(&minimal());
+    assert_eq!(h.reconcile(&key).await, Next::Invalid);
+    let ready = h.condition(&key, types::READY);
+    assert_eq!(
+        status_of(&ready),
+        (ConditionStatus::False, reasons::ISOLATION_REQUIRED)
+    );
+    assert!(ready.message.contains("NATS"), "{}", ready.message);
+    assert!(!ready.message.contains("ClickHouse"), "{}", ready.message);
+    assert_eq!(
+        status_of(&h.condition(&key, types::ISOLATED)),
+        (ConditionStatus::False, reasons::SHARED_CREDENTIALS)
+    );
+    let kinds: Vec<String> = h.api().keys().into_iter().map(|k| k.kind).collect();
+    assert_eq!(kinds, vec![crd::KIND], "no Secret, no Deployments");
+    assert!(h.ctx.backends.mutations().is_empty(), "no backends");
+    assert!(h
+        .event_reasons()
+        .contains(&reasons::ISOLATION_REQUIRED.to_owned()));
+}
+
+#[tokio::test]
+async fn a_failed_clickhouse_probe_fails_closed_and_says_so() {
+    let mut h = Harness::new();
+    // What the controller settles on when `--clickhouse-users auto` cannot ask the version.
+    h.ctx.platform.clickhouse_users = zori_operator::config::ClickHouseUsers::PerTenant;
+    h.ctx.platform.clickhouse_probe_error =
+        Some("failed to reach ClickHouse at http://ch:8123: connection refused".to_owned());
+    h.ctx.backends.fail(
+        Backend::ClickHouse,
+        Some("failed to create the user of ClickHouse database: Syntax error"),
+    );
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let clickhouse = h.condition(&key, types::CLICKHOUSE);
+    assert_eq!(clickhouse.status, ConditionStatus::False);
+    assert!(
+        clickhouse
+            .message
+            .contains("version probe at operator start failed"),
+        "{}",
+        clickhouse.message
+    );
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    assert!(
+        secret
+            .pointer(&format!("/data/{}", keys::CLICKHOUSE_PASSWORD))
+            .is_some(),
+        "a per-tenant password, not the shared one"
+    );
+    let api = h.child("Deployment", "acme-api").expect("api");
+    let env = api
+        .pointer("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .expect("env");
+    assert!(env.iter().any(
+        |e| e["name"] == "ZORI_CLICKHOUSE_USER" && e["value"] == json!(acme().clickhouse_user)
+    ));
+}
+
+#[tokio::test]
+async fn per_tenant_redis_users_replace_the_shared_url() {
+    let mut h = Harness::new();
+    h.ctx.platform.redis_per_tenant = true;
+    h.ctx.platform.redis_url = "redis://:shared-admin-password@redis.redis.svc:6379/0".to_owned();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    let read = |k: &str| {
+        use base64::Engine;
+        let raw = secret
+            .pointer(&format!("/data/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{k}"));
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let password = read(keys::REDIS_PASSWORD);
+    let url = read(keys::REDIS_URL);
+    assert_eq!(
+        url,
+        format!(
+            "redis://{}:{password}@redis.redis.svc:6379/0",
+            acme().redis_user
+        )
+    );
+    assert!(!url.contains("shared-admin-password"), "{url}");
+    let (rules, stored) = h
+        .ctx
+        .backends
+        .redis_user(&acme().redis_user)
+        .expect("the ACL user was made");
+    assert_eq!(stored, password);
+    assert_eq!(rules, acme().redis_rules);
+    assert!(rules.starts_with(&format!("~zori:{{{}}}:*", acme().tenant_id)));
+    assert_eq!(
+        status_of(&h.condition(&key, types::REDIS)),
+        (ConditionStatus::True, reasons::PROVISIONED)
+    );
+    let isolated = h.condition(&key, types::ISOLATED);
+    assert!(!isolated.message.contains("Redis"), "{}", isolated.message);
+
+    // Deleting with reclaimPolicy Delete removes the user.
+    h.edit(&key, |spec| {
+        spec.reclaim_policy = crd::ReclaimPolicy::Delete
+    });
+    h.api().delete(&key).await.expect("delete");
+    h.reconcile(&key).await;
+    assert!(h.ctx.backends.redis_user(&acme().redis_user).is_none());
+}
+
+#[tokio::test]
+async fn keys_added_by_an_upgrade_are_no_lost_secret() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    // A Secret written by a version without identity secrets.
+    let mut secret = h.child("Secret", "acme-credentials").expect("secret");
+    secret["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove(keys::IDENTITY_SECRET);
+    h.api().insert(secret).expect("older Secret");
+    h.api().clear_log();
+    h.reconcile(&key).await;
+    let reasons = h.event_reasons();
+    assert!(
+        reasons.contains(&"SecretKeysAdded".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.contains(&"SecretRecreated".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(h
+        .child("Secret", "acme-credentials")
+        .expect("secret")
+        .pointer(&format!("/data/{}", keys::IDENTITY_SECRET))
+        .is_some());
 }
