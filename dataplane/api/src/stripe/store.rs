@@ -908,6 +908,36 @@ mod tests {
     }
 
     #[test]
+    fn an_invoice_payment_is_keyed_by_its_allocation_not_its_invoice() {
+        let mut inpay = facts("invoice_payment.paid", paid(4000, 0));
+        inpay.ids = PaymentIds {
+            invoice_payment: Some("inpay_1".to_owned()),
+            invoice: Some(" in_1 ".to_owned()),
+            payment_intent: Some("pi_1".to_owned()),
+            ..PaymentIds::default()
+        };
+        let observation = Observation::from_facts(&inpay, "s");
+        assert_eq!(observation.aliases, ["inpay_1", "pi_1"]);
+        assert_eq!(observation.source, AmountSource::InvoicePayment);
+        assert_eq!(
+            observation.allocation,
+            Some(Allocation {
+                invoice_payment_id: "inpay_1".to_owned(),
+                invoice_id: "in_1".to_owned(),
+                amount: 4000,
+                currency: "usd".to_owned(),
+            })
+        );
+        // The invoice itself (shared by every part) never sets a part's amount.
+        let mut row = row_from(&observation);
+        let invoice = Observation::from_facts(&facts("invoice.paid", paid(10_000, 0)), "s");
+        assert!(!merge(&mut row, &invoice));
+        assert_eq!(row.amount, 4000);
+        // Other events carry no allocation.
+        assert_eq!(invoice.allocation, None);
+    }
+
+    #[test]
     fn sources_rank_charge_highest_and_refund_lowest() {
         let order = [
             "refund",
