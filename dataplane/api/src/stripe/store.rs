@@ -928,11 +928,14 @@ mod tests {
                 currency: "usd".to_owned(),
             })
         );
-        // The invoice itself (shared by every part) never sets a part's amount.
+        // The invoice itself (shared by every part) fills in the payer, never a part's amount.
         let mut row = row_from(&observation);
         let invoice = Observation::from_facts(&facts("invoice.paid", paid(10_000, 0)), "s");
-        assert!(!merge(&mut row, &invoice));
-        assert_eq!(row.amount, 4000);
+        assert!(merge(&mut row, &invoice));
+        assert_eq!(
+            (row.amount, row.customer_id.as_deref()),
+            (4000, Some("cus_1"))
+        );
         // Other events carry no allocation.
         assert_eq!(invoice.allocation, None);
     }
