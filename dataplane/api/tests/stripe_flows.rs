@@ -1073,6 +1073,30 @@ async fn an_invoice_paid_in_parts_is_one_payment_per_money_movement() {
                     );
                 },
             ),
+            (
+                "one of two parts disputed and lost",
+                Expect {
+                    disputed: 6000,
+                    ..Expect::paid("usd", 2, 10_000)
+                },
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 10_000, "usd", v);
+                    f.invoice(ids, 10_000, "usd", "subscription_create");
+                    f.invoice_payment(&ids.part(1), 4000, "usd");
+                    part_money(f, &ids.part(1), 4000, "usd");
+                    f.invoice_payment(&ids.part(2), 6000, "usd");
+                    part_money(f, &ids.part(2), 6000, "usd");
+                    let second = ids.part(2);
+                    f.dispute(
+                        "charge.dispute.funds_withdrawn",
+                        &second,
+                        6000,
+                        "needs_response",
+                        1,
+                    );
+                    f.dispute("charge.dispute.closed", &second, 6000, "lost", 1);
+                },
+            ),
         ],
     )
     .await;
