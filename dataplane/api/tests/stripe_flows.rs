@@ -19,6 +19,7 @@ use zori_core::stripe::{
 const SECRET: &str = "whsec_flows";
 
 /// Stripe ids of one case.
+#[derive(Clone)]
 struct Ids {
     cs: String,
     pi: String,
@@ -39,6 +40,27 @@ impl Ids {
             inpay: format!("inpay_{tag}"),
             sub: format!("sub_{tag}"),
             cus: format!("cus_{tag}"),
+        }
+    }
+
+    /// The ids of the n-th part payment of the same invoice: its own payment intent, charge and
+    /// `inpay_` allocation.
+    fn part(&self, n: usize) -> Ids {
+        Ids {
+            pi: format!("{}_p{n}", self.pi),
+            ch: format!("{}_p{n}", self.ch),
+            inpay: format!("{}_p{n}", self.inpay),
+            ..self.clone()
+        }
+    }
+
+    /// The ids of the n-th other invoice of the same customer paid by the same payment intent.
+    fn other_invoice(&self, n: usize) -> Ids {
+        Ids {
+            cs: format!("{}_i{n}", self.cs),
+            inv: format!("{}_i{n}", self.inv),
+            inpay: format!("{}_i{n}", self.inpay),
+            ..self.clone()
         }
     }
 
@@ -479,11 +501,16 @@ struct Case {
 
 /// Runs every (flow builder × API version × order) case against one data plane.
 async fn run(name: &str, flows: &[FlowCase]) {
+    run_on(name, &ApiVersion::ALL, flows).await;
+}
+
+/// Runs every (flow builder × given API version × order) case against one data plane.
+async fn run_on(name: &str, versions: &[ApiVersion], flows: &[FlowCase]) {
     let h = Harness::start_with(&["--stripe-webhook-secrets", SECRET]).await;
     let t0 = OffsetDateTime::now_utc().unix_timestamp() - 3600;
     let mut cases = Vec::new();
     for (flow_name, expect, build) in flows {
-        for version in ApiVersion::ALL {
+        for &version in versions {
             let probe_ids = Ids::new("probe");
             let mut probe = Flow::new(version, t0);
             build(&mut probe, &probe_ids, "vis_probe");
@@ -926,6 +953,150 @@ async fn lost_disputes_take_revenue_back_and_won_ones_return_it() {
                 );
                 f.dispute("charge.dispute.closed", ids, 50_000, "won", 2);
             }),
+        ],
+    )
+    .await;
+}
+
+/// The money of one part payment: its payment intent and charge (captured in full).
+fn part_money(f: &mut Flow, ids: &Ids, amount: i64, currency: &str) {
+    f.payment_intent(
+        "payment_intent.succeeded",
+        ids,
+        amount,
+        amount,
+        0,
+        currency,
+        "succeeded",
+        None,
+        true,
+    );
+    f.charge(
+        "charge.succeeded",
+        ids,
+        amount,
+        Some(amount),
+        0,
+        currency,
+        true,
+    );
+}
+
+/// Since API 2025-03-31.basil an invoice may be paid by several payment intents (partial
+/// payments, one `inpay_` allocation each) and one payment intent may pay several invoices.
+/// One money movement is one payment: an invoice paid in two parts is two payments of one
+/// customer, two invoices paid at once are one payment, whichever events the shop subscribed
+/// to and in whatever order they come. Before basil an invoice names its one payment intent, so
+/// these shapes cannot occur there (the other flows cover that version).
+#[tokio::test]
+async fn an_invoice_paid_in_parts_is_one_payment_per_money_movement() {
+    run_on(
+        "partial payments",
+        &[ApiVersion::Basil],
+        &[
+            (
+                "invoice paid by two payment intents",
+                Expect::paid("eur", 2, 10_000),
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 10_000, "eur", v);
+                    f.subscription(ids, "active");
+                    f.invoice(ids, 10_000, "eur", "subscription_create");
+                    f.invoice_payment(&ids.part(1), 4000, "eur");
+                    part_money(f, &ids.part(1), 4000, "eur");
+                    f.invoice_payment(&ids.part(2), 6000, "eur");
+                    part_money(f, &ids.part(2), 6000, "eur");
+                },
+            ),
+            (
+                "invoice paid in three parts, invoice events only",
+                Expect::paid("eur", 3, 9000),
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 9000, "eur", v);
+                    f.invoice(ids, 9000, "eur", "subscription_create");
+                    f.invoice_payment(&ids.part(1), 1000, "eur");
+                    f.invoice_payment(&ids.part(2), 3000, "eur");
+                    f.invoice_payment(&ids.part(3), 5000, "eur");
+                },
+            ),
+            (
+                "one payment intent pays two invoices",
+                Expect::paid("usd", 1, 5000),
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 3000, "usd", v);
+                    f.invoice(ids, 3000, "usd", "subscription_create");
+                    f.invoice(&ids.other_invoice(1), 2000, "usd", "manual");
+                    f.invoice_payment(ids, 3000, "usd");
+                    f.invoice_payment(&ids.other_invoice(1), 2000, "usd");
+                    part_money(f, ids, 5000, "usd");
+                },
+            ),
+            (
+                "one payment intent pays two invoices, invoice events only",
+                Expect::paid("usd", 1, 5000),
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 3000, "usd", v);
+                    f.invoice(ids, 3000, "usd", "subscription_create");
+                    f.invoice(&ids.other_invoice(1), 2000, "usd", "manual");
+                    f.invoice_payment(ids, 3000, "usd");
+                    f.invoice_payment(&ids.other_invoice(1), 2000, "usd");
+                },
+            ),
+            (
+                "one of two parts refunded",
+                Expect {
+                    refunded: 4000,
+                    ..Expect::paid("usd", 2, 10_000)
+                },
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 10_000, "usd", v);
+                    f.invoice(ids, 10_000, "usd", "subscription_create");
+                    f.invoice_payment(&ids.part(1), 4000, "usd");
+                    part_money(f, &ids.part(1), 4000, "usd");
+                    f.invoice_payment(&ids.part(2), 6000, "usd");
+                    part_money(f, &ids.part(2), 6000, "usd");
+                    let first = ids.part(1);
+                    f.refund(
+                        "refund.created",
+                        &first,
+                        &format!("re_{}", first.ch),
+                        4000,
+                        "succeeded",
+                    );
+                    f.charge(
+                        "charge.refunded",
+                        &first,
+                        4000,
+                        Some(4000),
+                        4000,
+                        "usd",
+                        true,
+                    );
+                },
+            ),
+            (
+                "one of two parts disputed and lost",
+                Expect {
+                    disputed: 6000,
+                    ..Expect::paid("usd", 2, 10_000)
+                },
+                |f, ids, v| {
+                    f.session(ids, "subscription", "paid", 10_000, "usd", v);
+                    f.invoice(ids, 10_000, "usd", "subscription_create");
+                    f.invoice_payment(&ids.part(1), 4000, "usd");
+                    part_money(f, &ids.part(1), 4000, "usd");
+                    f.invoice_payment(&ids.part(2), 6000, "usd");
+                    part_money(f, &ids.part(2), 6000, "usd");
+                    let second = ids.part(2);
+                    f.dispute(
+                        "charge.dispute.funds_withdrawn",
+                        &second,
+                        6000,
+                        "needs_response",
+                        1,
+                    );
+                    f.dispute("charge.dispute.closed", &second, 6000, "lost", 1);
+                },
+            ),
         ],
     )
     .await;

@@ -17,6 +17,7 @@
 
 mod adjustments;
 mod admin;
+mod allocations;
 mod backfill;
 mod credit;
 mod handler;

@@ -18,6 +18,7 @@ use zori_core::{
 
 use super::{
     adjustments::{derive_totals, upsert_dispute, upsert_refund, DisputeRecord, RefundRecord},
+    allocations::{derive_allocated_amount, record_allocation, share_invoice_payer, Allocation},
     credit::credit,
     links::{carry_visitor, record_links},
 };
@@ -254,8 +255,19 @@ pub(crate) async fn record(
         Reading::Facts(facts) => {
             let observation = Observation::from_facts(facts, email_salt);
             let applied = apply(&mut tx, &observation).await?;
+            if let Some(allocation) = &observation.allocation {
+                record_allocation(&mut tx, applied.payment_id, allocation).await?;
+            }
+            derive_allocated_amount(&mut tx, applied.payment_id).await?;
             record_adjustment(&mut tx, applied.payment_id, &facts.change).await?;
             derive_totals(&mut tx, applied.payment_id).await?;
+            let invoice = non_empty(facts.ids.invoice.as_deref());
+            let siblings =
+                share_invoice_payer(&mut tx, applied.payment_id, invoice.as_deref()).await?;
+            for sibling in siblings {
+                carry_visitor(&mut tx, sibling, facts.occurred_at).await?;
+                credit(&mut tx, sibling, lookback).await?;
+            }
             carry_visitor(&mut tx, applied.payment_id, facts.occurred_at).await?;
             credit(&mut tx, applied.payment_id, lookback).await?;
             let effect = Effect::of(&facts.change, applied.created);
@@ -350,14 +362,28 @@ const PAYMENT_COLUMNS: &str = "payment_id, paid_at, amount, currency, charge_amo
     visitor_source, email_hash, customer_id, subscription_id, description, livemode, amount_source";
 
 /// Creates or merges the payment `observation` describes. Runs under the advisory lock.
+///
+/// An invoice payment also takes over its invoice's row while that row is only the invoice
+/// (`invoice.paid` or a subscription's Checkout session seen first, no allocation of its own):
+/// the invoice's money is the allocations' money. An invoice row that already holds an
+/// allocation is another money movement and stays apart.
 async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<Applied, StoreError> {
+    let allocated_invoice = observation
+        .allocation
+        .as_ref()
+        .map(|allocation| allocation.invoice_id.as_str());
     let rows: Vec<PaymentRow> = sqlx::query_as(&format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments \
-         WHERE payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = ANY($1)) \
-         ORDER BY payment_id \
+        "SELECT {PAYMENT_COLUMNS} FROM payments p \
+         WHERE p.payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = ANY($1)) \
+            OR (p.payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = $2) \
+                AND p.amount_source IN ('invoice', 'checkout_session') \
+                AND NOT EXISTS (SELECT 1 FROM invoice_allocations a \
+                                WHERE a.payment_id = p.payment_id)) \
+         ORDER BY p.payment_id \
          FOR UPDATE"
     ))
     .bind(&observation.aliases)
+    .bind(allocated_invoice)
     .fetch_all(&mut *conn)
     .await
     .map_err(db("looking the payment up by its stripe ids"))?;
@@ -449,6 +475,7 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
                     "UPDATE stripe_events SET payment_id = $1 WHERE payment_id = ANY($2)",
                     "UPDATE refunds SET payment_id = $1 WHERE payment_id = ANY($2)",
                     "UPDATE disputes SET payment_id = $1 WHERE payment_id = ANY($2)",
+                    "UPDATE invoice_allocations SET payment_id = $1 WHERE payment_id = ANY($2)",
                     "DELETE FROM payments WHERE payment_id = ANY($2) AND payment_id <> $1",
                 ] {
                     sqlx::query(statement)
@@ -483,7 +510,9 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
 }
 
 /// Which kind of Stripe object set a payment's amount, currency and `paid_at`. They all describe
-/// the same money; the charge is the money actually moved, so it wins. A hold (nothing captured)
+/// the same money; the charge is the money actually moved, so it wins. An invoice payment (one
+/// allocation) beats the invoice (which several payments may share); a payment known only from
+/// invoice payments is worth the sum of its allocations. A hold (nothing captured)
 /// ranks below every capture, and a refund, dispute or void seen before its payment only holds
 /// the place (amount 0) until any payment event arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -493,6 +522,7 @@ enum AmountSource {
     Other,
     CheckoutSession,
     Invoice,
+    InvoicePayment,
     PaymentIntent,
     Charge,
 }
@@ -503,7 +533,9 @@ impl AmountSource {
             AmountSource::Charge
         } else if event_type.starts_with("payment_intent.") {
             AmountSource::PaymentIntent
-        } else if event_type.starts_with("invoice.") || event_type.starts_with("invoice_payment.") {
+        } else if event_type.starts_with("invoice_payment.") {
+            AmountSource::InvoicePayment
+        } else if event_type.starts_with("invoice.") {
             AmountSource::Invoice
         } else if event_type.starts_with("checkout.session.") {
             AmountSource::CheckoutSession
@@ -519,6 +551,7 @@ impl AmountSource {
             AmountSource::Other => "other",
             AmountSource::CheckoutSession => "checkout_session",
             AmountSource::Invoice => "invoice",
+            AmountSource::InvoicePayment => "invoice_payment",
             AmountSource::PaymentIntent => "payment_intent",
             AmountSource::Charge => "charge",
         }
@@ -530,6 +563,7 @@ impl AmountSource {
             "hold" => AmountSource::Hold,
             "checkout_session" => AmountSource::CheckoutSession,
             "invoice" => AmountSource::Invoice,
+            "invoice_payment" => AmountSource::InvoicePayment,
             "payment_intent" => AmountSource::PaymentIntent,
             "charge" => AmountSource::Charge,
             _ => AmountSource::Other,
@@ -609,6 +643,8 @@ struct Observation {
     subscription_id: Option<String>,
     description: Option<String>,
     livemode: bool,
+    /// The `inpay_` allocation an `invoice_payment.paid` describes.
+    allocation: Option<Allocation>,
 }
 
 impl Observation {
@@ -644,6 +680,7 @@ impl Observation {
             subscription_id: non_empty(facts.ids.subscription.as_deref()),
             description: non_empty(facts.description.as_deref()),
             livemode: facts.livemode,
+            allocation: None,
         };
         match &facts.change {
             PaymentChange::Paid {
@@ -655,6 +692,17 @@ impl Observation {
                 observation.amount = *amount;
                 observation.currency.clone_from(currency);
                 observation.source = AmountSource::of_paid_event(&facts.event_type);
+                if let (Some(invoice_payment_id), Some(invoice_id)) = (
+                    non_empty(facts.ids.invoice_payment.as_deref()),
+                    non_empty(facts.ids.invoice.as_deref()),
+                ) {
+                    observation.allocation = Some(Allocation {
+                        invoice_payment_id,
+                        invoice_id,
+                        amount: *amount,
+                        currency: currency.trim().to_ascii_lowercase(),
+                    });
+                }
             }
             PaymentChange::Held {
                 amount,
@@ -725,6 +773,7 @@ impl Observation {
             subscription_id: row.subscription_id.clone(),
             description: row.description.clone(),
             livemode: row.livemode,
+            allocation: None,
         }
     }
 }
@@ -859,6 +908,39 @@ mod tests {
     }
 
     #[test]
+    fn an_invoice_payment_is_keyed_by_its_allocation_not_its_invoice() {
+        let mut inpay = facts("invoice_payment.paid", paid(4000, 0));
+        inpay.ids = PaymentIds {
+            invoice_payment: Some("inpay_1".to_owned()),
+            invoice: Some(" in_1 ".to_owned()),
+            payment_intent: Some("pi_1".to_owned()),
+            ..PaymentIds::default()
+        };
+        let observation = Observation::from_facts(&inpay, "s");
+        assert_eq!(observation.aliases, ["inpay_1", "pi_1"]);
+        assert_eq!(observation.source, AmountSource::InvoicePayment);
+        assert_eq!(
+            observation.allocation,
+            Some(Allocation {
+                invoice_payment_id: "inpay_1".to_owned(),
+                invoice_id: "in_1".to_owned(),
+                amount: 4000,
+                currency: "usd".to_owned(),
+            })
+        );
+        // The invoice itself (shared by every part) fills in the payer, never a part's amount.
+        let mut row = row_from(&observation);
+        let invoice = Observation::from_facts(&facts("invoice.paid", paid(10_000, 0)), "s");
+        assert!(merge(&mut row, &invoice));
+        assert_eq!(
+            (row.amount, row.customer_id.as_deref()),
+            (4000, Some("cus_1"))
+        );
+        // Other events carry no allocation.
+        assert_eq!(invoice.allocation, None);
+    }
+
+    #[test]
     fn sources_rank_charge_highest_and_refund_lowest() {
         let order = [
             "refund",
@@ -866,6 +948,7 @@ mod tests {
             "other",
             "checkout_session",
             "invoice",
+            "invoice_payment",
             "payment_intent",
             "charge",
         ]

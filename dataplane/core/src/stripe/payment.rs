@@ -26,13 +26,20 @@ pub struct PaymentIds {
 }
 
 impl PaymentIds {
-    /// The ids that identify the payment itself (not the subscription or customer).
+    /// The ids that identify the payment itself (not the subscription or customer). An
+    /// `invoice_payment` names the invoice it pays, not itself: one invoice may be paid by
+    /// several payment intents, so its invoice is not one of its aliases.
     pub fn aliases(&self) -> Vec<&str> {
+        let invoice = if self.invoice_payment.is_some() {
+            &None
+        } else {
+            &self.invoice
+        };
         [
             &self.checkout_session,
             &self.payment_intent,
             &self.charge,
-            &self.invoice,
+            invoice,
             &self.invoice_payment,
         ]
         .into_iter()
@@ -1450,7 +1457,8 @@ mod fixture_tests {
                 paid_at: at()
             }
         );
-        assert_eq!(f.ids.aliases(), ["pi_1", "in_1", "inpay_1"]);
+        assert_eq!(f.ids.aliases(), ["pi_1", "inpay_1"]);
+        assert_eq!(f.ids.invoice.as_deref(), Some("in_1"));
     }
 
     #[test]
