@@ -177,6 +177,8 @@ pub struct ProjectConfig {
     pub ingest: IngestConfig,
     pub api: WorkloadConfig,
     pub stripe_webhook_secret: Option<SecretKeyRef>,
+    /// `spec.attribution.lookback`, as zori-api's `ZORI_ATTRIBUTION_LOOKBACK` reads it.
+    pub attribution_lookback: String,
     pub stream_limits: StreamLimits,
     pub ingress: Option<IngressConfig>,
     pub reclaim_policy: ReclaimPolicy,
@@ -353,6 +355,19 @@ pub fn validate(
         "spec.attribution.maxFutureSkew",
         parse_duration(attribution.max_future_skew.as_deref().unwrap_or("5m")),
     );
+    let lookback = errors.check(
+        "spec.attribution.lookback",
+        parse_duration(attribution.lookback.as_deref().unwrap_or("2160h")).and_then(|d| {
+            if d < Duration::from_secs(3600) {
+                Err(format!(
+                    "{:?} must be at least 1h",
+                    attribution.lookback.as_deref().unwrap_or_default()
+                ))
+            } else {
+                Ok(d)
+            }
+        }),
+    );
 
     let stripe_webhook_secret = spec.stripe.as_ref().map(|s| s.webhook_secret_ref.clone());
     if let Some(r) = &stripe_webhook_secret {
@@ -488,6 +503,7 @@ pub fn validate(
         replicas,
         duplicate_window,
         trusted_proxies,
+        lookback,
     ) {
         (
             true,
@@ -504,6 +520,7 @@ pub fn validate(
             Some(replicas),
             Some(duplicate_window),
             Some(trusted_proxies),
+            Some(lookback),
         ) => Ok(ProjectConfig {
             name,
             namespace,
@@ -528,6 +545,7 @@ pub fn validate(
             },
             api,
             stripe_webhook_secret,
+            attribution_lookback: format_duration(lookback),
             stream_limits: StreamLimits {
                 max_age,
                 max_bytes,
@@ -840,6 +858,7 @@ mod tests {
         assert_eq!(config.ingest.bot_traffic, "drop");
         assert_eq!(config.ingest.client_ip_header, None);
         assert_eq!(config.ingest.max_past_skew, "259200s");
+        assert_eq!(config.attribution_lookback, "7776000s");
         assert_eq!(
             config.stream_limits.max_age,
             Duration::from_secs(168 * 3600)
@@ -887,6 +906,7 @@ mod tests {
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "ingest": {"rateLimits": {"perIp": -1}}}), "spec.ingest.rateLimits.perIp: must be 0 (off) or more"),
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "ingest": {"clientIpHeader": "x forwarded"}}), "spec.ingest.clientIpHeader: \"x forwarded\" is not an HTTP header name"),
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "attribution": {"maxPastSkew": "3d"}}), "spec.attribution.maxPastSkew: \"3d\" is not a duration"),
+            (serde_json::json!({"allowedOrigins": ["https://a.example"], "attribution": {"lookback": "30m"}}), "spec.attribution.lookback: \"30m\" must be at least 1h"),
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "retention": {"streamMaxAge": "30s"}}), "spec.retention.streamMaxAge: \"30s\" must be at least 1m"),
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "retention": {"streamMaxAge": "1h"}, "streamLimits": {"duplicateWindow": "2h"}}), "spec.streamLimits.duplicateWindow: \"2h\" must not be longer than spec.retention.streamMaxAge (\"1h\")"),
             (serde_json::json!({"allowedOrigins": ["https://a.example"], "streamLimits": {"maxBytes": "1Ki"}}), "spec.streamLimits.maxBytes: 1Ki must be a whole number of bytes, at least 1Mi"),

@@ -318,6 +318,13 @@ pub struct AttributionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub max_future_skew: Option<String>,
+
+    /// How far before a payment a touch may be and still be credited (default `2160h`, 90
+    /// days). A payment's credit is computed once when it arrives and stored, so changing this
+    /// moves only payments that arrive afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub lookback: Option<String>,
 }
 
 /// How long data is kept.

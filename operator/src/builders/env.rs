@@ -146,6 +146,10 @@ pub fn api_env(config: &ProjectConfig, platform: &Platform) -> Vec<EnvVar> {
         ));
     }
     env.push(from_secret("ZORI_EMAIL_SALT", &secret, keys::EMAIL_SALT));
+    env.push(value(
+        "ZORI_ATTRIBUTION_LOOKBACK",
+        &config.attribution_lookback,
+    ));
     env.push(value("ZORI_LOG_FORMAT", "json"));
     env
 }

@@ -203,6 +203,7 @@ fn api_deployment_of_the_minimal_example() {
             "ZORI_CLICKHOUSE_URL=http://127.0.0.1:8123",
             "ZORI_CLICKHOUSE_DATABASE=zori_shops_acme",
             "ZORI_EMAIL_SALT<-acme-credentials/email-salt",
+            "ZORI_ATTRIBUTION_LOOKBACK=7776000s",
             "ZORI_LOG_FORMAT=json",
         ]
     );
