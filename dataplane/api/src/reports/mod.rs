@@ -12,6 +12,7 @@ pub mod filters;
 mod journey;
 mod models;
 mod revenue;
+mod rollups;
 mod spend;
 
 use std::{collections::HashMap, time::Instant};
