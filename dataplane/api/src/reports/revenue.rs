@@ -1175,8 +1175,15 @@ pub async fn customers(
                max(l.ft_source) AS source
         FROM labelled l
         LEFT JOIN users u ON u.user_id = COALESCE(l.visitor_user_id, l.email_user_id)
-        GROUP BY l.payer, l.currency"
+        WHERE l.payer IN (
+            SELECT payer FROM labelled GROUP BY payer
+            ORDER BY max(paid_at) DESC, payer ASC LIMIT ${limit_param}
+        )
+        GROUP BY l.payer, l.currency",
+        limit_param = 4 + binds.len()
     );
+    // Only the `limit` payers shown are grouped and sent: the latest payment first, ties by
+    // payer key (the order the rows are sorted in below).
     let mut query = sqlx::query_as(&sql)
         .bind(range.start())
         .bind(range.end_exclusive())
@@ -1184,6 +1191,7 @@ pub async fn customers(
     for b in &binds {
         query = query.bind(b);
     }
+    let query = query.bind(i64::from(limit));
     let rows: Vec<CustomerRow> = query
         .fetch_all(&state.pool)
         .await
