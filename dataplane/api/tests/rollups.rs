@@ -124,7 +124,7 @@ async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
     assert_reports(&h, "&exact=true", false).await;
     // In the rollups themselves: three events, two visitors.
     assert_eq!(
-        h.clickhouse("SELECT uniqMerge(events) FROM events_daily")
+        h.clickhouse("SELECT uniqHLL12Merge(events) FROM events_daily")
             .await,
         "3"
     );
@@ -160,8 +160,8 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
                     country, device, uniqMerge(visitors) FROM visitors_daily \
                     GROUP BY day, channel, source, medium, campaign, referrer, landing_page, \
                     country, device ORDER BY day, source FORMAT TSV";
-    let events_snapshot = "SELECT day, name, page_path, country, device, uniqMerge(events), \
-                           uniqMerge(visitors) FROM events_daily \
+    let events_snapshot = "SELECT day, name, page_path, country, device, \
+                           uniqHLL12Merge(events), uniqHLL12Merge(visitors) FROM events_daily \
                            GROUP BY day, name, page_path, country, device \
                            ORDER BY day, name, page_path FORMAT TSV";
     let fed = h.clickhouse(snapshot).await;

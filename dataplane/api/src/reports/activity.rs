@@ -79,7 +79,7 @@ pub async fn pages(
     let rows: Vec<PageRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT page_path AS path, uniqMerge(events) AS views, uniqMerge(visitors) AS visitors
+            "SELECT page_path AS path, uniqHLL12Merge(events) AS views, uniqHLL12Merge(visitors) AS visitors
              FROM events_daily
              WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
@@ -159,7 +159,7 @@ pub async fn events(
     let rows: Vec<EventCountRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT name, uniqMerge(events) AS n, uniqMerge(visitors) AS visitors
+            "SELECT name, uniqHLL12Merge(events) AS n, uniqHLL12Merge(visitors) AS visitors
              FROM events_daily
              WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name
