@@ -161,8 +161,9 @@ pub(super) fn dimension_sql(group: Group) -> String {
 ///
 /// Set-based: each payment meets its visitor, identity and user through plain joins, and a
 /// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
-/// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
-/// `visitors` evaluates nothing again.
+/// lookups by user id; a payer who is no user skips them at once, a one-time filter);
+/// `ft_visitor_id` is a plain column afterwards, so joining it to `visitors` evaluates nothing
+/// again.
 macro_rules! paid_in_range {
     () => {
         "
@@ -208,14 +209,14 @@ macro_rules! resolve {
         LEFT JOIN LATERAL (
             SELECT v.visitor_id
               FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.visitor_user_id
+             WHERE pay.visitor_user_id IS NOT NULL AND i.user_id = pay.visitor_user_id
              ORDER BY v.first_seen_at, v.ft_event_id
              LIMIT 1
         ) visitor_user_ft ON true
         LEFT JOIN LATERAL (
             SELECT v.visitor_id
               FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.email_user_id
+             WHERE pay.email_user_id IS NOT NULL AND i.user_id = pay.email_user_id
              ORDER BY v.first_seen_at, v.ft_event_id
              LIMIT 1
         ) email_user_ft ON true
