@@ -161,10 +161,7 @@ pub(crate) async fn backfill(
                 continue;
             }
             let recorded = store::record(
-                &state.pool,
-                &state.tenant_id,
-                &state.email_salt,
-                state.lookback,
+                state,
                 &Delivered {
                     header: &header,
                     reading: &reading,

@@ -155,10 +155,7 @@ async fn handle(
         .map_err(|error| unverified(WebhookError::NotAnEvent(error.to_string())))?;
 
     let recorded = store::record(
-        &state.pool,
-        &state.tenant_id,
-        &state.email_salt,
-        state.lookback,
+        state,
         &Delivered {
             header: &header,
             reading: &reading,

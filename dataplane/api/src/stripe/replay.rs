@@ -73,10 +73,7 @@ pub(crate) async fn replay(
                 return Ok(summary);
             }
             let recorded = store::record(
-                &state.pool,
-                &state.tenant_id,
-                &state.email_salt,
-                state.lookback,
+                state,
                 &Delivered {
                     header: &header,
                     reading: &reading,

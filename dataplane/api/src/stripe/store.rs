@@ -7,9 +7,9 @@
 //! whose totals are derived onto the payment. A payment without a visitor inherits the visitor
 //! of its subscription, else of its customer, whichever arrives first.
 
-use std::{cmp::max, time::Duration};
+use std::cmp::max;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use zori_core::{
     email,
@@ -21,6 +21,7 @@ use super::{
     allocations::{derive_allocated_amount, record_allocation, share_invoice_payer, Allocation},
     credit::credit,
     links::{carry_visitor, record_links},
+    StripeState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -184,12 +185,17 @@ pub(crate) struct Delivered<'a> {
 /// Records one verified event in a single transaction: nothing of it is visible unless all of it
 /// is committed (including the `stripe_events` row, so a failed event is retried in full).
 pub(crate) async fn record(
-    pool: &PgPool,
-    tenant_id: &str,
-    email_salt: &str,
-    lookback: Duration,
+    state: &StripeState,
     event: &Delivered<'_>,
 ) -> Result<Recorded, StoreError> {
+    let StripeState {
+        pool,
+        tenant_id,
+        email_salt,
+        lookback,
+        ..
+    } = state;
+    let lookback = *lookback;
     let Delivered {
         header,
         reading,
