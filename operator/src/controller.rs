@@ -2,7 +2,11 @@
 //! and `/readyz`, waits for the leader Lease, and runs one kube-runtime controller per watched
 //! namespace (or one for all) until SIGTERM or the Lease is lost.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{future::join_all, StreamExt};
 use k8s_openapi::api::{
@@ -230,9 +234,25 @@ pub fn controller<B: Backends>(
         })
 }
 
+/// How long a request may wait for the API server's answer. kube 4 dropped the client's
+/// default (295 s) and times out only watches; without one, a request the API server never
+/// answers would hold its reconcile, and that project, forever. Longer than the API server's
+/// own request timeout (60 s) and than a watch's (290 s), as kube's default was.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(295);
+
+/// The in-cluster (or kubeconfig) client, with [`READ_TIMEOUT`] counted from each request.
+async fn kube_client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    Client::try_from(config)
+}
+
 /// Runs the operator until SIGTERM.
 pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
-    let client = Client::try_default().await?;
+    let client = kube_client().await?;
     let api = ClientApi::new(client.clone(), Some(settings.identity.clone()));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
