@@ -11,7 +11,7 @@ rendered (below), which prints Helm's full error.
 
 Render (`--render-dir`): there is no `helm template` in helm-sdkpy, so the chart is installed
 for real with helm-sdkpy's `Install` into a small in-memory Kubernetes API served by this
-script on 127.0.0.1 (discovery, a fixed v1.30 server version, and create/get of objects; no
+script on 127.0.0.1 (discovery, a fixed v1.33 server version (the chart's floor), and create/get of objects; no
 controllers). Helm renders the templates exactly as `helm install` does (values merged, schema
 checked, capabilities from discovery), installs the CRDs from crds/ first, creates every
 object through the API and records the release. Written for each values set NAME (`default`
@@ -92,7 +92,7 @@ class FakeKube(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?")[0]
         if path == "/version":
-            return self.reply(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0",
+            return self.reply(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0",
                                     "platform": "linux/amd64"})
         if path == "/api":
             return self.reply(200, {"kind": "APIVersions", "versions": ["v1"]})

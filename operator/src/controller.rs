@@ -2,7 +2,11 @@
 //! and `/readyz`, waits for the leader Lease, and runs one kube-runtime controller per watched
 //! namespace (or one for all) until SIGTERM or the Lease is lost.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{future::join_all, StreamExt};
 use k8s_openapi::api::{
@@ -230,9 +234,25 @@ pub fn controller<B: Backends>(
         })
 }
 
+/// How long a request may wait for the API server's answer. kube 4 dropped the client's
+/// default (295 s) and times out only watches; without one, a request the API server never
+/// answers would hold its reconcile, and that project, forever. Longer than the API server's
+/// own request timeout (60 s) and than a watch's (290 s), as kube's default was.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(295);
+
+/// The in-cluster (or kubeconfig) client, with [`READ_TIMEOUT`] counted from each request.
+async fn kube_client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    Client::try_from(config)
+}
+
 /// Runs the operator until SIGTERM.
 pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
-    let client = Client::try_default().await?;
+    let client = kube_client().await?;
     let api = ClientApi::new(client.clone(), Some(settings.identity.clone()));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -242,11 +262,11 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let backends = backends(&mut settings).await?;
     let shared = Arc::new(Shared {
         ctx: Context::new(api.clone(), backends, settings.platform.clone()),
-        metrics: metrics.clone(),
+        metrics,
     });
     started.set();
 
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         zori_service::shutdown::signal().await;
         let _ = stop.send(true);
@@ -257,27 +277,42 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
         &settings.lease_name,
         &settings.identity,
     );
-    let mut elector = Elector::new(api.clone(), lease);
+    let elector = Elector::new(api.clone(), lease);
+    lead(&client, elector, &settings.namespaces, shared, stopped).await
+}
+
+/// One replica's life after start-up: waits for the leader Lease, then runs one controller per
+/// namespace of `namespaces` (one for all when empty) while renewing it, until `stopped` turns
+/// true (the Lease is then released) or the Lease is lost (the controllers are dropped first:
+/// no reconcile runs, no request is in flight, before another replica can take over).
+pub async fn lead<B: Backends>(
+    client: &Client,
+    mut elector: Elector<ClientApi>,
+    namespaces: &[String],
+    shared: Arc<Shared<B>>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let identity = elector.settings().identity.clone();
     tokio::select! {
         () = elector.acquire() => {}
         _ = stopped.changed() => return Ok(()),
     }
-    metrics.set_leader(true);
-    info!(identity = %settings.identity, "leading; starting the controllers");
+    shared.metrics.set_leader(true);
+    info!(%identity, "leading; starting the controllers");
 
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
+        namespaces.iter().cloned().map(Some).collect()
     };
     let controllers = scopes.into_iter().map(|scope| {
         let mut shutdown = stopped.clone();
-        controller(&client, scope, shared.clone(), async move {
+        controller(client, scope, shared.clone(), async move {
             let _ = shutdown.changed().await;
         })
     });
     let outcome = elector.lead(join_all(controllers)).await;
-    metrics.set_leader(false);
+    shared.metrics.set_leader(false);
     match outcome {
         Ok(_) => {
             if let Err(error) = elector.release().await {

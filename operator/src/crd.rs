@@ -8,7 +8,8 @@
 use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, ValidationRule,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    ValidationRule,
 };
 use kube::{CustomResource, CustomResourceExt};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
@@ -618,6 +619,35 @@ pub enum CrdError {
 pub const NAME_RULE: &str =
     "size(self.metadata.name) <= 56 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
 
+/// Undoes two rewrites kube's structural-schema pass (kube 4+) makes to [`Quantity`] fields,
+/// so that they read as the API server's own int-or-string fields: it strips the types from
+/// the `anyOf` branches (leaving `anyOf: [{}, {}]`), and marks optional ones `nullable`, which
+/// would keep a `cpu: null` (pruned otherwise) for the CEL rules on requests and limits to
+/// trip over.
+fn restore_int_or_string(props: &mut JSONSchemaProps) {
+    if props.x_kubernetes_int_or_string == Some(true) {
+        props.nullable = None;
+        let typed = |type_: &str| JSONSchemaProps {
+            type_: Some(type_.to_owned()),
+            ..JSONSchemaProps::default()
+        };
+        props.any_of = Some(vec![typed("integer"), typed("string")]);
+    }
+    for child in props.properties.iter_mut().flat_map(BTreeMap::values_mut) {
+        restore_int_or_string(child);
+    }
+    match &mut props.items {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => restore_int_or_string(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            items.iter_mut().for_each(restore_int_or_string)
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = &mut props.additional_properties {
+        restore_int_or_string(values);
+    }
+}
+
 /// The CustomResourceDefinition: the derived one plus the root-level rule on the name.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = ZoriProject::crd();
@@ -627,6 +657,7 @@ pub fn crd() -> CustomResourceDefinition {
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
+            restore_int_or_string(schema);
             schema.x_kubernetes_validations = Some(vec![ValidationRule {
                 rule: NAME_RULE.to_owned(),
                 message: Some(

@@ -8,6 +8,7 @@ mod operator {
     pub mod common;
     mod controller;
     mod crd;
+    mod leadership;
     mod manifests;
     mod provisioning;
     mod reconcile;

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Kubernetes versions the manifests are validated against: the chart's `kubeVersion` floor and
-/// the newest the operator's client knows.
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.30", "1.34"];
+/// the newest the operator's client knows (k8s-openapi 0.29: 1.33 to 1.37).
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.33", "1.37"];
 const CHART: &str = "charts/zori-operator";
 const CRD: &str = "crds/zoriprojects.zori.dev.yaml";
 

@@ -243,7 +243,8 @@ impl FakeApi {
     }
 
     /// Applies the fault injected for `verb` on `key`, if any: an error, or a wait forever.
-    async fn check(&self, verb: Verb, key: &ObjectKey) -> Result<(), ApiError> {
+    /// (A watch goes through the `List` faults: a list that hangs or fails, watches alike.)
+    pub(crate) async fn check(&self, verb: Verb, key: &ObjectKey) -> Result<(), ApiError> {
         let fault = {
             let faults = locked(&self.faults);
             faults

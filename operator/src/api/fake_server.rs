@@ -6,9 +6,18 @@
 //! without TypeMeta, a list resourceVersion), watch (newline-delimited events from a
 //! resourceVersion on, no gap after a list), get, server-side apply (`apply-patch+yaml`, also on
 //! `/status`), finalizer JSON patches with `test`, create, replace, delete, and Events. Errors
-//! are `Status` bodies with the API server's codes and reasons.
+//! are `Status` bodies with the API server's codes and reasons; the faults injected into the
+//! [`FakeApi`] handle apply (a watch takes those of `List`).
+//!
+//! Clients made with [`logged_client`] record every request in a [`RequestLog`]: who sent it,
+//! when it arrived, and when it was answered or abandoned by the client (a watch: when its
+//! stream ended), so tests can see what each operator replica was doing at any moment.
 
-use std::{collections::BTreeMap, convert::Infallible};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use futures::{stream, StreamExt};
@@ -19,7 +28,7 @@ use kube::client::Body;
 use serde_json::{json, Value};
 
 use super::{
-    fake::{Change, FakeApi},
+    fake::{Change, FakeApi, Verb},
     ApiError, EventRecord, EventType, KubeApi, ObjectKey,
 };
 use crate::builders::FIELD_MANAGER;
@@ -29,12 +38,131 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A `kube::Client` whose API server is `api`.
 pub fn client(api: &FakeApi) -> kube::Client {
-    kube::Client::new(FakeApiServer(api.clone()), "default")
+    kube::Client::new(FakeApiServer::new(api.clone()), "default")
+}
+
+/// A `kube::Client` whose API server is `api`, recording every request it sends into `log`
+/// under the name `who` (one replica of the operator).
+pub fn logged_client(api: &FakeApi, log: &RequestLog, who: &str) -> kube::Client {
+    let server = FakeApiServer {
+        api: api.clone(),
+        log: Some((log.clone(), who.to_owned())),
+    };
+    kube::Client::new(server, "default")
+}
+
+/// How a request recorded in a [`RequestLog`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still waiting for its answer, or a watch still streaming.
+    Open,
+    /// Answered with this status code (a watch: its stream ended).
+    Answered(u16),
+    /// The client gave up on it before its answer was complete (dropped the request or
+    /// stopped reading the watch).
+    Abandoned,
+}
+
+/// One request that reached the double.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// Who sent it (the name given to [`logged_client`]).
+    pub who: String,
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    pub watch: bool,
+    pub arrived: tokio::time::Instant,
+    /// When its answer was complete or it was abandoned; `None` while open.
+    pub ended: Option<tokio::time::Instant>,
+    pub outcome: Outcome,
+}
+
+impl LoggedRequest {
+    /// Whether it was open at `at`: arrived at or before, and not ended before.
+    pub fn open_at(&self, at: tokio::time::Instant) -> bool {
+        self.arrived <= at && self.ended.is_none_or(|ended| ended > at)
+    }
+}
+
+/// Every request that reached the double through the clients of [`logged_client`], in order of
+/// arrival, with when it ended.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<LoggedRequest>>>);
+
+impl RequestLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a request's arrival; the guard records its end. Also says whether it is a watch.
+    fn open(&self, who: &str, parts: &http::request::Parts) -> (Ended, bool) {
+        let watch = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair == "watch=true"));
+        let mut requests = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        requests.push(LoggedRequest {
+            who: who.to_owned(),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            watch,
+            arrived: tokio::time::Instant::now(),
+            ended: None,
+            outcome: Outcome::Open,
+        });
+        let ended = Ended {
+            log: self.clone(),
+            index: requests.len() - 1,
+            outcome: Outcome::Abandoned,
+        };
+        (ended, watch)
+    }
+}
+
+/// Marks a logged request ended when dropped: with the answer's code once it was given out
+/// whole (or the watch stream ran dry), as abandoned when the client dropped it before.
+struct Ended {
+    log: RequestLog,
+    index: usize,
+    outcome: Outcome,
+}
+
+impl Ended {
+    /// The answer was given out whole: the request ends now, with `code`.
+    fn answered(mut self, code: u16) {
+        self.outcome = Outcome::Answered(code);
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut requests = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(request) = requests.get_mut(self.index) {
+            request.ended = Some(tokio::time::Instant::now());
+            request.outcome = self.outcome;
+        }
+    }
 }
 
 /// The tower service answering for a [`FakeApi`].
 #[derive(Clone)]
-pub struct FakeApiServer(pub FakeApi);
+pub struct FakeApiServer {
+    api: FakeApi,
+    /// Where requests are recorded, and under which name.
+    log: Option<(RequestLog, String)>,
+}
+
+impl FakeApiServer {
+    pub fn new(api: FakeApi) -> Self {
+        Self { api, log: None }
+    }
+}
 
 impl tower::Service<Request<Body>> for FakeApiServer {
     type Response = Response<ResponseBody>;
@@ -49,8 +177,37 @@ impl tower::Service<Request<Body>> for FakeApiServer {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { Ok(serve(&api, request).await) })
+        let api = self.api.clone();
+        let log = self.log.clone();
+        Box::pin(async move {
+            let Some((log, who)) = log else {
+                return Ok(serve(&api, request).await);
+            };
+            let (parts, body) = request.into_parts();
+            let (ended, watch) = log.open(&who, &parts);
+            let response = serve(&api, Request::from_parts(parts, body)).await;
+            let code = response.status().as_u16();
+            if !watch || code != 200 {
+                ended.answered(code);
+                return Ok(response);
+            }
+            // A watch stays open while its stream is read: it ends when the stream does, or
+            // is abandoned when the client drops it.
+            let (parts, body) = response.into_parts();
+            let frames = stream::unfold((body, ended), move |(mut body, ended)| async move {
+                match body.frame().await {
+                    Some(frame) => Some((frame, (body, ended))),
+                    None => {
+                        ended.answered(code);
+                        None
+                    }
+                }
+            });
+            Ok(Response::from_parts(
+                parts,
+                BodyExt::boxed_unsync(StreamBody::new(frames)),
+            ))
+        })
     }
 }
 
@@ -222,6 +379,15 @@ async fn serve(api: &FakeApi, request: Request<Body>) -> Response<ResponseBody> 
         && call.target.name.is_none()
         && call.query.get("watch").map(String::as_str) == Some("true")
     {
+        let key = ObjectKey::new(
+            &call.target.api_version,
+            call.target.kind,
+            call.target.namespace.as_deref(),
+            "*",
+        );
+        if let Err(error) = api.check(Verb::List, &key).await {
+            return error_response(&error);
+        }
         return watch(api, &call.target, &call.query);
     }
     match dispatch(api, &call).await {

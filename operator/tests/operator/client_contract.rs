@@ -2,7 +2,7 @@
 //! controller-rs fixtures: a `tower-test` mock pair stands where the API server would, and an
 //! API-server verifier asserts every request the client makes (method, path, query, content
 //! type, body) and answers as an API server does: list items without apiVersion/kind, `Status`
-//! bodies for errors. Response shapes follow the Kubernetes v1.30 API reference.
+//! bodies for errors. Response shapes follow the Kubernetes v1.33 API reference.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! The controller's wiring: how loudly the controller's errors are logged.
 
 use kube::{
-    core::ErrorResponse,
+    core::Status,
     runtime::{controller::Error as ControllerError, reflector::ObjectRef, watcher},
 };
 use tracing::Level;
@@ -11,26 +11,25 @@ use zori_operator::{
 
 #[test]
 fn watch_failures_are_warnings_and_failed_reconciles_are_not_logged_twice() {
-    let forbidden = ErrorResponse {
-        status: "Failure".to_owned(),
-        message: "zoriprojects.zori.dev is forbidden: User \
-                  \"system:serviceaccount:zori-system:zori-operator\" cannot watch resource \
-                  \"zoriprojects\" in API group \"zori.dev\" at the cluster scope"
-            .to_owned(),
-        reason: "Forbidden".to_owned(),
-        code: 403,
-    };
+    let forbidden = Status::failure(
+        "zoriprojects.zori.dev is forbidden: User \
+         \"system:serviceaccount:zori-system:zori-operator\" cannot watch resource \
+         \"zoriprojects\" in API group \"zori.dev\" at the cluster scope",
+        "Forbidden",
+    )
+    .with_code(403);
     let watch: ControllerError<ReconcileError, watcher::Error> =
-        ControllerError::QueueError(watcher::Error::WatchError(forbidden.clone()));
+        ControllerError::QueueError(watcher::Error::WatchError(forbidden.boxed()));
     assert_eq!(controller_error_level(&watch), Level::WARN);
-    let list: ControllerError<ReconcileError, watcher::Error> = ControllerError::QueueError(
-        watcher::Error::InitialListFailed(kube::Error::Api(ErrorResponse {
-            code: 404,
-            reason: "NotFound".to_owned(),
-            message: "the server could not find the requested resource".to_owned(),
-            ..forbidden
-        })),
-    );
+    let list: ControllerError<ReconcileError, watcher::Error> =
+        ControllerError::QueueError(watcher::Error::InitialListFailed(kube::Error::Api(
+            Status::failure(
+                "the server could not find the requested resource",
+                "NotFound",
+            )
+            .with_code(404)
+            .boxed(),
+        )));
     assert_eq!(controller_error_level(&list), Level::WARN);
     // The default filter shows them.
     assert!(controller_error_level(&watch) <= Level::INFO);
@@ -38,9 +37,11 @@ fn watch_failures_are_warnings_and_failed_reconciles_are_not_logged_twice() {
     let reconcile: ControllerError<ReconcileError, watcher::Error> =
         ControllerError::ReconcilerFailed(
             ReconcileError::Malformed("metadata.name"),
-            ObjectRef::<ZoriProject>::new("acme")
-                .within("shops")
-                .erase(),
+            Box::new(
+                ObjectRef::<ZoriProject>::new("acme")
+                    .within("shops")
+                    .erase(),
+            ),
         );
     assert_eq!(controller_error_level(&reconcile), Level::DEBUG);
 }

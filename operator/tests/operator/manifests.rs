@@ -21,9 +21,9 @@ use zori_operator::{
 
 use super::common::{config_of, examples_dir, minimal, production, CountingRandomness};
 
-/// Kubernetes versions validated against: the k8s-openapi feature (v1_30) and the newest the
-/// client supports (v1_34).
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.30", "1.34"];
+/// Kubernetes versions validated against: the k8s-openapi feature (v1_33, the chart's floor) and
+/// the newest the client supports (v1_37).
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.33", "1.37"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
