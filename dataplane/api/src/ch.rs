@@ -88,7 +88,7 @@ async fn timed<T>(
     }
 }
 
-/// Schema steps, applied in order once each. Every step is idempotent on its own as well, so two
+/// Schema steps, applied in order once each (then the rollups', [`crate::rollup::CH_MIGRATIONS`]). Every step is idempotent on its own as well, so two
 /// replicas starting together are harmless.
 const MIGRATIONS: &[(u32, &str, &str)] = &[(
     1,
@@ -227,7 +227,7 @@ impl EventStore {
         .into_iter()
         .map(|v| v.version)
         .collect();
-        for (version, name, sql) in MIGRATIONS {
+        for (version, name, sql) in MIGRATIONS.iter().chain(crate::rollup::CH_MIGRATIONS) {
             if applied.contains(version) {
                 continue;
             }

@@ -49,6 +49,7 @@ use crate::{
     config::Settings,
     metrics::ApiMetrics,
     pg::{self, PgError},
+    rollup,
 };
 
 /// A message failing on its own while the backends are healthy is dead-lettered on this
@@ -83,6 +84,9 @@ pub enum ConsumerError {
     /// A batch write failed in PostgreSQL.
     #[error(transparent)]
     Postgres(#[from] PgError),
+    /// The batch's visitor-day rollup rows could not be written.
+    #[error(transparent)]
+    Rollup(#[from] crate::rollup::RollupError),
 }
 
 /// The two stores a batch goes to.
@@ -112,9 +116,11 @@ impl Backends {
                     .map_err(ConsumerError::from)
             },
             async {
-                pg::write_batch(&self.pool, &plan)
-                    .await
-                    .map_err(ConsumerError::from)
+                let written = pg::write_batch(&self.pool, &plan).await?;
+                // The visitor rollup takes the first touch as PostgreSQL has it after this
+                // batch; a set of visitor ids, so a retried batch adds nothing twice.
+                rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days).await?;
+                Ok::<_, ConsumerError>(written)
             },
         )?;
         Ok(BatchWritten {

@@ -30,8 +30,9 @@ use zori_core::{
 
 use super::{
     filters::{Filters, UNKNOWN_COUNTRY},
-    DayRange, Params, ReportError, ReportsState,
+    rollups, DayRange, Params, ReportError, ReportsState,
 };
+use crate::ch::EventStore;
 
 /// Money of one currency, in minor units (`formatted`: the net amount as a decimal string).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,8 +161,9 @@ pub(super) fn dimension_sql(group: Group) -> String {
 ///
 /// Set-based: each payment meets its visitor, identity and user through plain joins, and a
 /// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
-/// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
-/// `visitors` evaluates nothing again.
+/// lookups by user id; a payer who is no user skips them at once, a one-time filter);
+/// `ft_visitor_id` is a plain column afterwards, so joining it to `visitors` evaluates nothing
+/// again.
 macro_rules! paid_in_range {
     () => {
         "
@@ -207,14 +209,14 @@ macro_rules! resolve {
         LEFT JOIN LATERAL (
             SELECT v.visitor_id
               FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.visitor_user_id
+             WHERE pay.visitor_user_id IS NOT NULL AND i.user_id = pay.visitor_user_id
              ORDER BY v.first_seen_at, v.ft_event_id
              LIMIT 1
         ) visitor_user_ft ON true
         LEFT JOIN LATERAL (
             SELECT v.visitor_id
               FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.email_user_id
+             WHERE pay.email_user_id IS NOT NULL AND i.user_id = pay.email_user_id
              ORDER BY v.first_seen_at, v.ft_event_id
              LIMIT 1
         ) email_user_ft ON true
@@ -390,6 +392,8 @@ struct Bucket {
 #[derive(Debug, Default)]
 struct Breakdown {
     visitors: BTreeMap<String, i64>,
+    /// Distinct visitors of all groups (a visitor in two groups counts once).
+    visitor_total: i64,
     rows: BTreeMap<String, Bucket>,
     unattributed: Bucket,
     totals: Bucket,
@@ -425,14 +429,36 @@ where
 /// is. A hash or merge join reads each table once whatever the estimates say.
 const VISITORS_SETTINGS: &[&str] = &["SET LOCAL enable_nestloop = off"];
 
-async fn breakdown(
+/// Where visitor counts come from: the ClickHouse visitor rollup (`uniq` estimates, the
+/// default), or PostgreSQL's visitor days (`exact=true`: exact, but reads every visitor
+/// active in range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitorCounts {
+    Rollup,
+    Exact,
+}
+
+impl VisitorCounts {
+    /// `exact=true` asks for exact counts.
+    pub fn parse(params: &Params) -> Result<Self, ReportError> {
+        Ok(match params.bool("exact")? {
+            Some(true) => VisitorCounts::Exact,
+            None | Some(false) => VisitorCounts::Rollup,
+        })
+    }
+
+    pub fn approximate(self) -> bool {
+        self == VisitorCounts::Rollup
+    }
+}
+
+/// Visitors active in range by group value, and their total, from PostgreSQL (exact).
+async fn exact_visitors(
     pool: &PgPool,
     group: Group,
     range: DayRange,
-    livemode: Option<bool>,
     filters: &Filters,
-    refunds_on: RefundsOn,
-) -> Result<Breakdown, ReportError> {
+) -> Result<(BTreeMap<String, i64>, i64), ReportError> {
     let (visitors_sql, visitors_binds) = visitors_sql(group, filters);
     let mut visitors = sqlx::query_as(&visitors_sql)
         .bind(range.from)
@@ -440,6 +466,28 @@ async fn breakdown(
     for b in &visitors_binds {
         visitors = visitors.bind(b);
     }
+    let rows: Vec<(Option<String>, i64)> = fetch_all_local(pool, VISITORS_SETTINGS, visitors)
+        .await
+        .map_err(ReportError::pg("visitors"))?;
+    let groups: BTreeMap<String, i64> = rows
+        .into_iter()
+        .map(|(value, n)| (value.unwrap_or_default(), n))
+        .collect();
+    let total = groups.values().sum();
+    Ok((groups, total))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn breakdown(
+    pool: &PgPool,
+    events: &EventStore,
+    counts: VisitorCounts,
+    group: Group,
+    range: DayRange,
+    livemode: Option<bool>,
+    filters: &Filters,
+    refunds_on: RefundsOn,
+) -> Result<Breakdown, ReportError> {
     let (payments_sql, payments_binds) = breakdown_sql(group, filters, refunds_on);
     let mut payments = sqlx::query_as(&payments_sql)
         .bind(range.start())
@@ -449,11 +497,12 @@ async fn breakdown(
         payments = payments.bind(b);
     }
     // The visitor side and the payment side are independent: run them side by side.
-    let (visitors, groups) = tokio::try_join!(
+    let ((visitors, visitor_total), groups) = tokio::try_join!(
         async {
-            fetch_all_local(pool, VISITORS_SETTINGS, visitors)
-                .await
-                .map_err(ReportError::pg("visitors"))
+            match counts {
+                VisitorCounts::Rollup => rollups::visitors(events, group, range, filters).await,
+                VisitorCounts::Exact => exact_visitors(pool, group, range, filters).await,
+            }
         },
         async {
             fetch_all_local(pool, &[], payments)
@@ -461,14 +510,11 @@ async fn breakdown(
                 .map_err(ReportError::pg("payments"))
         },
     )?;
-    let visitors: Vec<(Option<String>, i64)> = visitors;
     let groups: Vec<GroupRow> = groups;
 
     let mut out = Breakdown {
-        visitors: visitors
-            .into_iter()
-            .map(|(value, n)| (value.unwrap_or_default(), n))
-            .collect(),
+        visitors,
+        visitor_total,
         ..Breakdown::default()
     };
     for g in groups {
@@ -536,6 +582,9 @@ pub struct Totals {
 pub struct Attribution {
     /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
     pub livemode: Option<bool>,
+    /// Whether visitor counts (and the rates per visitor) are `uniq` estimates from the
+    /// rollup (`exact=true` makes them exact).
+    pub visitors_approximate: bool,
     pub dimension: &'static str,
     pub from: String,
     pub to: String,
@@ -578,8 +627,11 @@ async fn grouped(
     let range = params.range()?;
     let livemode = livemode(&state.pool, params).await?;
     let filters = Filters::parse(params)?;
+    let counts = VisitorCounts::parse(params)?;
     let b = breakdown(
         &state.pool,
+        &state.events,
+        counts,
         group,
         range,
         livemode,
@@ -613,9 +665,10 @@ async fn grouped(
             .then(b.visitors.cmp(&a.visitors))
             .then(a.value.cmp(&b.value))
     });
-    let total_visitors: i64 = b.visitors.values().sum();
+    let total_visitors = b.visitor_total;
     Ok(Attribution {
         livemode,
+        visitors_approximate: counts.approximate(),
         dimension: group.as_str(),
         from: range.from.to_string(),
         to: range.to.to_string(),
@@ -716,6 +769,9 @@ pub struct Change {
 pub struct Overview {
     /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
     pub livemode: Option<bool>,
+    /// Whether visitor counts (and the rates per visitor) are `uniq` estimates from the
+    /// rollup (`exact=true` makes them exact).
+    pub visitors_approximate: bool,
     #[serde(flatten)]
     pub current: Period,
     pub unattributed: UnattributedRevenue,
@@ -772,7 +828,7 @@ fn change(current: &Period, previous: &Period) -> Change {
 }
 
 fn period(range: DayRange, b: Breakdown) -> (Period, Bucket) {
-    let visitors: i64 = b.visitors.values().sum();
+    let visitors = b.visitor_total;
     (
         Period {
             from: range.from.to_string(),
@@ -807,8 +863,11 @@ pub async fn overview(
         }
     };
     let refunds_on = refunds_on(&params)?;
+    let counts = VisitorCounts::parse(&params)?;
     let current = breakdown(
         &state.pool,
+        &state.events,
+        counts,
         Group::All,
         range,
         livemode,
@@ -819,6 +878,8 @@ pub async fn overview(
         let before = range.previous();
         let previous = breakdown(
             &state.pool,
+            &state.events,
+            counts,
             Group::All,
             before,
             livemode,
@@ -833,6 +894,7 @@ pub async fn overview(
     let (current, unattributed) = period(range, current);
     Ok(Json(Overview {
         livemode,
+        visitors_approximate: counts.approximate(),
         change: previous.as_ref().map(|p| change(&current, p)),
         current,
         unattributed: UnattributedRevenue {
@@ -893,25 +955,12 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
     )
 }
 
-#[derive(Serialize)]
-pub struct Timeseries {
-    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
-    pub livemode: Option<bool>,
-    pub from: String,
-    pub to: String,
-    pub currencies: Vec<String>,
-    pub days: Vec<Day>,
-}
-
-pub async fn timeseries(
-    State(state): State<ReportsState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Timeseries>, ReportError> {
-    let params = Params::parse(query)?;
-    let range = params.range()?;
-    let livemode = livemode(&state.pool, &params).await?;
-    let filters = Filters::parse(&params)?;
-
+/// Visitors active on each day of the range, from PostgreSQL's visitor days (exact).
+async fn exact_visitors_by_day(
+    pool: &PgPool,
+    range: DayRange,
+    filters: &Filters,
+) -> Result<BTreeMap<Date, i64>, ReportError> {
     let (conditions, binds) = filters.pg("v", 3);
     let sql = if filters.is_empty() {
         "SELECT day, count(*)::int8 FROM visitor_days WHERE day >= $1 AND day <= $2 GROUP BY day"
@@ -927,9 +976,46 @@ pub async fn timeseries(
         query = query.bind(b);
     }
     let visitors: Vec<(Date, i64)> = query
-        .fetch_all(&state.pool)
+        .fetch_all(pool)
         .await
         .map_err(ReportError::pg("visitor days"))?;
+    Ok(visitors.into_iter().collect())
+}
+
+#[derive(Serialize)]
+pub struct Timeseries {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
+    /// Whether the daily visitor counts are `uniq` estimates from the rollup.
+    pub visitors_approximate: bool,
+    pub from: String,
+    pub to: String,
+    pub currencies: Vec<String>,
+    pub days: Vec<Day>,
+}
+
+pub async fn timeseries(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Timeseries>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let livemode = livemode(&state.pool, &params).await?;
+    let filters = Filters::parse(&params)?;
+    let counts = VisitorCounts::parse(&params)?;
+
+    let visitors: BTreeMap<Date, i64> = match counts {
+        VisitorCounts::Rollup => rollups::visitors_by_day(&state.events, range, &filters)
+            .await?
+            .into_iter()
+            .filter_map(|(day, n)| {
+                Date::parse(&day, &time::format_description::well_known::Iso8601::DATE)
+                    .ok()
+                    .map(|d| (d, n))
+            })
+            .collect(),
+        VisitorCounts::Exact => exact_visitors_by_day(&state.pool, range, &filters).await?,
+    };
 
     // Without filters every payment counts (attributed or not); with filters only those
     // credited to a visitor that matches them.
@@ -969,7 +1055,6 @@ pub async fn timeseries(
         .await
         .map_err(ReportError::pg("payments"))?;
 
-    let visitors: BTreeMap<Date, i64> = visitors.into_iter().collect();
     let currencies: Vec<String> = revenue
         .iter()
         .map(|(_, c, ..)| c.clone())
@@ -1000,6 +1085,7 @@ pub async fn timeseries(
         .collect();
     Ok(Json(Timeseries {
         livemode,
+        visitors_approximate: counts.approximate(),
         from: range.from.to_string(),
         to: range.to.to_string(),
         currencies,
@@ -1090,8 +1176,15 @@ pub async fn customers(
                max(l.ft_source) AS source
         FROM labelled l
         LEFT JOIN users u ON u.user_id = COALESCE(l.visitor_user_id, l.email_user_id)
-        GROUP BY l.payer, l.currency"
+        WHERE l.payer IN (
+            SELECT payer FROM labelled GROUP BY payer
+            ORDER BY max(paid_at) DESC, payer ASC LIMIT ${limit_param}
+        )
+        GROUP BY l.payer, l.currency",
+        limit_param = 4 + binds.len()
     );
+    // Only the `limit` payers shown are grouped and sent: the latest payment first, ties by
+    // payer key (the order the rows are sorted in below).
     let mut query = sqlx::query_as(&sql)
         .bind(range.start())
         .bind(range.end_exclusive())
@@ -1099,6 +1192,7 @@ pub async fn customers(
     for b in &binds {
         query = query.bind(b);
     }
+    let query = query.bind(i64::from(limit));
     let rows: Vec<CustomerRow> = query
         .fetch_all(&state.pool)
         .await
