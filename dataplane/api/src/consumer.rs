@@ -108,7 +108,10 @@ impl Backends {
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
     pub async fn write(&self, messages: &[StreamMessage]) -> Result<BatchWritten, ConsumerError> {
         let plan = batch::plan(messages);
-        let (_, postgres) = tokio::try_join!(
+        // Both run to their end even when one fails: a ClickHouse insert cancelled while its
+        // rows are on the wire may still commit after the batch is retried, and the retry's
+        // look-up of the events already stored must see it (the rollup counts each insert).
+        let (events, postgres) = tokio::join!(
             async {
                 self.events
                     .insert(&plan.events)
@@ -122,7 +125,8 @@ impl Backends {
                 rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days).await?;
                 Ok::<_, ConsumerError>(written)
             },
-        )?;
+        );
+        let ((), postgres) = (events?, postgres?);
         Ok(BatchWritten {
             events: plan.events.len() as u64,
             postgres,

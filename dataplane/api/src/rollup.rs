@@ -1,29 +1,30 @@
 //! Rollups: what the dashboard reports read instead of every event (issue 13).
 //!
 //! Two ClickHouse `AggregatingMergeTree` tables, one row per UTC day and combination of the
-//! values a report groups or filters by, each holding `uniq` states:
+//! values a report groups or filters by:
 //!
-//! - `events_daily` (day, event name, page path, the event's country and device): `uniqHLL12`
-//!   of event ids and of visitor ids (fixed-size states, so merging a month of them costs the
-//!   same at any traffic; exact up to 16, within a few percent beyond). Fed by a materialized
-//!   view on every insert into `events`.
+//! - `event_counts_daily` (day, event name, page path, the event's country and device):
+//!   `count` states of events (exact) and `uniq` states of visitor ids. Fed by a materialized
+//!   view on every insert into `events`; the consumer inserts only events `events` does not
+//!   hold yet ([`crate::ch::EventStore::insert`]), so a redelivered message or an event sent
+//!   twice is counted once.
 //! - `visitors_daily` (day, the visitor's first-touch channel, source, medium, campaign,
 //!   referrer, landing page, and its latest country and device): `uniq` of visitor ids. Fed by
 //!   the consumer: after a batch's PostgreSQL transaction it reads the first touch and latest
 //!   country / device of the batch's visitors (as PostgreSQL now has them) and inserts one row
 //!   per (day, visitor) of the batch into `visitor_days_in` (a `Null` table), whose materialized
-//!   view aggregates it.
+//!   view aggregates it. A set of ids: a redelivered message adds an id already there.
 //!
-//! Both are idempotent without any deduplication: they hold sets of ids, so a redelivered
-//! message adds an id that is already there. The price is that their counts are estimates
-//! (`uniq`: exact for small sets, within about 1 % beyond tens of thousands), which the
-//! reports say (`visitors_approximate`, `approximate`). And a visitor whose first touch or
-//! latest country / device changes after some of its days were rolled up also stays counted
-//! under the earlier values on those days (a late event that moves a first touch is rare: the
-//! tracker sends in order). Money never comes from here: payments stay exact in PostgreSQL.
+//! Event and page-view counts are exact. Visitor counts are `uniq` estimates (exact for small
+//! sets, within about 1 % beyond tens of thousands), which the reports say
+//! (`visitors_approximate`; `exact=true` reads PostgreSQL / the events instead). A visitor
+//! whose first touch or latest country / device changes after some of its days were rolled up
+//! also stays counted under the earlier values on those days (a late event that moves a first
+//! touch is rare: the tracker sends in order); revenue credit does move (payments carry their
+//! credited visitor's dimensions, migration 0012). Money never comes from here.
 //!
-//! Both tables are backfilled from `events` when their migration runs, after their feed exists
-//! (a set of ids filled twice is the same set), so an existing tenant's history is covered.
+//! Both tables are backfilled from `events` when their migration runs, after their feed
+//! exists (events are read once per event id).
 
 use clickhouse::Row;
 use serde::Serialize;
@@ -53,40 +54,48 @@ pub enum RollupError {
 
 /// ClickHouse schema steps of the rollups, applied after `events` (see [`crate::ch`]).
 pub const CH_MIGRATIONS: &[(u32, &str, &str)] = &[
+    // 2-4 were an earlier `events_daily` counting events as `uniqHLL12` estimates; replaced
+    // by `event_counts_daily` (9-12), which counts them exactly.
     (
-        2,
-        "events_daily",
-        "CREATE TABLE IF NOT EXISTS events_daily (
+        9,
+        "event_counts_daily",
+        "CREATE TABLE IF NOT EXISTS event_counts_daily (
             day Date,
             name String,
             page_path String,
             country String,
             device String,
-            events AggregateFunction(uniqHLL12, String),
-            visitors AggregateFunction(uniqHLL12, String)
+            events AggregateFunction(count),
+            visitors AggregateFunction(uniq, String)
         )
         ENGINE = AggregatingMergeTree()
         PARTITION BY toYYYYMM(day)
         ORDER BY (day, name, page_path, country, device)",
     ),
     (
-        3,
-        "events_daily_mv",
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS events_daily_mv TO events_daily AS
+        10,
+        "event_counts_daily_mv",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_daily_mv TO event_counts_daily AS
          SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                uniqHLL12State(event_id) AS events, uniqHLL12State(visitor_id) AS visitors
+                countState() AS events, uniqState(visitor_id) AS visitors
          FROM events
          GROUP BY day, name, page_path, country, device",
     ),
     (
-        4,
-        "events_daily_backfill",
-        "INSERT INTO events_daily
+        11,
+        "event_counts_daily_backfill",
+        "INSERT INTO event_counts_daily
          SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                uniqHLL12State(event_id) AS events, uniqHLL12State(visitor_id) AS visitors
-         FROM events
+                countState() AS events, uniqState(visitor_id) AS visitors
+         FROM (SELECT * FROM events LIMIT 1 BY event_id)
          GROUP BY day, name, page_path, country, device",
     ),
+    (
+        12,
+        "drop_events_daily_mv",
+        "DROP TABLE IF EXISTS events_daily_mv",
+    ),
+    (13, "drop_events_daily", "DROP TABLE IF EXISTS events_daily"),
     (
         5,
         "visitors_daily",

@@ -1,8 +1,8 @@
 //! Behaviour reports, computed in ClickHouse: top pages, events by name, values of a custom
-//! property. Pages and events read the daily event rollup (`uniq` estimates, flagged
-//! `approximate`) unless a first-touch filter (`channel`, `source`) or `exact=true` asks for
-//! the events themselves; raw reads are exact before merges: `uniqExact(event_id)`,
-//! `uniqExact(visitor_id)`.
+//! property. Pages and events read the daily event rollup (exact event counts; visitors as
+//! `uniq` estimates, flagged `visitors_approximate`) unless a first-touch filter (`channel`,
+//! `source`) or `exact=true` asks for the events themselves; raw reads are exact before
+//! merges: `uniqExact(event_id)`, `uniqExact(visitor_id)`.
 
 use axum::{
     extract::{Path, RawQuery, State},
@@ -59,8 +59,9 @@ pub struct Page {
 
 #[derive(Serialize)]
 pub struct Pages {
-    /// Whether views and visitors are `uniq` estimates from the daily rollup.
-    pub approximate: bool,
+    /// Whether `visitors` are `uniq` estimates from the daily rollup (views are exact
+    /// either way; `exact=true` makes visitors exact too).
+    pub visitors_approximate: bool,
     pub from: String,
     pub to: String,
     pub rows: Vec<Page>,
@@ -79,8 +80,8 @@ pub async fn pages(
     let rows: Vec<PageRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT page_path AS path, uniqHLL12Merge(events) AS views, uniqHLL12Merge(visitors) AS visitors
-             FROM events_daily
+            "SELECT page_path AS path, countMerge(events) AS views, uniqMerge(visitors) AS visitors
+             FROM event_counts_daily
              WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
              ORDER BY views DESC, path ASC
@@ -108,7 +109,7 @@ pub async fn pages(
         state.events.fetch_all("top pages", query).await?
     };
     Ok(Json(Pages {
-        approximate,
+        visitors_approximate: approximate,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows: rows
@@ -139,8 +140,9 @@ pub struct EventCount {
 
 #[derive(Serialize)]
 pub struct Events {
-    /// Whether counts and visitors are `uniq` estimates from the daily rollup.
-    pub approximate: bool,
+    /// Whether `visitors` are `uniq` estimates from the daily rollup (counts are exact
+    /// either way; `exact=true` makes visitors exact too).
+    pub visitors_approximate: bool,
     pub from: String,
     pub to: String,
     pub rows: Vec<EventCount>,
@@ -159,8 +161,8 @@ pub async fn events(
     let rows: Vec<EventCountRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT name, uniqHLL12Merge(events) AS n, uniqHLL12Merge(visitors) AS visitors
-             FROM events_daily
+            "SELECT name, countMerge(events) AS n, uniqMerge(visitors) AS visitors
+             FROM event_counts_daily
              WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name
              ORDER BY n DESC, name ASC
@@ -191,7 +193,7 @@ pub async fn events(
         state.events.fetch_all("events by name", query).await?
     };
     Ok(Json(Events {
-        approximate,
+        visitors_approximate: approximate,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows: rows

@@ -159,11 +159,10 @@ pub(super) fn dimension_sql(group: Group) -> String {
 /// unattributed) and a payer key (user, else visitor, else email hash, customer, payment).
 /// Parameters: $1 start, $2 end (exclusive), $3 livemode filter (NULL: all).
 ///
-/// Set-based: each payment meets its visitor, identity and user through plain joins, and a
-/// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
-/// lookups by user id; a payer who is no user skips them at once, a one-time filter);
-/// `ft_visitor_id` is a plain column afterwards, so joining it to `visitors` evaluates nothing
-/// again.
+/// Both are stored on the payment row (`cr_*`, migration 0012) and kept current by triggers
+/// whenever a payment, a visitor's first touch / country / device, an identity or a user's
+/// email changes, so a report reads the payments of its range and nothing else: no lookup of
+/// visitors, identities or users per payment.
 macro_rules! paid_in_range {
     () => {
         "
@@ -172,57 +171,41 @@ macro_rules! paid_in_range {
                true AS in_range,
                p.currency, p.visitor_id,
                p.email_hash, p.customer_id,
-               vi.user_id AS visitor_user_id,
-               eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor,
-               p.credit_visitor_id
+               p.cr_visitor_user_id AS visitor_user_id,
+               p.cr_email_user_id AS email_user_id,
+               p.cr_own_visitor AS own_visitor,
+               p.credit_visitor_id,
+               p.cr_visitor_id, p.cr_payer, p.cr_known_visitor, p.cr_channel, p.cr_source,
+               p.cr_medium, p.cr_campaign, p.cr_referrer_host, p.cr_landing_page,
+               p.cr_country, p.cr_device
         FROM payments p
-        LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
-        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
-        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
         WHERE p.paid_at >= $1 AND p.paid_at < $2 AND p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
     )"
     };
 }
 
-/// The payer and the first-touch visitor of each row of `pay`.
+/// The payer and the first-touch visitor of each row of `pay` (stored on the payment).
 macro_rules! resolve {
     () => {
         "
     resolved AS (
-        SELECT pay.*,
-               COALESCE(
-                   pay.credit_visitor_id,
-                   visitor_user_ft.visitor_id,
-                   email_user_ft.visitor_id,
-                   CASE WHEN pay.own_visitor THEN pay.visitor_id END
-               ) AS ft_visitor_id,
-               COALESCE(
-                   'u:' || COALESCE(pay.visitor_user_id, pay.email_user_id)::text,
-                   'v:' || pay.visitor_id,
-                   'e:' || pay.email_hash,
-                   'c:' || pay.customer_id,
-                   'p:' || pay.payment_id::text
-               ) AS payer
+        SELECT pay.*, pay.cr_visitor_id AS ft_visitor_id, pay.cr_payer AS payer
         FROM pay
-        LEFT JOIN LATERAL (
-            SELECT v.visitor_id
-              FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE pay.visitor_user_id IS NOT NULL AND i.user_id = pay.visitor_user_id
-             ORDER BY v.first_seen_at, v.ft_event_id
-             LIMIT 1
-        ) visitor_user_ft ON true
-        LEFT JOIN LATERAL (
-            SELECT v.visitor_id
-              FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE pay.email_user_id IS NOT NULL AND i.user_id = pay.email_user_id
-             ORDER BY v.first_seen_at, v.ft_event_id
-             LIMIT 1
-        ) email_user_ft ON true
     )"
     };
 }
+
+/// The credited visitor's dimensions of a row `r` of `resolved`, as stored on the payment, in
+/// the shape of a `visitors` row `v` (all NULL when the credited visitor is unknown), so that
+/// [`dimension_sql`] and the filters read them as they read `visitors`.
+pub(super) const STORED_V: &str = "CROSS JOIN LATERAL (
+            SELECT r.cr_known_visitor AS visitor_id, r.cr_channel AS ft_channel,
+                   r.cr_source AS ft_source, r.cr_medium AS ft_medium,
+                   r.cr_campaign AS ft_campaign, r.cr_referrer_host AS ft_referrer_host,
+                   r.cr_landing_page AS ft_landing_page, r.cr_country AS country,
+                   r.cr_device AS device
+        ) v";
 
 /// Payments paid in range, resolved to their payer and first-touch visitor (refunds and
 /// disputes on the payment's day). Parameters: $1 start, $2 end (exclusive), $3 livemode.
@@ -241,10 +224,13 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
                 "
     pay AS (
         SELECT p.payment_id, p.paid_at, p.currency, p.visitor_id, p.email_hash, p.customer_id,
-               vi.user_id AS visitor_user_id,
-               eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.cr_visitor_user_id AS visitor_user_id,
+               p.cr_email_user_id AS email_user_id,
+               p.cr_own_visitor AS own_visitor,
                p.credit_visitor_id,
+               p.cr_visitor_id, p.cr_payer, p.cr_known_visitor, p.cr_channel, p.cr_source,
+               p.cr_medium, p.cr_campaign, p.cr_referrer_host, p.cr_landing_page,
+               p.cr_country, p.cr_device,
                m.in_range,
                CASE WHEN m.in_range THEN p.amount ELSE 0 END AS amount,
                m.amount_refunded, m.amount_disputed
@@ -262,9 +248,6 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
                      WHERE d.payment_id = p.payment_id AND d.counts
                        AND d.created_at >= $1 AND d.created_at < $2) AS amount_disputed
         ) m
-        LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
-        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
-        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
         WHERE p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
           AND (m.in_range OR m.amount_refunded > 0 OR m.amount_disputed > 0)
@@ -327,7 +310,7 @@ fn breakdown_sql(group: Group, filters: &Filters, refunds_on: RefundsOn) -> (Str
                    (r.ft_visitor_id IS NOT NULL) AS attributed,
                    {dim} AS value
             FROM resolved r
-            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            {STORED_V}
             WHERE true{conditions}
         )
         SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
@@ -923,8 +906,8 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
         "SELECT r.* FROM resolved r".to_owned()
     } else {
         format!(
-            "SELECT r.* FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
-             WHERE true{conditions}"
+            "SELECT r.* FROM resolved r {STORED_V}
+             WHERE v.visitor_id IS NOT NULL{conditions}"
         )
     };
     format!(
@@ -1037,8 +1020,8 @@ pub async fn timeseries(
                     COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8,
                     COALESCE(sum(r.amount_disputed), 0)::int8
              FROM resolved r
-             JOIN visitors v ON v.visitor_id = r.ft_visitor_id
-             WHERE true{conditions}
+             {STORED_V}
+             WHERE v.visitor_id IS NOT NULL{conditions}
              GROUP BY 1, 2",
             resolved_payments(RefundsOn::Payment)
         )
@@ -1157,7 +1140,7 @@ pub async fn customers(
         labelled AS (
             SELECT r.*, v.ft_channel, v.ft_source
             FROM resolved r
-            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            {STORED_V}
             WHERE true{conditions}
         )
         SELECT l.payer, l.currency,

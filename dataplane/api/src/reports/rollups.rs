@@ -1,6 +1,7 @@
 //! Report reads from the ClickHouse rollups ([`crate::rollup`]): visitor counts by first-touch
-//! dimension, country or device, and page / event counts, without scanning events. Counts are
-//! `uniq` estimates: the reports say so (`visitors_approximate`, `approximate`).
+//! dimension, country or device, and page / event counts, without scanning events. Event
+//! counts are exact; visitor counts are `uniq` estimates: the reports say so
+//! (`visitors_approximate`).
 
 use std::collections::BTreeMap;
 
@@ -159,7 +160,7 @@ pub fn events_answer(filters: &Filters) -> bool {
     filters.channel.is_none() && filters.source.is_none()
 }
 
-/// Conditions of the country / device filters on `events_daily` (the event's own values, as
+/// Conditions of the country / device filters on `event_counts_daily` (the event's own values, as
 /// the raw event reports filter), with their values.
 pub fn event_filters(filters: &Filters) -> (String, Vec<String>) {
     let mut sql = String::new();
@@ -179,7 +180,7 @@ pub fn event_filters(filters: &Filters) -> (String, Vec<String>) {
     (sql, binds)
 }
 
-/// Binds the day range and then `binds` to a query reading `events_daily`.
+/// Binds the day range and then `binds` to a query reading `event_counts_daily`.
 pub fn bind_days(query: Query, range: &DayRange, binds: &[String]) -> Query {
     let query = query
         .bind(day_text(range.from).as_str())
