@@ -19,6 +19,10 @@ use zori_core::event::TrackedEvent;
 
 use crate::config::Settings;
 
+/// Events looked up per query by [`EventStore::stored_ids`]: 1,000 ids and visitor ids make a
+/// query of well under 100 KB (ClickHouse refuses queries beyond `max_query_size`, 256 KiB).
+pub const LOOKUP_CHUNK: usize = 1000;
+
 /// Longest any ClickHouse request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -274,14 +278,23 @@ impl EventStore {
 
     /// Ids among `events` that `events` already holds (a redelivered message, or an event the
     /// tracker sent again after the stream's duplicate window). Reads by the table's key: the
-    /// batch's names, time span and visitors narrow it to a few granules per visitor.
+    /// batch's names, time span and visitors narrow it to a few granules per visitor. One query
+    /// per [`LOOKUP_CHUNK`] events, to stay well inside ClickHouse's `max_query_size`.
     pub async fn stored_ids(
         &self,
         events: &[&TrackedEvent],
     ) -> Result<std::collections::HashSet<String>, ChError> {
+        let mut stored = std::collections::HashSet::new();
+        for chunk in events.chunks(LOOKUP_CHUNK) {
+            stored.extend(self.stored_ids_of(chunk).await?);
+        }
+        Ok(stored)
+    }
+
+    async fn stored_ids_of(&self, events: &[&TrackedEvent]) -> Result<Vec<String>, ChError> {
         use std::collections::BTreeSet;
         if events.is_empty() {
-            return Ok(Default::default());
+            return Ok(Vec::new());
         }
         let names: BTreeSet<&str> = events.iter().map(|e| e.name.as_str()).collect();
         let visitors: BTreeSet<&str> = events.iter().map(|e| e.visitor_id.as_str()).collect();

@@ -108,25 +108,38 @@ impl Backends {
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
     pub async fn write(&self, messages: &[StreamMessage]) -> Result<BatchWritten, ConsumerError> {
         let plan = batch::plan(messages);
-        // Both run to their end even when one fails: a ClickHouse insert cancelled while its
-        // rows are on the wire may still commit after the batch is retried, and the retry's
-        // look-up of the events already stored must see it (the rollup counts each insert).
-        let (events, postgres) = tokio::join!(
+        // A ClickHouse failure ends the batch at once (the PostgreSQL transaction, dropped
+        // before its commit, rolls back). A PostgreSQL failure waits for the ClickHouse insert
+        // to end first: an insert cancelled while its rows are on the wire may still commit,
+        // and the retried batch's look-up of the events already stored must see it (the
+        // rollup counts each inserted event).
+        let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
+        let ((), postgres) = tokio::try_join!(
             async {
-                self.events
+                let result = self
+                    .events
                     .insert(&plan.events)
                     .await
-                    .map_err(ConsumerError::from)
+                    .map_err(ConsumerError::from);
+                let _ = inserted_tx.send(());
+                result
             },
             async {
-                let written = pg::write_batch(&self.pool, &plan).await?;
-                // The visitor rollup takes the first touch as PostgreSQL has it after this
-                // batch; a set of visitor ids, so a retried batch adds nothing twice.
-                rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days).await?;
-                Ok::<_, ConsumerError>(written)
+                let written = async {
+                    let written = pg::write_batch(&self.pool, &plan).await?;
+                    // The visitor rollup takes the first touch as PostgreSQL has it after this
+                    // batch; a set of visitor ids, so a retried batch adds nothing twice.
+                    rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days)
+                        .await?;
+                    Ok::<_, ConsumerError>(written)
+                }
+                .await;
+                if written.is_err() {
+                    let _ = inserted_rx.await;
+                }
+                written
             },
-        );
-        let ((), postgres) = (events?, postgres?);
+        )?;
         Ok(BatchWritten {
             events: plan.events.len() as u64,
             postgres,
