@@ -14,6 +14,7 @@ mod journey;
 mod models;
 pub mod openapi;
 mod revenue;
+mod rollups;
 mod spend;
 
 use std::{collections::HashMap, time::Instant};
