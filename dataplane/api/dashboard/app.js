@@ -12,6 +12,7 @@
     ['attribution', 'Attribution'],
     ['models', 'Models'],
     ['spend', 'Spend'],
+    ['mrr', 'MRR'],
     ['cohorts', 'Cohorts'],
     ['funnel', 'Funnel'],
     ['journey', 'Customers & journeys'],
@@ -1006,6 +1007,39 @@
 
   // ---------- Ad spend: CAC, ROAS, payback ----------
 
+  // A CSV of spend rows (docs/api.md: day,source,medium,campaign,currency,amount), sent as is to
+  // PUT /api/v1/spend; the API checks every row and names the first bad one.
+  function spendUpload() {
+    const status = h('span', { id: 'spend-upload-status', role: 'status', class: 'muted' });
+    const file = h('input', { id: 'spend-file', type: 'file', accept: '.csv,text/csv', 'aria-label': 'Spend CSV file' });
+    const send = async (event) => {
+      event.preventDefault();
+      const chosen = file.files && file.files[0];
+      if (!chosen) { status.textContent = 'Choose a CSV file first.'; return; }
+      status.className = 'muted';
+      status.textContent = 'Importing…';
+      try {
+        const response = await fetch('/api/v1/spend', {
+          method: 'PUT', credentials: 'same-origin', body: await chosen.text(),
+          headers: { 'Content-Type': 'text/csv', Accept: 'application/json', 'X-Zori-Dashboard': '1' },
+        });
+        let body = null;
+        try { body = await response.json(); } catch (_) { /* not JSON */ }
+        if (response.status === 401) throw new Unauthorized('signed out');
+        if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
+        status.className = 'ok';
+        status.textContent = `Imported ${int(body.rows)} rows: ${int(body.inserted)} new, ${int(body.updated)} updated, ${int(body.unchanged)} unchanged.`;
+        setTimeout(() => render(), 1200);
+      } catch (err) {
+        if (err instanceof Unauthorized) { showSignin('Your session ended. Sign in again.'); return; }
+        status.className = 'error';
+        status.textContent = `Import refused: ${err.message}`;
+      }
+    };
+    return panel('Import spend', h('span', { class: 'muted' }, 'CSV: day,source,medium,campaign,currency,amount (minor units)'),
+      h('form', { class: 'toolbar', id: 'spend-upload', onsubmit: send }, file, h('button', { type: 'submit', class: 'ghost' }, 'Import'), status));
+  }
+
   async function spendView(st) {
     const report = await api('spend', moneyParams(st));
     const amounts = (list) => (list.length ? list.map((a) => h('span', { class: 'money-line', 'data-currency': a.currency }, money(a.currency, a.formatted))) : h('span', { class: 'muted' }, '—'));
@@ -1025,7 +1059,8 @@
     ];
     return [
       filterNote(st),
-      panel('Ad spend, CAC and ROAS by campaign', h('span', { class: 'muted' }, 'spend imported with PUT /api/v1/spend'),
+      spendUpload(),
+      panel('Ad spend, CAC and ROAS by campaign', h('span', { class: 'muted' }, 'spend imported with PUT /api/v1/spend or a CSV file'),
         table(st, 'spend', columns, report.rows, { rowKey: (r) => `${r.source}/${r.medium}/${r.campaign}`, empty: 'No spend or customers in this period. Import spend with PUT /api/v1/spend (docs/api.md).' })),
     ];
   }
@@ -1078,6 +1113,129 @@
       h('p', { class: 'muted' }, 'New customers by the month of their first payment; cumulative net revenue per customer after 1, 3, 6 and 12 months (lighter italics: not complete yet).'), el)];
   }
 
+  // ---------- MRR and its movements ----------
+
+  const MOVEMENTS = [
+    ['new', 'New', 1], ['expansion', 'Expansion', 1], ['reactivation', 'Reactivation', 1],
+    ['contraction', 'Contraction', -1], ['churn', 'Churn', -1],
+  ];
+
+  // Bars of each month's movements (up: gained, down: lost) and the closing MRR as a line.
+  function drawMrr(holder, months, currency) {
+    const width = Math.max(holder.clientWidth || 900, 320);
+    const height = 260;
+    const m = { top: 14, right: 16, bottom: 28, left: 72 };
+    const w = width - m.left - m.right;
+    const ih = height - m.top - m.bottom;
+    const decimals = currencyDecimals(currency);
+    const unit = 10 ** decimals;
+    const up = months.map((r) => r.new + r.expansion + r.reactivation);
+    const down = months.map((r) => r.contraction + r.churn);
+    const TICKS = 4;
+    const top = niceStep(Math.max(...months.map((r) => r.closing), ...up, 0) / unit || 1, TICKS, false) * TICKS * unit;
+    const bottom = Math.max(...down, 0) ? niceStep(Math.max(...down) / unit, 2, false) * 2 * unit : 0;
+    const y = (v) => m.top + ((top - v) / (top + bottom)) * ih;
+    const step = w / Math.max(months.length, 1);
+    const x = (i) => m.left + step * i + step / 2;
+    const svg = s('svg', { class: 'chart mrr-chart', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img',
+      'aria-label': `MRR (${currency.toUpperCase()}): movements per month (bars) and closing MRR (line)` });
+    const grid = s('g', { class: 'grid' });
+    const axis = s('g', { class: 'axis' });
+    for (let v = -bottom; v <= top + 1e-9; v += (top + bottom) / (TICKS + (bottom ? 2 : 0))) {
+      grid.append(s('line', { x1: m.left, x2: m.left + w, y1: y(v), y2: y(v) }));
+      axis.append(s('text', { x: m.left - 8, y: y(v) + 4, 'text-anchor': 'end' }, moneyMinor(currency, v, decimals, true)));
+    }
+    months.forEach((r, i) => axis.append(s('text', { x: x(i), y: height - 8, 'text-anchor': 'middle' }, r.month)));
+    svg.append(grid, axis);
+    const barW = Math.max(4, Math.min(36, step * 0.5));
+    months.forEach((r, i) => {
+      const g = s('g', { class: 'month', 'data-month': r.month },
+        s('title', {}, `${r.month}: closing ${moneyMinor(currency, r.closing, decimals, false)}; ` +
+          MOVEMENTS.map(([k, t]) => `${t.toLowerCase()} ${moneyMinor(currency, r[k], decimals, false)}`).join(', ')));
+      let above = 0;
+      let below = 0;
+      for (const [k, , sign] of MOVEMENTS) {
+        const v = r[k];
+        if (!v) continue;
+        const from = sign > 0 ? above : -below;
+        const to = sign > 0 ? above + v : -(below + v);
+        if (sign > 0) above += v; else below += v;
+        g.append(s('rect', { class: `mv mv-${k}`, 'data-movement': k, x: x(i) - barW / 2, y: Math.min(y(from), y(to)), width: barW, height: Math.abs(y(from) - y(to)) }));
+      }
+      svg.append(g);
+    });
+    svg.append(s('line', { class: 'zero', x1: m.left, x2: m.left + w, y1: y(0), y2: y(0) }));
+    const pts = months.map((r, i) => `${x(i).toFixed(1)},${y(r.closing).toFixed(1)}`);
+    if (pts.length) svg.append(s('polyline', { class: 'line', points: pts.join(' ') }));
+    months.forEach((r, i) => svg.append(s('circle', { class: 'point', cx: x(i), cy: y(r.closing), r: 3.5 })));
+    holder.replaceChildren(svg);
+  }
+
+  async function mrrView(st) {
+    const report = await api('mrr', moneyParams(st, { dimension: st.dimension }));
+    const currencies = [...new Set(report.months.map((r) => r.currency))];
+    const currency = st.currency && currencies.includes(st.currency) ? st.currency : currencies[0];
+    const months = report.months.filter((r) => r.currency === currency);
+    const amount = (v) => moneyMinor(currency, v, currencyDecimals(currency), false);
+    const picker = currencies.length > 1
+      ? h('div', { class: 'seg', role: 'group', 'aria-label': 'Currency' }, currencies.map((c) => h('button', {
+        type: 'button', 'aria-pressed': c === currency ? 'true' : 'false', onclick: () => go({ currency: c }, true),
+      }, c.toUpperCase())))
+      : null;
+    if (!currency) {
+      return [filterNote(st), panel('MRR', null, h('div', { class: 'empty' },
+        'No subscriptions yet. MRR comes from the customer.subscription.* webhooks Stripe sends (docs/site-owner-guide.md).'))];
+    }
+    const legend = h('div', { class: 'legend' },
+      MOVEMENTS.map(([k, t]) => h('span', {}, h('span', { class: `swatch mv-${k}` }), t)),
+      h('span', {}, h('span', { class: 'swatch revenue' }), 'Closing MRR'), picker);
+    const holder = h('div', { class: 'chart-wrap', id: 'mrr-chart' });
+    lastChart = () => drawMrr(holder, months, currency);
+    const columns = [
+      { key: 'month', title: 'Month', left: true, value: (r) => r.month, cell: (r) => r.month },
+      { key: 'opening', title: 'Opening', value: (r) => r.opening, cell: (r) => amount(r.opening) },
+      ...MOVEMENTS.map(([k, t, sign]) => ({ key: k, title: t, value: (r) => r[k],
+        cell: (r) => (r[k] ? h('span', { class: sign > 0 ? 'gain' : 'loss' }, `${sign > 0 ? '+' : '−'}${amount(r[k])}`) : h('span', { class: 'muted' }, '—')) })),
+      { key: 'closing', title: 'Closing', value: (r) => r.closing, cell: (r) => h('strong', {}, amount(r.closing)) },
+      { key: 'subscribers', title: 'Subscribers', value: (r) => r.subscribers, cell: (r) => int(r.subscribers) },
+    ];
+    const last = report.to;
+    const closingOf = (seg) => { const r = seg.months.find((x) => x.month === last && x.currency === currency); return r ? r.closing : 0; };
+    const newOf = (seg) => seg.months.filter((x) => x.currency === currency).reduce((a, x) => a + x.new + x.reactivation, 0);
+    const churnOf = (seg) => seg.months.filter((x) => x.currency === currency).reduce((a, x) => a + x.churn + x.contraction, 0);
+    const segments = report.segments.filter((seg) => seg.months.some((x) => x.currency === currency));
+    const segColumns = [
+      { key: 'value', title: label(DIMENSIONS, st.dimension), left: true, value: (g) => g.value, cell: (g) => (st.dimension === 'channel' ? channelLabel(g.value) : g.value) },
+      { key: 'mrr', title: `MRR ${last}`, value: closingOf, cell: (g) => amount(closingOf(g)) },
+      { key: 'gained', title: 'New + reactivated', value: newOf, cell: (g) => amount(newOf(g)) },
+      { key: 'lost', title: 'Contraction + churn', value: churnOf, cell: (g) => amount(churnOf(g)) },
+    ];
+    const dims = h('div', { class: 'seg', role: 'group', 'aria-label': 'Dimension' },
+      DIMENSIONS.map(([d, text]) => h('button', {
+        type: 'button', 'data-dimension': d, 'aria-pressed': d === st.dimension ? 'true' : 'false',
+        onclick: () => go({ dimension: d === 'channel' ? null : d }),
+      }, text)));
+    const trialColumns = [
+      { key: 'month', title: 'Trials started', left: true, value: (t) => t.month, cell: (t) => t.month },
+      { key: 'trials', title: 'Trials', value: (t) => t.trials, cell: (t) => int(t.trials) },
+      { key: 'converted', title: 'Billed since', value: (t) => t.converted, cell: (t) => int(t.converted) },
+      { key: 'rate', title: 'Trial → paid', value: (t) => t.rate, cell: (t) => (t.rate === null ? '—' : pct(t.rate)) },
+    ];
+    const note = report.unpriced_subscriptions
+      ? h('div', { class: 'notice', id: 'mrr-unpriced' }, `${int(report.unpriced_subscriptions)} subscription${report.unpriced_subscriptions === 1 ? ' has' : 's have'} tiered or metered prices MRR cannot price: the MRR shown is a lower bound.`)
+      : null;
+    return [
+      filterNote(st),
+      panel(`MRR and its movements, ${report.from} to ${report.to}`, legend, note, holder,
+        h('p', { class: 'muted' }, 'List-price monthly recurring revenue of active and past-due subscriptions (yearly prices divided by 12; coupons not subtracted). Opening + new + expansion + reactivation − contraction − churn = closing.'),
+        table(st, 'mrr', columns, months, { rowKey: (r) => r.month, empty: 'No subscriptions in these months.' })),
+      panel('MRR by acquisition', dims,
+        table(st, 'mrr-segments', segColumns, segments, { rowKey: (g) => g.value, defaultSort: 'mrr', sortDefault: true, empty: 'No subscriptions in these months.' })),
+      panel('Trial to paid', null,
+        table(st, 'mrr-trials', trialColumns, report.trials.filter((t) => t.trials > 0), { rowKey: (t) => t.month, empty: 'No trials started in these months.' })),
+    ];
+  }
+
   // ---------- Funnel ----------
 
   const DEFAULT_STEPS = 'page:/,paid';
@@ -1116,6 +1274,7 @@
     devices: devicesView,
     models: modelsView,
     spend: spendView,
+    mrr: mrrView,
     cohorts: cohortsView,
     funnel: funnelView,
   };

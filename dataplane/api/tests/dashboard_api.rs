@@ -595,6 +595,44 @@ async fn sign_in_sets_a_signed_cookie_that_reads_reports() {
         401,
         "the session is not a bearer token for writes"
     );
+    // The dashboard's spend upload writes with the cookie only with its own header and from
+    // its own origin: a form or script of another site can do neither.
+    let csv =
+        "day,source,medium,campaign,currency,amount\n2025-03-01,google,cpc,spring,usd,12550\n";
+    let put = |cookie: &str, header: bool, origin: Option<&str>| {
+        let mut request = http
+            .put(format!("{base}/api/v1/spend"))
+            .header("Cookie", cookie.to_owned())
+            .header("Content-Type", "text/csv")
+            .body(csv);
+        if header {
+            request = request.header("X-Zori-Dashboard", "1");
+        }
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+    let own = base.to_string();
+    assert_eq!(
+        put(&pair, false, None).await.unwrap().status(),
+        401,
+        "no header"
+    );
+    assert_eq!(
+        put(&pair, true, Some("https://evil.example"))
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "another origin"
+    );
+    assert_eq!(put(&pair, true, Some("null")).await.unwrap().status(), 401);
+    let r = put(&pair, true, Some(&own)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let imported: Value = r.json().await.unwrap();
+    assert_eq!(imported["rows"], 1);
+    assert_eq!(put(&pair, true, None).await.unwrap().status(), 200);
     let tampered = format!("{}0", pair);
     assert_eq!(
         get("/api/v1/overview", &tampered).await.unwrap().status(),

@@ -189,6 +189,19 @@ async fn seed(h: &Harness) -> String {
     insert_payment(&h.pool, days_ago(1), 9900, "usd", 900, Some(&a), None).await;
     insert_payment(&h.pool, days_ago(1), 5000, "eur", 0, Some(&b), None).await;
     insert_payment(&h.pool, days_ago(1), 1234, "usd", 0, None, None).await;
+    // A subscription's history, as the Stripe webhooks record it: a trial, then billed.
+    sqlx::query(
+        "INSERT INTO subscription_changes
+             (event_id, subscription_id, customer_id, livemode, occurred_at, event_rank, status,
+              currency, mrr)
+         VALUES ('evt_seed_1', 'sub_seed', 'cus_seed', false, $1, 0, 'trialing', 'usd', 0),
+                ('evt_seed_2', 'sub_seed', 'cus_seed', false, $2, 1, 'active', 'usd', 2900)",
+    )
+    .bind(days_ago(3))
+    .bind(days_ago(2))
+    .execute(&h.pool)
+    .await
+    .unwrap();
     a
 }
 
@@ -329,6 +342,17 @@ async fn the_openapi_document_matches_the_running_api() {
             400,
         ),
         ("/api/v1/cohorts", format!("/api/v1/cohorts?{r}"), 200),
+        ("/api/v1/mrr", "/api/v1/mrr".to_owned(), 200),
+        (
+            "/api/v1/mrr",
+            format!("/api/v1/mrr?{r}&dimension=source&channel=paid_social"),
+            200,
+        ),
+        (
+            "/api/v1/mrr",
+            "/api/v1/mrr?dimension=planet".to_owned(),
+            400,
+        ),
         ("/api/v1/spend", format!("/api/v1/spend?{r}"), 200),
         (
             "/api/v1/funnel",
@@ -397,6 +421,19 @@ async fn the_openapi_document_matches_the_running_api() {
         None,
     )
     .await;
+    let (_, mrr) = send(
+        &h,
+        reqwest::Method::GET,
+        "/api/v1/mrr",
+        Some(&h.token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        mrr["months"].as_array().unwrap().last().unwrap()["closing"],
+        2900,
+        "{mrr:#}"
+    );
     assert_eq!(journey["known"], true);
     assert!(!journey["payments"].as_array().unwrap().is_empty());
     assert!(journey["identity"].is_object());

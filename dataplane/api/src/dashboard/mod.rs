@@ -206,9 +206,9 @@ fn error(status: StatusCode, code: &'static str, message: &'static str, form: bo
 }
 
 /// A POST from another origin (when the browser says where it came from) is refused: the
-/// session cookie is SameSite=Strict and every report is a GET, and this covers sign-in and
-/// sign-out themselves.
-fn cross_site(headers: &HeaderMap) -> bool {
+/// session cookie is SameSite=Strict, and this covers sign-in and sign-out themselves and the
+/// dashboard's writes to the API (with the session cookie, see `reports::authorize`).
+pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };

@@ -12,6 +12,7 @@ pub mod filters;
 mod funnel;
 mod journey;
 mod models;
+mod mrr;
 pub mod openapi;
 mod revenue;
 mod rollups;
@@ -171,6 +172,7 @@ pub fn router(state: ReportsState) -> Router {
                 .put(spend::put)
                 .layer(DefaultBodyLimit::max(spend::MAX_BODY_BYTES)),
         )
+        .route("/mrr", get(mrr::mrr))
         .route("/openapi.json", get(openapi::document))
         .route("/overview", get(revenue::overview))
         .route("/timeseries", get(revenue::timeseries))
@@ -192,12 +194,21 @@ pub fn router(state: ReportsState) -> Router {
     Router::new().nest("/api/v1", api)
 }
 
-/// The bearer token, or (for reads only) a valid dashboard session cookie.
+/// Header the dashboard's own script sends with a write (the spend upload). A page of another
+/// origin cannot send it without a CORS preflight, which this API never grants.
+pub const DASHBOARD_WRITE_HEADER: &str = "x-zori-dashboard";
+
+/// The bearer token, or a valid dashboard session cookie: for reads, and for writes that carry
+/// [`DASHBOARD_WRITE_HEADER`] and come from the same origin (the cookie is also
+/// SameSite=Strict: three independent guards against cross-site requests).
 async fn authorize(State(state): State<ReportsState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let dashboard_write = !read
+        && headers.get(DASHBOARD_WRITE_HEADER).is_some()
+        && !crate::dashboard::cross_site(headers);
     if state.auth.bearer_matches(headers)
-        || (read
+        || ((read || dashboard_write)
             && state
                 .auth
                 .session(headers, OffsetDateTime::now_utc())

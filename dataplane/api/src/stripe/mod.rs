@@ -25,6 +25,7 @@ mod links;
 mod metrics;
 mod replay;
 mod store;
+mod subscriptions;
 
 use std::{fmt, time::Duration};
 

@@ -21,6 +21,7 @@ use super::{
     allocations::{derive_allocated_amount, record_allocation, share_invoice_payer, Allocation},
     credit::credit,
     links::{carry_visitor, record_links},
+    subscriptions::record_subscription_change,
     StripeState,
 };
 
@@ -101,7 +102,8 @@ pub(crate) enum Recorded {
     Duplicate,
     Ignored,
     Unreadable,
-    /// A subscription or customer was tied to a visitor; no money moved.
+    /// A subscription or customer was tied to a visitor, or a subscription's billing state
+    /// recorded; no money moved.
     Linked,
     Payment {
         payment_id: i64,
@@ -245,14 +247,16 @@ pub(crate) async fn record(
         Reading::Unreadable => Recorded::Unreadable,
         Reading::Facts(facts) if facts.change == PaymentChange::Linked => {
             let linked = record_links(&mut tx, facts).await?;
-            set_outcome(
-                &mut tx,
-                &header.id,
-                if linked { "link_recorded" } else { "ignored" },
-                None,
-            )
-            .await?;
-            if linked {
+            if let Some(subscription) = &facts.subscription {
+                record_subscription_change(&mut tx, facts, subscription).await?;
+            }
+            let outcome = match (linked, facts.subscription.is_some()) {
+                (true, _) => "link_recorded",
+                (false, true) => "subscription_recorded",
+                (false, false) => "ignored",
+            };
+            set_outcome(&mut tx, &header.id, outcome, None).await?;
+            if linked || facts.subscription.is_some() {
                 Recorded::Linked
             } else {
                 Recorded::Ignored
@@ -882,6 +886,7 @@ mod tests {
             visitor_id: Some("vis_1".to_owned()),
             email: Some(" Jane@Example.com".to_owned()),
             description: Some("  ".to_owned()),
+            subscription: None,
         }
     }
 

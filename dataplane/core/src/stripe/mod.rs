@@ -5,8 +5,10 @@
 pub mod fixtures;
 pub mod payment;
 pub mod signature;
+pub mod subscription;
 
 pub use payment::{
     extract, DisputeState, PaymentChange, PaymentFacts, PaymentIds, RefundStatus, StripeEventError,
 };
 pub use signature::{verify, SignatureError};
+pub use subscription::{SubscriptionError, SubscriptionState};

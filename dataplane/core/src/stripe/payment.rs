@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::subscription::{subscription_state, SubscriptionError, SubscriptionState};
 use crate::{currency, email, enrich::is_valid_visitor_id, text::clean};
 
 /// Every Stripe id a payment is known by. Two events describe the same payment when they
@@ -206,6 +207,9 @@ pub struct PaymentFacts {
     /// The payer's email, for matching to an identified user; hash it before storing.
     pub email: Option<String>,
     pub description: Option<String>,
+    /// What a `customer.subscription.*` event says the subscription is billed from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionState>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -286,7 +290,9 @@ impl Kind {
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
-            | "customer.subscription.trial_will_end" => Kind::Subscription,
+            | "customer.subscription.trial_will_end"
+            | "customer.subscription.paused"
+            | "customer.subscription.resumed" => Kind::Subscription,
             "customer.created" | "customer.updated" => Kind::Customer,
             _ => return None,
         })
@@ -358,6 +364,10 @@ pub fn extract(body: &[u8]) -> Result<Option<PaymentFacts>, StripeEventError> {
         visitor_id: visitor_id(kind, object),
         email: email.and_then(email::normalize),
         description: description(object),
+        subscription: match kind {
+            Kind::Subscription => Some(cx.subscription_state()?),
+            _ => None,
+        },
     }))
 }
 
@@ -410,6 +420,18 @@ impl<'a> Cx<'a> {
 
     fn str(&self, path: &[&str]) -> Option<&'a str> {
         str_at(self.object, path)
+    }
+
+    /// The subscription object's billing state ([`subscription_state`]).
+    fn subscription_state(&self) -> Result<SubscriptionState, StripeEventError> {
+        subscription_state(self.object).map_err(|error| match error {
+            SubscriptionError::Missing(field) => self.missing(field),
+            SubscriptionError::InvalidCurrency { value, .. } => StripeEventError::InvalidCurrency {
+                event_id: self.event_id.to_owned(),
+                event_type: self.event_type.to_owned(),
+                value,
+            },
+        })
     }
 
     /// The object's own `created`, else `fallback`.
