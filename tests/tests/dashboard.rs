@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 use time::{Date, OffsetDateTime};
+use zori_core::stripe::fixtures::ApiVersion;
 use zori_e2e::{
     browser::Browser, free_port, session_id, visitor_id, Process, Stack, StackOptions, Tenant,
     SITE_ORIGIN,
@@ -1320,6 +1321,61 @@ async fn dashboard_models_spend_cohorts_and_funnel_match_the_api() {
     assert_eq!(ui["twitter/paid_social/launch"]["spend"], "$50.00");
     b.screenshot("spend").await;
 
+    // Spend from a CSV file chosen in the page: imported, then shown in the table.
+    let upload = |csv: String| {
+        let b = &b;
+        async move {
+            let path = std::env::temp_dir()
+                .join(format!("zori-spend-{}.csv", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, csv).unwrap();
+            b.client
+                .find(Locator::Css("#spend-file"))
+                .await
+                .unwrap()
+                .send_keys(path.to_str().unwrap())
+                .await
+                .unwrap();
+            b.click("#spend-upload button[type=submit]").await;
+            let outcome = b
+                .wait_until(
+                    "the import's outcome",
+                    "const s = document.getElementById('spend-upload-status');
+                     return s && /^(ok|error)$/.test(s.className) ? s.className + ': ' + s.textContent : null",
+                    WAIT,
+                )
+                .await;
+            let _ = std::fs::remove_file(&path);
+            outcome.as_str().unwrap().to_owned()
+        }
+    };
+    let outcome = upload(format!(
+        "day,source,medium,campaign,currency,amount\n{},google,cpc,spring,usd,12550\n",
+        seed.from
+    ))
+    .await;
+    assert!(
+        outcome.starts_with("ok: Imported 1 rows: 1 new"),
+        "{outcome}"
+    );
+    b.wait_until(
+        "the imported row",
+        "return !!document.querySelector('#spend tr[data-row=\"google/cpc/spring\"]')",
+        WAIT,
+    )
+    .await;
+    let ui = table(&b, "spend").await;
+    assert_eq!(ui["google/cpc/spring"]["spend"], "$125.50");
+    // A bad file is refused with the API's own words, naming the row.
+    let outcome = upload(format!(
+        "day,source,currency,amount\n{},google,usd,12.50\n",
+        seed.from
+    ))
+    .await;
+    assert!(
+        outcome.starts_with("error: Import refused:") && outcome.contains("row 1"),
+        "{outcome}"
+    );
+
     // Cohorts as a heat map.
     click(&b, "#nav a[data-view=cohorts]").await;
     let api = seed.stack.report(&format!("/api/v1/cohorts?{range}")).await;
@@ -1384,6 +1440,48 @@ async fn dashboard_models_spend_cohorts_and_funnel_match_the_api() {
         csv[0].contains("page:/pricing,paid") || csv[0].contains("\"page:/pricing\""),
         "{csv:?}"
     );
+
+    // MRR: the journey visitor subscribes at $29 a month and upgrades to $49 a minute later.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let subscription = |status: &str, unit: i64| {
+        ApiVersion::Basil
+            .object("subscription")
+            .unwrap()
+            .with("id", "sub_dash")
+            .with("customer", "cus_dash")
+            .with("status", status)
+            .with("items.data.0.price.unit_amount", unit)
+            .with("metadata.zori_visitor_id", seed.journey_visitor.as_str())
+    };
+    for (event_type, created, unit) in [
+        ("customer.subscription.created", now - 120, 2900),
+        ("customer.subscription.updated", now - 60, 4900),
+    ] {
+        let event =
+            subscription("active", unit).event(event_type, &format!("evt_dash_{created}"), created);
+        let response = seed.stack.stripe_webhook(&event.to_string()).await;
+        assert_eq!(response.status(), 200);
+    }
+    click(&b, "#nav a[data-view=mrr]").await;
+    let api = seed.stack.report(&format!("/api/v1/mrr?{range}")).await;
+    let ui = table(&b, "mrr").await;
+    let months = api["months"].as_array().unwrap();
+    assert_eq!(ui.len(), months.len(), "{ui:#?} {api:#}");
+    let this_month = months.last().unwrap();
+    let key = this_month["month"].as_str().unwrap();
+    assert_eq!(this_month["closing"], 4900, "{api:#}");
+    assert_eq!(ui[key]["closing"], "$49.00");
+    assert_eq!(ui[key]["new"], "+$49.00");
+    let bars = b
+        .js(
+            "return document.querySelectorAll('#mrr-chart rect[data-movement=new]').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(bars, json!(1));
+    b.screenshot("mrr").await;
+    let csv = csv_of(&b, "mrr").await;
+    assert!(csv[0].starts_with("Month,Opening,New,Expansion"), "{csv:?}");
 
     b.close().await;
     seed.stack.tenant.cleanup().await;

@@ -1141,7 +1141,7 @@
       'aria-label': `MRR (${currency.toUpperCase()}): movements per month (bars) and closing MRR (line)` });
     const grid = s('g', { class: 'grid' });
     const axis = s('g', { class: 'axis' });
-    for (let v = -bottom; v <= top + 1e-9; v += (top + bottom) / (TICKS + (bottom ? 2 : 0))) {
+    for (let v = bottom ? -bottom : 0; v <= top + 1e-9; v += (top + bottom) / (TICKS + (bottom ? 2 : 0))) {
       grid.append(s('line', { x1: m.left, x2: m.left + w, y1: y(v), y2: y(v) }));
       axis.append(s('text', { x: m.left - 8, y: y(v) + 4, 'text-anchor': 'end' }, moneyMinor(currency, v, decimals, true)));
     }
