@@ -49,7 +49,6 @@ use crate::{
     config::Settings,
     metrics::ApiMetrics,
     pg::{self, PgError},
-    rollup,
 };
 
 /// A message failing on its own while the backends are healthy is dead-lettered on this
@@ -84,9 +83,6 @@ pub enum ConsumerError {
     /// A batch write failed in PostgreSQL.
     #[error(transparent)]
     Postgres(#[from] PgError),
-    /// The batch's visitor-day rollup rows could not be written.
-    #[error(transparent)]
-    Rollup(#[from] crate::rollup::RollupError),
 }
 
 /// The two stores a batch goes to.
@@ -108,36 +104,17 @@ impl Backends {
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
     pub async fn write(&self, messages: &[StreamMessage]) -> Result<BatchWritten, ConsumerError> {
         let plan = batch::plan(messages);
-        // A ClickHouse failure ends the batch at once (the PostgreSQL transaction, dropped
-        // before its commit, rolls back). A PostgreSQL failure waits for the ClickHouse insert
-        // to end first: an insert cancelled while its rows are on the wire may still commit,
-        // and the retried batch's look-up of the events already stored must see it (the
-        // rollup counts each inserted event).
-        let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
-        let ((), postgres) = tokio::try_join!(
+        let (_, postgres) = tokio::try_join!(
             async {
-                let result = self
-                    .events
+                self.events
                     .insert(&plan.events)
                     .await
-                    .map_err(ConsumerError::from);
-                let _ = inserted_tx.send(());
-                result
+                    .map_err(ConsumerError::from)
             },
             async {
-                let written = async {
-                    let written = pg::write_batch(&self.pool, &plan).await?;
-                    // The visitor rollup takes the first touch as PostgreSQL has it after this
-                    // batch; a set of visitor ids, so a retried batch adds nothing twice.
-                    rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days)
-                        .await?;
-                    Ok::<_, ConsumerError>(written)
-                }
-                .await;
-                if written.is_err() {
-                    let _ = inserted_rx.await;
-                }
-                written
+                pg::write_batch(&self.pool, &plan)
+                    .await
+                    .map_err(ConsumerError::from)
             },
         )?;
         Ok(BatchWritten {

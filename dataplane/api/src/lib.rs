@@ -22,7 +22,6 @@ pub mod identity;
 pub mod metrics;
 pub mod pg;
 pub mod reports;
-pub mod rollup;
 pub mod stripe;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};

@@ -15,7 +15,6 @@ mod models;
 mod mrr;
 pub mod openapi;
 mod revenue;
-mod rollups;
 mod spend;
 
 use std::{collections::HashMap, time::Instant};
