@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::{distr::Alphanumeric, Rng};
+use rand::{distr::Alphanumeric, RngExt};
 use serde_json::Value;
 
 pub mod browser;

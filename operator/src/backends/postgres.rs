@@ -176,7 +176,7 @@ pub fn scram_matches(stored: &str, password: &str) -> bool {
 }
 
 fn random_salt() -> [u8; 16] {
-    use rand::RngCore;
+    use rand::Rng;
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     salt

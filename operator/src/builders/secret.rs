@@ -54,7 +54,7 @@ pub struct OsRandomness;
 
 impl Randomness for OsRandomness {
     fn hex(&self, bytes: usize) -> String {
-        use rand::RngCore;
+        use rand::Rng;
         let mut buf = vec![0u8; bytes];
         rand::rng().fill_bytes(&mut buf);
         hex::encode(buf)

@@ -64,7 +64,7 @@ impl Randomness for CountingRandomness {
 
 /// A short random suffix for names of real backend objects.
 pub fn unique(prefix: &str) -> String {
-    use rand::RngCore;
+    use rand::Rng;
     let mut bytes = [0u8; 5];
     rand::rng().fill_bytes(&mut bytes);
     format!("{prefix}{}", hex::encode(bytes))

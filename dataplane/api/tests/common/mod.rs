@@ -11,7 +11,7 @@ use std::{
 use async_nats::jetstream;
 use bytes::Bytes;
 use clap::Parser;
-use rand::{distr::Alphanumeric, Rng};
+use rand::{distr::Alphanumeric, RngExt};
 use serde_json::{Map, Value};
 use sqlx::{postgres::PgConnectOptions, PgPool};
 use time::OffsetDateTime;
