@@ -14,7 +14,7 @@ use std::{
 };
 
 use tokio::{
-    io::copy_bidirectional,
+    io::{copy_bidirectional, AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
@@ -34,11 +34,25 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
+        Self::start_with_latency(target, Duration::ZERO).await
+    }
+
+    /// A proxy that holds everything the server sends for `latency` before passing it on (what
+    /// the client sends goes through at once): a server that is far away. A request the
+    /// server has acted on stays unanswered that long, so a client killed meanwhile never
+    /// learns that it succeeded.
+    pub async fn start_with_latency(target: SocketAddr, latency: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
-        let task = tokio::spawn(accept(listener, target, up.clone(), generation.clone()));
+        let task = tokio::spawn(accept(
+            listener,
+            target,
+            up.clone(),
+            generation.clone(),
+            latency,
+        ));
         Proxy {
             port,
             up,
@@ -70,6 +84,7 @@ async fn accept(
     target: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    latency: Duration,
 ) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
@@ -84,11 +99,51 @@ async fn accept(
             let Ok(mut server) = TcpStream::connect(target).await else {
                 return;
             };
-            tokio::select! {
-                _ = copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.changed() => {}
+            if latency.is_zero() {
+                tokio::select! {
+                    _ = copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.changed() => {}
+                }
+            } else {
+                tokio::select! {
+                    () = delayed_pipe(client, server, latency) => {}
+                    _ = cut.changed() => {}
+                }
             }
         });
+    }
+}
+
+/// Client to server at once; server to client each chunk `latency` after it arrived. Ends
+/// when either side closes (what was still held back is dropped).
+async fn delayed_pipe(client: TcpStream, server: TcpStream, latency: Duration) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let (held, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+    let read_down = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = server_read.read(&mut buffer).await {
+            if n == 0
+                || held
+                    .send((tokio::time::Instant::now() + latency, buffer[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write_down = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if client_write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = async { tokio::join!(read_down, write_down) } => {}
     }
 }
 
@@ -224,5 +279,128 @@ impl RedisServer {
             .expect("redis-server is installed (scripts/services.sh)");
         self.child = Some(Owned(child));
         wait_for_port(self.port, "redis-server", Duration::from_secs(10)).await;
+    }
+}
+
+/// One node of a [`NatsCluster`].
+struct ClusterNode {
+    name: String,
+    port: u16,
+    child: Option<Owned>,
+}
+
+/// Three `nats-server` processes with JetStream forming one cluster on loopback (own client
+/// and route ports, own store directories), as a three-node NATS deployment does.
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until JetStream has a meta leader (a stream with
+    /// three replicas can be created).
+    pub async fn start() -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "zori-e2e-nats-cluster-{}-{}",
+            ports[0].0,
+            std::process::id()
+        ));
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let name = format!("zori-n{i}");
+            let log = log_file(&format!("nats-cluster-{name}"), *port);
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-n", &name, "--cluster_name", "zori-e2e"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &routes])
+                .arg("-sd")
+                .arg(dir.join(&name))
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("nats-server is installed (scripts/services.sh)");
+            nodes.push(ClusterNode {
+                name,
+                port: *port,
+                child: Some(Owned(child)),
+            });
+        }
+        let cluster = NatsCluster { nodes, dir };
+        for node in &cluster.nodes {
+            wait_for_port(node.port, "nats-server", Duration::from_secs(10)).await;
+        }
+        cluster.wait_for_jetstream(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// The seed list of all three nodes, as the binaries take it.
+    pub fn seed_list(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node names, in order (`zori-n0` …).
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// SIGKILLs the node called `name`; its store stays.
+    pub fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        node.child = None;
+    }
+
+    async fn wait_for_jetstream(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = async_nats::connect(self.seed_list().split(',').collect::<Vec<_>>())
+            .await
+            .expect("connect to the cluster");
+        let js = async_nats::jetstream::new(client);
+        let probe = format!("ZORI_PROBE_{}", self.nodes[0].port);
+        loop {
+            let created = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: probe.clone(),
+                    subjects: vec![format!("zori-probe.{}", self.nodes[0].port)],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    let _ = js.delete_stream(&probe).await;
+                    return;
+                }
+                Err(error) => assert!(
+                    Instant::now() < deadline,
+                    "the NATS cluster has no JetStream meta leader after {timeout:?}: {error}; \
+                     see target/e2e-logs"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.child = None;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
