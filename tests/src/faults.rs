@@ -404,3 +404,137 @@ impl Drop for NatsCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A one-node ClickHouse cluster owned by a test: its own ZooKeeper (Debian's `zookeeper`
+/// package, run with `java`) and its own `clickhouse-server`, on free ports and in a temporary
+/// directory, with `remote_servers` naming the cluster [`ClickHouseCluster::NAME`] (one shard,
+/// one replica: itself), the `{shard}` / `{replica}` macros and a distributed DDL queue: what
+/// `ON CLUSTER` DDL and `Replicated*` engines need.
+pub struct ClickHouseCluster {
+    pub http_port: u16,
+    dir: PathBuf,
+    server: Option<Owned>,
+    zookeeper: Option<Owned>,
+}
+
+impl ClickHouseCluster {
+    pub const NAME: &'static str = "zori_test";
+
+    pub async fn start() -> ClickHouseCluster {
+        let (zk_port, http_port, tcp_port, interserver_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!(
+            "zori-e2e-ch-cluster-{http_port}-{}",
+            std::process::id()
+        ));
+        for sub in ["zk", "data", "tmp", "logs", "user_files"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let path = |sub: &str| dir.join(sub).display().to_string();
+        std::fs::write(
+            dir.join("zoo.cfg"),
+            format!(
+                "tickTime=2000\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n",
+                path("zk")
+            ),
+        )
+        .unwrap();
+        let log = log_file("zookeeper", zk_port);
+        let zookeeper = Command::new("java")
+            .args(["-Xmx256m", "-cp", "/usr/share/java/*:/etc/zookeeper/conf"])
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(dir.join("zoo.cfg"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("java and zookeeper are installed (scripts/services.sh)");
+        let zookeeper = Owned(zookeeper);
+        wait_for_port(zk_port, "zookeeper", Duration::from_secs(60)).await;
+
+        std::fs::write(
+            dir.join("users.xml"),
+            "<?xml version=\"1.0\"?><yandex><profiles><default></default></profiles>\
+             <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip>\
+             </networks><profile>default</profile><quota>default</quota></default></users>\
+             <quotas><default></default></quotas></yandex>",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                "<?xml version=\"1.0\"?><yandex>\
+                 <logger><level>information</level><log>{logs}/server.log</log>\
+                 <errorlog>{logs}/error.log</errorlog></logger>\
+                 <http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>\
+                 <interserver_http_port>{interserver_port}</interserver_http_port>\
+                 <interserver_http_host>127.0.0.1</interserver_http_host>\
+                 <listen_host>127.0.0.1</listen_host>\
+                 <path>{data}/</path><tmp_path>{tmp}/</tmp_path>\
+                 <user_files_path>{user_files}/</user_files_path>\
+                 <users_config>{users}</users_config>\
+                 <default_profile>default</default_profile><default_database>default</default_database>\
+                 <mark_cache_size>268435456</mark_cache_size>\
+                 <remote_servers><{name}><shard><internal_replication>true</internal_replication>\
+                 <replica><host>127.0.0.1</host><port>{tcp_port}</port></replica></shard></{name}>\
+                 </remote_servers>\
+                 <zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>\
+                 <macros><shard>01</shard><replica>r1</replica></macros>\
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\
+                 </yandex>",
+                logs = path("logs"),
+                data = path("data"),
+                tmp = path("tmp"),
+                user_files = path("user_files"),
+                users = dir.join("users.xml").display(),
+                name = Self::NAME,
+            ),
+        )
+        .unwrap();
+        let log = log_file("clickhouse-cluster", http_port);
+        let server = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
+            .current_dir(&dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("clickhouse-server is installed (scripts/services.sh)");
+        let server = Owned(server);
+        wait_for_port(http_port, "clickhouse-server", Duration::from_secs(60)).await;
+        ClickHouseCluster {
+            http_port,
+            dir,
+            server: Some(server),
+            zookeeper: Some(zookeeper),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Runs `sql` on the server; panics unless it answers 200.
+    pub async fn query(&self, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url())
+            .body(sql.to_owned())
+            .send()
+            .await
+            .expect("the test's clickhouse-server answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{sql} → {status}: {body}");
+        body
+    }
+}
+
+impl Drop for ClickHouseCluster {
+    fn drop(&mut self) {
+        self.server = None;
+        self.zookeeper = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
