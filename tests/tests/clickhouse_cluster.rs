@@ -59,3 +59,60 @@ async fn the_api_makes_its_schema_on_the_cluster_and_counts_every_event_once() {
     assert_eq!(local.trim(), (VISITORS * ROUNDS).to_string());
     stack.tenant.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_makes_and_drops_a_tenant_database_on_the_cluster() {
+    use zori_operator::backends::{clickhouse::ClickHouseBackend, Owner, Provisioned, Removed};
+    use zori_service::clickhouse::Topology;
+
+    let cluster = ClickHouseCluster::start().await;
+    let backend = ClickHouseBackend::new(&cluster.url(), None, None)
+        .expect("client")
+        .on(Topology::Cluster(ClickHouseCluster::NAME.to_owned()));
+    let database = format!(
+        "zori_opc_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let owner = Owner {
+        uid: "5d1e-cluster-owner",
+        adopt_unmarked: false,
+    };
+    assert_eq!(
+        backend
+            .ensure(&database, None, owner)
+            .await
+            .expect("ensure"),
+        Provisioned::Created
+    );
+    assert_eq!(
+        cluster
+            .query(&format!(
+                "SELECT name, engine FROM system.tables WHERE database = '{database}' ORDER BY name FORMAT TSV"
+            ))
+            .await,
+        "zori_owner\tDistributed\nzori_owner_local\tReplicatedMergeTree\n"
+    );
+    // The marker is read back through the Distributed table: the same project may use it,
+    // another may not.
+    assert_eq!(
+        backend.ensure(&database, None, owner).await.expect("again"),
+        Provisioned::Unchanged
+    );
+    let other = Owner {
+        uid: "9f00-another-project",
+        adopt_unmarked: false,
+    };
+    let refused = backend
+        .ensure(&database, None, other)
+        .await
+        .expect_err("another project's database");
+    assert!(
+        refused.to_string().contains("another ZoriProject"),
+        "{refused}"
+    );
+    assert_eq!(
+        backend.drop(&database, None, owner).await.expect("drop"),
+        Removed::Removed
+    );
+    assert!(!backend.database_exists(&database).await.expect("exists"));
+}
