@@ -33,6 +33,9 @@ apt_install() {
 }
 
 apt_install clickhouse-server clickhouse-client postgresql redis-server nats-server curl
+# ZooKeeper (and its Java runtime) for the test-owned ClickHouse cluster of
+# tests/tests/clickhouse_cluster.rs (started by the test on its own ports; no service here).
+apt_install zookeeper
 
 if ! port_open 5432; then
   log "starting PostgreSQL"

@@ -86,6 +86,12 @@ pub struct RunArgs {
     )]
     pub clickhouse_users: String,
 
+    /// ClickHouse cluster (a name in the servers' `remote_servers`) the tenant databases live
+    /// on: DDL runs `ON CLUSTER`, tables are `Replicated*` behind `Distributed` ones. Empty:
+    /// one server.
+    #[arg(long, env = "ZORI_CLICKHOUSE_CLUSTER", value_name = "CLUSTER")]
+    pub clickhouse_cluster: Option<String>,
+
     /// With shared users: the users.xml user the tenants connect as [default: the server's
     /// default user].
     #[arg(long, env = "ZORI_CLICKHOUSE_TENANT_USER")]
@@ -233,23 +239,25 @@ fn check_url(
     Ok(url)
 }
 
+/// A NATS URL, or a comma-separated seed list of the nodes of a NATS cluster.
+fn check_nats_seeds(value: &str, flag: &'static str, env: &'static str) -> Result<(), CliError> {
+    let seeds = zori_service::jetstream::seed_list(value);
+    if seeds.is_empty() {
+        return Err(invalid(flag, env, "not a URL (empty)"));
+    }
+    for seed in seeds {
+        check_url(seed, &["nats", "tls", "ws", "wss"], flag, env)?;
+    }
+    Ok(())
+}
+
 impl RunArgs {
     /// Checks every flag; the first bad one is reported in one line.
     pub fn validate(&self) -> Result<RunSettings, CliError> {
-        check_url(
-            &self.nats_url,
-            &["nats", "tls", "ws", "wss"],
-            "nats-url",
-            "ZORI_NATS_URL",
-        )?;
+        check_nats_seeds(&self.nats_url, "nats-url", "ZORI_NATS_URL")?;
         let nats_tenant_url =
             non_empty(&self.nats_tenant_url).unwrap_or_else(|| self.nats_url.trim().to_owned());
-        check_url(
-            &nats_tenant_url,
-            &["nats", "tls", "ws", "wss"],
-            "nats-tenant-url",
-            "ZORI_NATS_TENANT_URL",
-        )?;
+        check_nats_seeds(&nats_tenant_url, "nats-tenant-url", "ZORI_NATS_TENANT_URL")?;
 
         let admin = non_empty(&self.postgres_admin_url).ok_or(CliError::Missing {
             flag: "postgres-admin-url",
@@ -408,7 +416,18 @@ impl RunArgs {
             user: non_empty(&self.clickhouse_tenant_user),
             password: non_empty(&self.clickhouse_tenant_password),
         };
+        let clickhouse_topology = zori_service::clickhouse::Topology::new(
+            self.clickhouse_cluster.as_deref(),
+        )
+        .map_err(|e| {
+            invalid(
+                "clickhouse-cluster",
+                "ZORI_CLICKHOUSE_CLUSTER",
+                e.to_string(),
+            )
+        })?;
         let platform = Platform {
+            clickhouse_topology,
             image_repository: self
                 .default_image_repository
                 .trim()
@@ -492,11 +511,23 @@ mod tests {
     }
 
     #[test]
+    fn takes_a_seed_list_of_nats_servers() {
+        let seeds = "nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222";
+        let s = args(&["--nats-url", seeds]).expect("a seed list is valid");
+        assert_eq!(s.nats_url, seeds);
+        assert_eq!(s.platform.nats_url, seeds, "the tenants get the same list");
+    }
+
+    #[test]
     fn rejects_bad_flags_in_one_line() {
         let cases: &[(&[&str], &str)] = &[
             (
                 &["--nats-url", "http://x"],
                 "invalid --nats-url (ZORI_NATS_URL)",
+            ),
+            (
+                &["--nats-url", "nats://a:4222,http://b:4222"],
+                "invalid --nats-url (ZORI_NATS_URL): the scheme must be one of",
             ),
             (
                 &["--clickhouse-url", "http://u:p@ch:8123"],

@@ -50,6 +50,10 @@ pub struct Platform {
     /// ClickHouse HTTP URL the api uses (no credentials in it).
     pub clickhouse_url: String,
     pub clickhouse_users: ClickHouseUsers,
+    /// The ClickHouse cluster the tenant databases live on (`--clickhouse-cluster`): the
+    /// operator's DDL runs `ON CLUSTER`, and zori-api makes replicated tables behind
+    /// `Distributed` ones. One server when `Single`.
+    pub clickhouse_topology: zori_service::clickhouse::Topology,
     /// DNS domain of the cluster, for the in-cluster endpoints in status.
     pub cluster_domain: String,
     /// Why `--clickhouse-users auto` could not ask the server for its version at start: the
@@ -84,6 +88,7 @@ impl Platform {
                 user: None,
                 password: None,
             },
+            clickhouse_topology: zori_service::clickhouse::Topology::Single,
             cluster_domain: "cluster.local".to_owned(),
             clickhouse_probe_error: None,
             require_isolation: false,

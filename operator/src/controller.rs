@@ -30,6 +30,7 @@ use crate::{
         clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend,
         redis::RedisBackend, BackendError, Backends, LiveBackends,
     },
+    buffer::FillGauge,
     cli::{ClickHouseUserMode, RunSettings},
     config::ClickHouseUsers,
     crd::ZoriProject,
@@ -137,7 +138,8 @@ async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> 
         settings.clickhouse_admin_user.clone(),
         settings.clickhouse_admin_password.clone(),
     )
-    .map_err(BackendError::from)?;
+    .map_err(BackendError::from)?
+    .on(settings.platform.clickhouse_topology.clone());
     if settings.clickhouse_user_mode == ClickHouseUserMode::Auto {
         match clickhouse.supports_sql_users().await {
             Ok(true) => settings.platform.clickhouse_users = ClickHouseUsers::PerTenant,
@@ -256,12 +258,16 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let api = ClientApi::new(client.clone(), Some(settings.identity.clone()));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let stream_fill = FillGauge::default();
+    stream_fill.register(&mut registry);
     let started = Started::default();
     serve_metrics(&settings, registry, started.clone()).await?;
 
     let backends = backends(&mut settings).await?;
+    let mut ctx = Context::new(api.clone(), backends, settings.platform.clone());
+    ctx.stream_fill = stream_fill;
     let shared = Arc::new(Shared {
-        ctx: Context::new(api.clone(), backends, settings.platform.clone()),
+        ctx,
         metrics,
     });
     started.set();

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod backends;
+pub mod buffer;
 pub mod builders;
 pub mod cli;
 pub mod config;

@@ -136,6 +136,13 @@ pub(crate) async fn cleanup<A: KubeApi, B: Backends>(
         ctx.api.remove_finalizer(key, index, FINALIZER).await?;
     }
     ctx.provisioning.forget(&memo_key(project, key));
+    if let Some(names) = &previous.names {
+        ctx.stream_fill.remove(
+            key.namespace.as_deref().unwrap_or_default(),
+            &key.name,
+            &names.stream,
+        );
+    }
     ctx.backoff.reset(&key.to_string());
     Ok(Next::AwaitChange)
 }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::{
     api::{ApiError, EventRecord, EventType, KubeApi, ObjectKey},
     backends::{Backends, Owner},
+    buffer,
     builders::{
         self, deployment::rollout_state, ingress, secret, service, BuildError, Dereferenced,
         Desired,
@@ -39,6 +40,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const STRIPE_SECRET_RECHECK: Duration = Duration::from_secs(15);
 /// Requeue while workloads roll out.
 pub const PROGRESS_CHECK: Duration = Duration::from_secs(30);
+/// Requeue while the stream buffer is more than [`buffer::WATCH_CLOSELY_AT`] full.
+pub const BUFFER_CHECK: Duration = Duration::from_secs(30);
 
 /// What to do after a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +137,8 @@ pub struct Context<A, B> {
     pub random: Box<dyn secret::Randomness>,
     pub backoff: Backoff,
     pub provisioning: Provisioning,
+    /// The fill gauge of the tenant streams (registered by the controller).
+    pub stream_fill: buffer::FillGauge,
 }
 
 impl<A: KubeApi, B: Backends> Context<A, B> {
@@ -147,6 +152,7 @@ impl<A: KubeApi, B: Backends> Context<A, B> {
             random: Box::new(secret::OsRandomness),
             backoff: Backoff::default(),
             provisioning: Provisioning::default(),
+            stream_fill: buffer::FillGauge::default(),
         }
     }
 }
@@ -340,6 +346,7 @@ pub(crate) async fn write_status<A: KubeApi>(
                 | reasons::TENANT_ID_REFUSED
                 | reasons::NOT_OWNED
                 | reasons::ISOLATION_REQUIRED
+                | reasons::BUFFER_FILLING
         );
         if failure && is_new_failure(&previous.conditions, observation) {
             events
@@ -704,6 +711,11 @@ async fn apply<A: KubeApi, B: Backends>(
     }
     set_condition(&mut next.conditions, &ready, &now, generation);
     observations.push(ready.clone());
+    // The stream buffer: read at every reconcile (not part of Ready: the tenant works until
+    // the buffer is full, and the condition says so before).
+    let (buffer_observation, fill_ratio) = stream_buffer(ctx, &config, &names).await;
+    set_condition(&mut next.conditions, &buffer_observation, &now, generation);
+    observations.push(buffer_observation);
     write_status(
         api,
         key,
@@ -751,11 +763,38 @@ async fn apply<A: KubeApi, B: Backends>(
     }
     ctx.backoff.reset(&backoff_key);
     provisioned.remember(ctx, now_time + RESYNC);
-    Ok(Next::Requeue(if ready.is_true() || config.suspend {
+    let after = if ready.is_true() || config.suspend {
         RESYNC
     } else {
         PROGRESS_CHECK
-    }))
+    };
+    Ok(Next::Requeue(
+        if fill_ratio.is_some_and(|r| r >= buffer::WATCH_CLOSELY_AT) {
+            after.min(BUFFER_CHECK)
+        } else {
+            after
+        },
+    ))
+}
+
+/// Reads the tenant stream's fill: the `StreamBuffer` condition, and the gauge (with the
+/// ratio, when the stream could be read).
+async fn stream_buffer<A: KubeApi, B: Backends>(
+    ctx: &Context<A, B>,
+    config: &ProjectConfig,
+    names: &TenantNames,
+) -> (status::Observation, Option<f64>) {
+    let stream = &names.subjects.stream;
+    match ctx.backends.stream_fill(stream).await {
+        Ok(Some(fill)) => {
+            let ratio = fill.ratio();
+            ctx.stream_fill
+                .set(&config.namespace, &config.name, stream, ratio);
+            (buffer::observation(stream, &fill), Some(ratio))
+        }
+        Ok(None) => (buffer::unknown(stream, "it does not exist"), None),
+        Err(error) => (buffer::unknown(stream, &error.to_string()), None),
+    }
 }
 
 /// The condition a child's failure is reported under.

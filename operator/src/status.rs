@@ -23,6 +23,9 @@ pub mod types {
     /// Whether every backend gave the tenant a credential of its own (not part of `Ready`
     /// unless the operator runs with `--require-isolation`).
     pub const ISOLATED: &str = "Isolated";
+    /// Whether the tenant stream has room: `False` from 80 % of its limits (see
+    /// [`crate::buffer`]); not part of `Ready` (the tenant works until the buffer is full).
+    pub const STREAM_BUFFER: &str = "StreamBuffer";
 
     /// Every condition besides `Ready`, in the order they are shown.
     pub const PARTS: [&str; 8] = [
@@ -76,6 +79,13 @@ pub mod reasons {
     pub const SHARED_CREDENTIALS: &str = "SharedCredentials";
     /// Ready: `--require-isolation` is on and the tenant cannot be isolated; no workloads run.
     pub const ISOLATION_REQUIRED: &str = "IsolationRequired";
+    /// StreamBuffer: the stream holds less than 80 % of its limits.
+    pub const BUFFER_AVAILABLE: &str = "BufferAvailable";
+    /// StreamBuffer: the stream holds 80 % of its limits or more: the consumer is stopped or
+    /// behind, and ingest refuses events once the stream is full.
+    pub const BUFFER_FILLING: &str = "BufferFilling";
+    /// StreamBuffer (`Unknown`): the stream's state could not be read.
+    pub const STREAM_UNREADABLE: &str = "StreamUnreadable";
 }
 
 /// `True`, `False` or `Unknown`.

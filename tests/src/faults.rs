@@ -14,7 +14,7 @@ use std::{
 };
 
 use tokio::{
-    io::copy_bidirectional,
+    io::{copy_bidirectional, AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
@@ -34,11 +34,25 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
+        Self::start_with_latency(target, Duration::ZERO).await
+    }
+
+    /// A proxy that holds everything the server sends for `latency` before passing it on (what
+    /// the client sends goes through at once): a server that is far away. A request the
+    /// server has acted on stays unanswered that long, so a client killed meanwhile never
+    /// learns that it succeeded.
+    pub async fn start_with_latency(target: SocketAddr, latency: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
-        let task = tokio::spawn(accept(listener, target, up.clone(), generation.clone()));
+        let task = tokio::spawn(accept(
+            listener,
+            target,
+            up.clone(),
+            generation.clone(),
+            latency,
+        ));
         Proxy {
             port,
             up,
@@ -70,6 +84,7 @@ async fn accept(
     target: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    latency: Duration,
 ) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
@@ -84,11 +99,51 @@ async fn accept(
             let Ok(mut server) = TcpStream::connect(target).await else {
                 return;
             };
-            tokio::select! {
-                _ = copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.changed() => {}
+            if latency.is_zero() {
+                tokio::select! {
+                    _ = copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.changed() => {}
+                }
+            } else {
+                tokio::select! {
+                    () = delayed_pipe(client, server, latency) => {}
+                    _ = cut.changed() => {}
+                }
             }
         });
+    }
+}
+
+/// Client to server at once; server to client each chunk `latency` after it arrived. Ends
+/// when either side closes (what was still held back is dropped).
+async fn delayed_pipe(client: TcpStream, server: TcpStream, latency: Duration) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let (held, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+    let read_down = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = server_read.read(&mut buffer).await {
+            if n == 0
+                || held
+                    .send((tokio::time::Instant::now() + latency, buffer[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write_down = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if client_write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = async { tokio::join!(read_down, write_down) } => {}
     }
 }
 
@@ -224,5 +279,262 @@ impl RedisServer {
             .expect("redis-server is installed (scripts/services.sh)");
         self.child = Some(Owned(child));
         wait_for_port(self.port, "redis-server", Duration::from_secs(10)).await;
+    }
+}
+
+/// One node of a [`NatsCluster`].
+struct ClusterNode {
+    name: String,
+    port: u16,
+    child: Option<Owned>,
+}
+
+/// Three `nats-server` processes with JetStream forming one cluster on loopback (own client
+/// and route ports, own store directories), as a three-node NATS deployment does.
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until JetStream has a meta leader (a stream with
+    /// three replicas can be created).
+    pub async fn start() -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "zori-e2e-nats-cluster-{}-{}",
+            ports[0].0,
+            std::process::id()
+        ));
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let name = format!("zori-n{i}");
+            let log = log_file(&format!("nats-cluster-{name}"), *port);
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-n", &name, "--cluster_name", "zori-e2e"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &routes])
+                .arg("-sd")
+                .arg(dir.join(&name))
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("nats-server is installed (scripts/services.sh)");
+            nodes.push(ClusterNode {
+                name,
+                port: *port,
+                child: Some(Owned(child)),
+            });
+        }
+        let cluster = NatsCluster { nodes, dir };
+        for node in &cluster.nodes {
+            wait_for_port(node.port, "nats-server", Duration::from_secs(10)).await;
+        }
+        cluster.wait_for_jetstream(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// The seed list of all three nodes, as the binaries take it.
+    pub fn seed_list(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node names, in order (`zori-n0` …).
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// SIGKILLs the node called `name`; its store stays.
+    pub fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        node.child = None;
+    }
+
+    async fn wait_for_jetstream(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = async_nats::connect(self.seed_list().split(',').collect::<Vec<_>>())
+            .await
+            .expect("connect to the cluster");
+        let js = async_nats::jetstream::new(client);
+        let probe = format!("ZORI_PROBE_{}", self.nodes[0].port);
+        loop {
+            let created = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: probe.clone(),
+                    subjects: vec![format!("zori-probe.{}", self.nodes[0].port)],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    let _ = js.delete_stream(&probe).await;
+                    return;
+                }
+                Err(error) => assert!(
+                    Instant::now() < deadline,
+                    "the NATS cluster has no JetStream meta leader after {timeout:?}: {error}; \
+                     see target/e2e-logs"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.child = None;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A one-node ClickHouse cluster owned by a test: its own ZooKeeper (Debian's `zookeeper`
+/// package, run with `java`) and its own `clickhouse-server`, on free ports and in a temporary
+/// directory, with `remote_servers` naming the cluster [`ClickHouseCluster::NAME`] (one shard,
+/// one replica: itself), the `{shard}` / `{replica}` macros and a distributed DDL queue: what
+/// `ON CLUSTER` DDL and `Replicated*` engines need.
+pub struct ClickHouseCluster {
+    pub http_port: u16,
+    dir: PathBuf,
+    server: Option<Owned>,
+    zookeeper: Option<Owned>,
+}
+
+impl ClickHouseCluster {
+    pub const NAME: &'static str = "zori_test";
+
+    pub async fn start() -> ClickHouseCluster {
+        let (zk_port, http_port, tcp_port, interserver_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!(
+            "zori-e2e-ch-cluster-{http_port}-{}",
+            std::process::id()
+        ));
+        for sub in ["zk", "data", "tmp", "logs", "user_files"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let path = |sub: &str| dir.join(sub).display().to_string();
+        std::fs::write(
+            dir.join("zoo.cfg"),
+            format!(
+                "tickTime=2000\ndataDir={}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n",
+                path("zk")
+            ),
+        )
+        .unwrap();
+        let log = log_file("zookeeper", zk_port);
+        let zookeeper = Command::new("java")
+            .args(["-Xmx256m", "-cp", "/usr/share/java/*:/etc/zookeeper/conf"])
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(dir.join("zoo.cfg"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("java and zookeeper are installed (scripts/services.sh)");
+        let zookeeper = Owned(zookeeper);
+        wait_for_port(zk_port, "zookeeper", Duration::from_secs(60)).await;
+
+        std::fs::write(
+            dir.join("users.xml"),
+            "<?xml version=\"1.0\"?><yandex><profiles><default></default></profiles>\
+             <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip>\
+             </networks><profile>default</profile><quota>default</quota></default></users>\
+             <quotas><default></default></quotas></yandex>",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                "<?xml version=\"1.0\"?><yandex>\
+                 <logger><level>information</level><log>{logs}/server.log</log>\
+                 <errorlog>{logs}/error.log</errorlog></logger>\
+                 <http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>\
+                 <interserver_http_port>{interserver_port}</interserver_http_port>\
+                 <interserver_http_host>127.0.0.1</interserver_http_host>\
+                 <listen_host>127.0.0.1</listen_host>\
+                 <path>{data}/</path><tmp_path>{tmp}/</tmp_path>\
+                 <user_files_path>{user_files}/</user_files_path>\
+                 <users_config>{users}</users_config>\
+                 <default_profile>default</default_profile><default_database>default</default_database>\
+                 <mark_cache_size>268435456</mark_cache_size>\
+                 <remote_servers><{name}><shard><internal_replication>true</internal_replication>\
+                 <replica><host>127.0.0.1</host><port>{tcp_port}</port></replica></shard></{name}>\
+                 </remote_servers>\
+                 <zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>\
+                 <macros><shard>01</shard><replica>r1</replica></macros>\
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\
+                 </yandex>",
+                logs = path("logs"),
+                data = path("data"),
+                tmp = path("tmp"),
+                user_files = path("user_files"),
+                users = dir.join("users.xml").display(),
+                name = Self::NAME,
+            ),
+        )
+        .unwrap();
+        let log = log_file("clickhouse-cluster", http_port);
+        let server = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
+            .current_dir(&dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("clickhouse-server is installed (scripts/services.sh)");
+        let server = Owned(server);
+        wait_for_port(http_port, "clickhouse-server", Duration::from_secs(60)).await;
+        ClickHouseCluster {
+            http_port,
+            dir,
+            server: Some(server),
+            zookeeper: Some(zookeeper),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Runs `sql` on the server; panics unless it answers 200.
+    pub async fn query(&self, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url())
+            .body(sql.to_owned())
+            .send()
+            .await
+            .expect("the test's clickhouse-server answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{sql} → {status}: {body}");
+        body
+    }
+}
+
+impl Drop for ClickHouseCluster {
+    fn drop(&mut self) {
+        self.server = None;
+        self.zookeeper = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

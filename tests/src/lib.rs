@@ -18,6 +18,7 @@ use rand::{distr::Alphanumeric, RngExt};
 use serde_json::Value;
 
 pub mod browser;
+pub mod delivery;
 pub mod faults;
 pub mod tracker;
 
@@ -110,7 +111,7 @@ impl Tenant {
         ]
         .iter()
         .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-        .chain(["--create-stream".to_owned()])
+        .chain((!overrides.stream_made_elsewhere).then(|| "--create-stream".to_owned()))
         .chain(overrides.ingest_args.iter().cloned())
         .collect()
     }
@@ -144,7 +145,8 @@ impl Tenant {
         ]
         .iter()
         .flat_map(|(k, v)| [k.to_string(), v.to_string()])
-        .chain(["--create-schema".to_owned(), "--create-stream".to_owned()])
+        .chain(["--create-schema".to_owned()])
+        .chain((!overrides.stream_made_elsewhere).then(|| "--create-stream".to_owned()))
         .chain(overrides.api_args.iter().cloned())
         .collect()
     }
@@ -349,6 +351,9 @@ pub struct Overrides {
     pub ingest_args: Vec<String>,
     /// More flags of zori-api; they override the defaults.
     pub api_args: Vec<String>,
+    /// The test made the tenant stream (as the operator does): the binaries run without
+    /// `--create-stream`, so they never change its settings.
+    pub stream_made_elsewhere: bool,
 }
 
 impl Overrides {
@@ -459,9 +464,18 @@ impl Stack {
 
     /// The value of an unlabelled metric on zori-api's `/metrics` (`None` if absent).
     pub async fn api_metric(&self, name: &str) -> Option<f64> {
+        self.metric(&self.api, name).await
+    }
+
+    /// The value of an unlabelled metric on zori-ingest's `/metrics` (`None` if absent).
+    pub async fn ingest_metric(&self, name: &str) -> Option<f64> {
+        self.metric(&self.ingest, name).await
+    }
+
+    async fn metric(&self, process: &Process, name: &str) -> Option<f64> {
         let text = self
             .http
-            .get(format!("{}/metrics", self.api.base_url))
+            .get(format!("{}/metrics", process.base_url))
             .send()
             .await
             .ok()?

@@ -15,6 +15,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zori_core::event::TrackedEvent;
+use zori_service::clickhouse::Topology;
 
 use crate::config::Settings;
 
@@ -53,6 +54,13 @@ pub enum ChError {
     },
     #[error("ClickHouse did not answer within {0:?} ({1})")]
     Timeout(Duration, &'static str),
+    #[error("failed to migrate ClickHouse database {database} (step {version} {name}) on a cluster: {message}")]
+    ClusterSchema {
+        database: String,
+        version: u32,
+        name: &'static str,
+        message: String,
+    },
 }
 
 /// The ClickHouse side of one tenant.
@@ -60,6 +68,8 @@ pub enum ChError {
 pub struct EventStore {
     client: Client,
     database: String,
+    /// One server, or a cluster: the schema statements differ, the queries do not.
+    topology: Topology,
 }
 
 fn base_client(settings: &Settings) -> Client {
@@ -73,6 +83,9 @@ fn base_client(settings: &Settings) -> Client {
     }
     if let Some(password) = &settings.clickhouse_password {
         client = client.with_password(password.expose().to_owned());
+    }
+    for (name, value) in settings.clickhouse_topology.insert_settings() {
+        client = client.with_option(*name, *value);
     }
     client
 }
@@ -142,6 +155,26 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[(
     SETTINGS index_granularity = 8192",
 )];
 
+/// The migrations table, made before any step.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS zori_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime('UTC') DEFAULT now()
+) ENGINE = MergeTree() ORDER BY version";
+
+/// Every schema statement zori-api runs on an empty `database`, in order, as `topology` wants
+/// them (for tests of the cluster DDL and for operators who make the schema by hand).
+pub fn schema_statements(
+    topology: &Topology,
+    database: &str,
+) -> Result<Vec<String>, zori_service::clickhouse::DdlError> {
+    let mut all = topology.statements(database, MIGRATIONS_TABLE)?;
+    for (_, _, sql) in MIGRATIONS {
+        all.extend(topology.statements(database, sql)?);
+    }
+    Ok(all)
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct Version {
     version: u32,
@@ -160,7 +193,7 @@ impl EventStore {
         if settings.create_schema {
             timed(
                 "create database",
-                root.query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+                root.query(&settings.clickhouse_topology.create_database(&database))
                     .execute(),
             )
             .await
@@ -185,6 +218,7 @@ impl EventStore {
         let store = Self {
             client: root.with_database(database.clone()),
             database,
+            topology: settings.clickhouse_topology.clone(),
         };
         store.migrate().await?;
         Ok(store)
@@ -203,20 +237,8 @@ impl EventStore {
                 other => other,
             }
         };
-        timed(
-            "create migrations table",
-            self.client
-                .query(
-                    "CREATE TABLE IF NOT EXISTS zori_migrations (
-                        version UInt32,
-                        name String,
-                        applied_at DateTime('UTC') DEFAULT now()
-                    ) ENGINE = MergeTree() ORDER BY version",
-                )
-                .execute(),
-        )
-        .await
-        .map_err(fail(0, "zori_migrations"))?;
+        self.run_schema(0, "zori_migrations", MIGRATIONS_TABLE)
+            .await?;
         let applied: Vec<u32> = timed(
             "read migrations",
             self.client
@@ -231,9 +253,7 @@ impl EventStore {
             if applied.contains(version) {
                 continue;
             }
-            timed("migrate", self.client.query(sql).execute())
-                .await
-                .map_err(fail(*version, name))?;
+            self.run_schema(*version, name, sql).await?;
             timed(
                 "record migration",
                 self.client
@@ -245,6 +265,34 @@ impl EventStore {
             .await
             .map_err(fail(*version, name))?;
             tracing::info!(database = %self.database, version, name, "applied ClickHouse migration");
+        }
+        Ok(())
+    }
+
+    /// Runs one schema statement as the topology wants it (on a cluster: `ON CLUSTER`, a
+    /// replicated per-node table and a `Distributed` one).
+    async fn run_schema(&self, version: u32, name: &'static str, sql: &str) -> Result<(), ChError> {
+        let statements =
+            self.topology
+                .statements(&self.database, sql)
+                .map_err(|e| ChError::ClusterSchema {
+                    database: self.database.clone(),
+                    version,
+                    name,
+                    message: e.to_string(),
+                })?;
+        for statement in statements {
+            timed("migrate", self.client.query(&statement).execute())
+                .await
+                .map_err(|e| match e {
+                    ChError::Query { source, .. } => ChError::Migrate {
+                        database: self.database.clone(),
+                        version,
+                        name,
+                        source,
+                    },
+                    other => other,
+                })?;
         }
         Ok(())
     }

@@ -141,6 +141,12 @@ pub struct Config {
     )]
     pub clickhouse_password: Option<String>,
 
+    /// ClickHouse cluster (a name in the servers' `remote_servers`) the tenant database lives
+    /// on: the schema is made `ON CLUSTER`, with replicated per-node tables behind
+    /// `Distributed` ones. Empty: one server.
+    #[arg(long, env = "ZORI_CLICKHOUSE_CLUSTER", value_name = "CLUSTER")]
+    pub clickhouse_cluster: Option<String>,
+
     /// Stripe webhook signing secrets (whsec_…), comma separated; several during a rotation.
     /// Without any, the webhook routes answer 503.
     #[arg(
@@ -330,6 +336,7 @@ impl fmt::Debug for Config {
             .field("clickhouse_database", &self.clickhouse_database)
             .field("clickhouse_user", &self.clickhouse_user)
             .field("clickhouse_password", &redacted(&self.clickhouse_password))
+            .field("clickhouse_cluster", &self.clickhouse_cluster)
             .field(
                 "stripe_webhook_secrets",
                 &redacted(&self.stripe_webhook_secrets),
@@ -369,6 +376,7 @@ pub struct Settings {
     pub clickhouse_database: String,
     pub clickhouse_user: Option<String>,
     pub clickhouse_password: Option<Secret>,
+    pub clickhouse_topology: zori_service::clickhouse::Topology,
     pub stripe_webhook_secrets: Vec<Secret>,
     pub stripe_api_key: Option<Secret>,
     pub stripe_api_url: String,
@@ -621,6 +629,16 @@ impl Config {
                 "must not contain control characters",
             ));
         }
+        let clickhouse_topology = zori_service::clickhouse::Topology::new(
+            self.clickhouse_cluster.as_deref(),
+        )
+        .map_err(|e| {
+            invalid(
+                "--clickhouse-cluster",
+                "ZORI_CLICKHOUSE_CLUSTER",
+                e.to_string(),
+            )
+        })?;
         let clickhouse_password = self.clickhouse_password.filter(|s| !s.is_empty());
         if clickhouse_password
             .as_deref()
@@ -830,6 +848,7 @@ impl Config {
             clickhouse_database,
             clickhouse_user,
             clickhouse_password: clickhouse_password.map(Secret::new),
+            clickhouse_topology,
             stripe_webhook_secrets,
             stripe_api_key: stripe_api_key.map(Secret::new),
             stripe_api_url,

@@ -565,8 +565,12 @@ fn origin_host(origin: &str) -> Option<String> {
     origin.split_once("://").map(|(_, host)| host.to_owned())
 }
 
-/// Hides the user-info part of a URL (`nats://user:pass@host` → `nats://[redacted]@host`).
+/// Hides the user-info part of a URL (`nats://user:pass@host` → `nats://[redacted]@host`), and
+/// of each URL of a comma-separated NATS seed list.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -630,16 +634,24 @@ impl Config {
         let allowed_origins = parse_origins(&origins)
             .map_err(|message| invalid("allowed-origins", "ZORI_ALLOWED_ORIGINS", message))?;
 
+        // One URL, or a comma-separated seed list of the nodes of a NATS cluster.
         let nats_url = self.nats_url.trim().to_owned();
-        if let Err(error) = nats_url.parse::<async_nats::ServerAddr>() {
+        let seeds = zori_service::jetstream::seed_list(&nats_url);
+        if seeds.is_empty() {
             return Err(invalid(
                 "nats-url",
                 "ZORI_NATS_URL",
-                format!(
-                    "{:?} is not a NATS server URL: {error}",
-                    redact_url(&nats_url)
-                ),
+                "must not be empty".to_owned(),
             ));
+        }
+        for seed in seeds {
+            if let Err(error) = seed.parse::<async_nats::ServerAddr>() {
+                return Err(invalid(
+                    "nats-url",
+                    "ZORI_NATS_URL",
+                    format!("{:?} is not a NATS server URL: {error}", redact_url(seed)),
+                ));
+            }
         }
 
         let redis_url = self.redis_url.trim().to_owned();
@@ -1004,6 +1016,17 @@ mod tests {
     }
 
     #[test]
+    fn takes_a_seed_list_of_nats_servers() {
+        let s = config(&["--nats-url", "nats://a:4222, nats://b:4222,nats://c:4222"])
+            .validate()
+            .expect("a seed list is valid");
+        assert_eq!(
+            zori_service::jetstream::seed_list(s.nats_url.expose()),
+            vec!["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+    }
+
+    #[test]
     fn rejects_bad_values_with_one_line_naming_the_setting() {
         let cases: &[(&[&str], &str)] = &[
             (&["--tenant-id", "Acme"], "invalid --tenant-id (ZORI_TENANT_ID): \"Acme\" must be 1 to 48 characters of a-z, 0-9 and _"),
@@ -1017,6 +1040,8 @@ mod tests {
             (&["--allowed-origins", "https://a.example/path"], "invalid --allowed-origins (ZORI_ALLOWED_ORIGINS): \"https://a.example/path\" must be an origin only"),
             (&["--allowed-origins", " , "], "invalid --allowed-origins (ZORI_ALLOWED_ORIGINS): \",\" contains no origin"),
             (&["--nats-url", "http://x"], "invalid --nats-url (ZORI_NATS_URL)"),
+            (&["--nats-url", "nats://a:4222,http://b"], "invalid --nats-url (ZORI_NATS_URL): \"http://b\" is not a NATS server URL"),
+            (&["--nats-url", " , "], "invalid --nats-url (ZORI_NATS_URL): must not be empty"),
             (&["--redis-url", "mysql://x"], "invalid --redis-url (ZORI_REDIS_URL)"),
             (&["--max-body-bytes", "abc"], "invalid --max-body-bytes (ZORI_MAX_BODY_BYTES): \"abc\" is not a size in bytes"),
             (&["--max-body-bytes", "10"], "invalid --max-body-bytes (ZORI_MAX_BODY_BYTES): \"10\" must be between 1024 and 16777216"),
@@ -1190,6 +1215,10 @@ mod tests {
             ("redis://:pw@host:6379/0", "redis://[redacted]@host:6379/0"),
             ("nats://u:p@host", "nats://[redacted]@host"),
             ("nats://host/a@b", "nats://host/a@b"),
+            (
+                "nats://u:p@a:4222,nats://u:p@b:4222",
+                "nats://[redacted]@a:4222,nats://[redacted]@b:4222",
+            ),
             ("not a url", "not a url"),
         ];
         for (input, expected) in cases {

@@ -135,13 +135,24 @@ pub enum StreamOutcome {
     Unchanged,
 }
 
+/// The servers of a NATS URL setting: one URL, or a comma-separated seed list of the nodes of a
+/// cluster (`nats://a:4222,nats://b:4222,nats://c:4222`). Empty parts are ignored.
+pub fn seed_list(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
 /// Connects to NATS with a client name that shows up in `nats server report connections`.
+/// `url` may be a seed list ([`seed_list`]): the client connects to any of them, and after a
+/// node is lost reconnects to the others (and to the cluster members the servers announce).
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, JetStreamError> {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(seed_list(url))
         .await
         .map_err(|source| JetStreamError::Connect {
             url: url.to_owned(),
@@ -311,6 +322,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_url_may_be_a_seed_list() {
+        assert_eq!(seed_list("nats://a:4222"), vec!["nats://a:4222"]);
+        assert_eq!(
+            seed_list(" nats://a:4222, nats://b:4223 ,,nats://c:4224"),
+            vec!["nats://a:4222", "nats://b:4223", "nats://c:4224"]
+        );
+    }
 
     #[test]
     fn retention_names_round_trip() {

@@ -1,10 +1,12 @@
 //! The tenant's ClickHouse database (and, where the server has SQL users, a user allowed only
 //! that database), over the HTTP interface. Only SQL that ClickHouse 18.16 and current versions
-//! both accept.
+//! both accept. On a cluster (`--clickhouse-cluster`) every statement runs `ON CLUSTER`, and the
+//! owner marker lives in a replicated table behind a `Distributed` one, so every node reads it.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use zori_service::clickhouse::Topology;
 
 use super::{Foreign, Owner, Provisioned, Removed};
 
@@ -40,6 +42,29 @@ pub struct ClickHouseBackend {
     url: String,
     user: Option<String>,
     password: Option<String>,
+    topology: Topology,
+}
+
+/// The owner marker table as written for one server (ClickHouse 18.16 has no database
+/// comments); on a cluster the topology turns it into a replicated one.
+fn owner_table(database: &str, topology: &Topology) -> Result<Vec<String>, ClickHouseError> {
+    match topology {
+        Topology::Single => Ok(vec![format!(
+            "CREATE TABLE IF NOT EXISTS {database}.{OWNER_TABLE} (uid String) ENGINE = TinyLog"
+        )]),
+        cluster => cluster
+            .statements(
+                database,
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {OWNER_TABLE} (uid String) ENGINE = MergeTree() ORDER BY uid"
+                ),
+            )
+            .map_err(|e| ClickHouseError::Request {
+                action: "make the owner marker table of",
+                database: database.to_owned(),
+                message: e.to_string(),
+            }),
+    }
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -72,13 +97,21 @@ impl ClickHouseBackend {
             url: url.trim_end_matches('/').to_owned(),
             user,
             password,
+            topology: Topology::Single,
         })
+    }
+
+    /// The same backend for the tenant databases on `topology` (a cluster: `ON CLUSTER`).
+    pub fn on(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
     }
 
     async fn run(&self, sql: &str) -> Result<String, String> {
         let mut request = self
             .http
             .post(format!("{}/", self.url))
+            .query(self.topology.insert_settings())
             .body(sql.to_owned());
         if let Some(user) = &self.user {
             request = request.basic_auth(user, self.password.as_deref());
@@ -182,14 +215,10 @@ impl ClickHouseBackend {
                 name: owner.uid.to_owned(),
             });
         }
-        self.query(
-            "create the owner marker of",
-            database,
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {database}.{OWNER_TABLE} (uid String) ENGINE = TinyLog"
-            ),
-        )
-        .await?;
+        for statement in owner_table(database, &self.topology)? {
+            self.query("create the owner marker of", database, &statement)
+                .await?;
+        }
         self.query(
             "stamp the owner marker of",
             database,
@@ -222,12 +251,8 @@ impl ClickHouseBackend {
         let stamp = if self.exists(database).await? {
             self.check_owner(database, owner).await?
         } else {
-            self.query(
-                "create",
-                database,
-                &format!("CREATE DATABASE IF NOT EXISTS {database}"),
-            )
-            .await?;
+            self.query("create", database, &self.topology.create_database(database))
+                .await?;
             created = true;
             true
         };
@@ -235,6 +260,7 @@ impl ClickHouseBackend {
             self.stamp(database, owner).await?;
         }
         if let Some((user, password)) = user {
+            let on_cluster = self.topology.on_cluster();
             let hash = hex::encode(Sha256::digest(password.as_bytes()));
             let users = self
                 .query(
@@ -248,7 +274,7 @@ impl ClickHouseBackend {
                     "create the user of",
                     database,
                     &format!(
-                        "CREATE USER IF NOT EXISTS {user} IDENTIFIED WITH sha256_hash BY '{hash}'"
+                        "CREATE USER IF NOT EXISTS {user}{on_cluster} IDENTIFIED WITH sha256_hash BY '{hash}'"
                     ),
                 )
                 .await?;
@@ -258,14 +284,16 @@ impl ClickHouseBackend {
                 self.query(
                     "set the password of the user of",
                     database,
-                    &format!("ALTER USER {user} IDENTIFIED WITH sha256_hash BY '{hash}'"),
+                    &format!(
+                        "ALTER USER {user}{on_cluster} IDENTIFIED WITH sha256_hash BY '{hash}'"
+                    ),
                 )
                 .await?;
             }
             self.query(
                 "grant the user",
                 database,
-                &format!("GRANT ALL ON {database}.* TO {user}"),
+                &format!("GRANT{on_cluster} ALL ON {database}.* TO {user}"),
             )
             .await?;
         }
@@ -294,18 +322,14 @@ impl ClickHouseBackend {
             self.check_owner(database, owner).await?;
         }
         if existed {
-            self.query(
-                "drop",
-                database,
-                &format!("DROP DATABASE IF EXISTS {database}"),
-            )
-            .await?;
+            self.query("drop", database, &self.topology.drop_database(database))
+                .await?;
         }
         if let Some(user) = user.filter(|u| is_identifier(u)) {
             self.query(
                 "drop the user of",
                 database,
-                &format!("DROP USER IF EXISTS {user}"),
+                &format!("DROP USER IF EXISTS {user}{}", self.topology.on_cluster()),
             )
             .await?;
         }
@@ -325,6 +349,26 @@ impl ClickHouseBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_marker_is_replicated_on_a_cluster() {
+        assert_eq!(
+            owner_table("zori_a", &Topology::Single).expect("ddl"),
+            vec!["CREATE TABLE IF NOT EXISTS zori_a.zori_owner (uid String) ENGINE = TinyLog"]
+        );
+        let cluster = Topology::Cluster("zc".to_owned());
+        assert_eq!(
+            owner_table("zori_a", &cluster).expect("ddl"),
+            vec![
+                "CREATE TABLE IF NOT EXISTS zori_a.zori_owner_local ON CLUSTER zc (uid String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/zori_a/zori_owner_local', '{replica}') ORDER BY uid",
+                "CREATE TABLE IF NOT EXISTS zori_a.zori_owner ON CLUSTER zc AS zori_a.zori_owner_local ENGINE = Distributed('zc', 'zori_a', 'zori_owner_local', rand())",
+            ]
+        );
+        assert_eq!(
+            cluster.create_database("zori_a"),
+            "CREATE DATABASE IF NOT EXISTS zori_a ON CLUSTER zc"
+        );
+    }
 
     #[test]
     fn parses_versions() {

@@ -26,6 +26,8 @@ struct Memory {
     /// Redis ACL user → (rules, password).
     redis_users: BTreeMap<String, (String, String)>,
     failing: BTreeMap<Backend, String>,
+    /// `(bytes, messages)` each stream holds (empty unless a test says otherwise).
+    stream_held: BTreeMap<String, (u64, u64)>,
     /// Every call that changed something, such as `create stream ZORI_X`.
     mutations: Vec<String>,
     /// Every call, whatever it did.
@@ -76,6 +78,13 @@ impl MemoryBackends {
 
     pub fn clear_mutations(&self) {
         self.lock().mutations.clear();
+    }
+
+    /// Says what a stream holds, as if events waited in it.
+    pub fn hold_in_stream(&self, name: &str, bytes: u64, messages: u64) {
+        self.lock()
+            .stream_held
+            .insert(name.to_owned(), (bytes, messages));
     }
 
     /// Changes a stream behind the operator's back (drift).
@@ -184,6 +193,27 @@ impl Backends for MemoryBackends {
         } else {
             Ok(Removed::AlreadyGone)
         }
+    }
+
+    /// A read: not counted in [`MemoryBackends::calls`], but fails with the stream backend.
+    async fn stream_fill(
+        &self,
+        stream: &str,
+    ) -> Result<Option<crate::buffer::StreamFill>, BackendError> {
+        let state = self.lock();
+        if let Some(message) = state.failing.get(&Backend::Stream) {
+            return Err(BackendError::Injected(message.clone()));
+        }
+        let (bytes, messages) = state.stream_held.get(stream).copied().unwrap_or_default();
+        Ok(state
+            .streams
+            .get(stream)
+            .map(|config| crate::buffer::StreamFill {
+                bytes,
+                messages,
+                max_bytes: config.max_bytes,
+                max_messages: config.max_messages,
+            }))
     }
 
     async fn ensure_postgres(

@@ -160,6 +160,12 @@ pub trait Backends: Send + Sync + 'static {
         stream: &str,
         owner: Owner<'_>,
     ) -> impl Future<Output = Result<Removed, BackendError>> + Send;
+    /// What the stream holds and may hold (`None`: it does not exist). A read: never changes
+    /// anything, and is asked at every reconcile.
+    fn stream_fill(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<Option<crate::buffer::StreamFill>, BackendError>> + Send;
     fn ensure_postgres(
         &self,
         tenant: PgTenant<'_>,
@@ -205,6 +211,13 @@ impl Backends for LiveBackends {
 
     async fn delete_stream(&self, stream: &str, owner: Owner<'_>) -> Result<Removed, BackendError> {
         Ok(self.nats.delete(stream, owner).await?)
+    }
+
+    async fn stream_fill(
+        &self,
+        stream: &str,
+    ) -> Result<Option<crate::buffer::StreamFill>, BackendError> {
+        Ok(self.nats.fill(stream).await?)
     }
 
     async fn ensure_postgres(

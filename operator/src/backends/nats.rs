@@ -5,6 +5,7 @@ use async_nats::jetstream::{self, context::GetStreamErrorKind, stream::Config, E
 use zori_service::jetstream::{connect, ensure_stream, JetStreamError, StreamOutcome};
 
 use super::{marker_in, Foreign, Owner, Provisioned, Removed};
+use crate::buffer::StreamFill;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -84,6 +85,31 @@ impl NatsBackend {
                 stream: stream.to_owned(),
                 message: e.to_string(),
             }),
+        }
+    }
+
+    /// What a stream holds against its limits, if it exists.
+    pub async fn fill(&self, stream: &str) -> Result<Option<StreamFill>, NatsError> {
+        match self.js.get_stream(stream).await {
+            Ok(mut s) => {
+                let info = s.info().await.map_err(|e| JetStreamError::Read {
+                    stream: stream.to_owned(),
+                    message: e.to_string(),
+                })?;
+                Ok(Some(StreamFill {
+                    bytes: info.state.bytes,
+                    messages: info.state.messages,
+                    max_bytes: info.config.max_bytes,
+                    max_messages: info.config.max_messages,
+                }))
+            }
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+                Ok(None)
+            }
+            Err(e) => Err(NatsError::JetStream(JetStreamError::Read {
+                stream: stream.to_owned(),
+                message: e.to_string(),
+            })),
         }
     }
 

@@ -116,6 +116,9 @@ pub fn api_env(config: &ProjectConfig, platform: &Platform) -> Vec<EnvVar> {
             &config.names.clickhouse_database,
         ),
     ];
+    if let Some(cluster) = platform.clickhouse_topology.cluster() {
+        env.push(value("ZORI_CLICKHOUSE_CLUSTER", cluster));
+    }
     match &platform.clickhouse_users {
         ClickHouseUsers::PerTenant => {
             env.push(value("ZORI_CLICKHOUSE_USER", &config.names.clickhouse_user));

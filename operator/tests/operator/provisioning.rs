@@ -20,7 +20,7 @@ use zori_operator::{
     config::Platform,
     crd::{self, ReclaimPolicy, ZoriProject},
     naming::TenantNames,
-    reconcile::{reconcile, Context},
+    reconcile::{reconcile, Context, Next, BUFFER_CHECK, RESYNC},
 };
 use zori_service::jetstream::{desired_config, StreamLimits};
 
@@ -743,4 +743,173 @@ async fn a_tenant_redis_user_reaches_only_its_own_keys() {
             "the users were deleted"
         );
     }
+}
+
+/// The `StreamBuffer` condition of the project at `key`: `(status, reason, message)`.
+fn buffer_condition(
+    ctx: &Context<FakeApi, LiveBackends>,
+    key: &ObjectKey,
+) -> (String, String, String) {
+    let project = ctx.api.object(key).expect("project");
+    let condition = project
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|all| all.iter().find(|c| c["type"] == "StreamBuffer"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no StreamBuffer condition: {project:#}"));
+    let text = |field: &str| condition[field].as_str().unwrap_or_default().to_owned();
+    (text("status"), text("reason"), text("message"))
+}
+
+#[tokio::test]
+async fn a_filling_stream_buffer_is_seen_in_the_status_and_the_gauge() {
+    let namespace = unique("ns");
+    let ctx = Context::new(FakeApi::new(), live().await, Platform::local());
+    let mut project = project_in(&namespace, ReclaimPolicy::Delete);
+    // A buffer of 100 events: the consumer (zori-api) never runs in this test.
+    project.spec.stream_limits.max_messages = 100;
+    let inserted = ctx
+        .api
+        .insert(serde_json::to_value(&project).expect("json"))
+        .expect("insert");
+    let uid = inserted
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .expect("uid")
+        .to_owned();
+    let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "acme");
+    let id = zori_operator::naming::derive_tenant_id(&namespace, "acme");
+    let names = TenantNames::for_tenant(&id);
+    let stream = names.subjects.stream.clone();
+    let gauge =
+        |ctx: &Context<FakeApi, LiveBackends>| ctx.stream_fill.get(&namespace, "acme", &stream);
+    let js = async_nats::jetstream::new(async_nats::connect(NATS_URL).await.expect("NATS answers"));
+    let publish = |count: usize| {
+        let js = js.clone();
+        let subject = format!("zori.{id}.ingress");
+        async move {
+            for i in 0..count {
+                js.publish(subject.clone(), format!("{{\"event\":{i}}}").into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        }
+    };
+    with_cleanup(
+        async {
+            reconcile_current(&ctx, &key).await;
+            for component in ["ingest", "api"] {
+                ctx.api
+                    .roll_out(&ObjectKey::new(
+                        "apps/v1",
+                        "Deployment",
+                        Some(&namespace),
+                        &format!("acme-{component}"),
+                    ))
+                    .expect("roll out");
+            }
+            let project: ZoriProject =
+                serde_json::from_value(ctx.api.object(&key).expect("exists")).expect("project");
+            assert_eq!(
+                reconcile(&project, &ctx).await.expect("reconcile"),
+                Next::Requeue(RESYNC),
+                "ready, with an empty buffer: looked at again at the resync"
+            );
+            let (status, reason, message) = buffer_condition(&ctx, &key);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("True", "BufferAvailable")
+            );
+            assert_eq!(
+                message,
+                format!(
+                    "stream {stream} holds under 10 % of max_bytes 1073741824 and max_messages 100"
+                )
+            );
+            assert_eq!(gauge(&ctx), Some(0.0));
+
+            // 70 events wait: not yet a warning, but the project is looked at every 30 s.
+            publish(70).await;
+            let project: ZoriProject =
+                serde_json::from_value(ctx.api.object(&key).expect("exists")).expect("project");
+            let next = reconcile(&project, &ctx).await.expect("reconcile");
+            assert_eq!(next, Next::Requeue(BUFFER_CHECK));
+            assert_eq!(buffer_condition(&ctx, &key).0, "True");
+            assert_eq!(gauge(&ctx), Some(0.7));
+
+            // 85: the warning, in the status, the gauge and one Warning event.
+            publish(15).await;
+            reconcile_current(&ctx, &key).await;
+            let (status, reason, message) = buffer_condition(&ctx, &key);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "BufferFilling")
+            );
+            assert!(
+                message.starts_with(&format!("stream {stream} is at least 80 % full")),
+                "{message}"
+            );
+            assert_eq!(gauge(&ctx), Some(0.85));
+            let warnings = |ctx: &Context<FakeApi, LiveBackends>| {
+                ctx.api
+                    .events()
+                    .into_iter()
+                    .filter(|e| e.reason == "BufferFilling")
+                    .count()
+            };
+            assert_eq!(warnings(&ctx), 1);
+            // Not part of Ready: the tenant still takes events.
+            let ready = ctx
+                .api
+                .object(&key)
+                .and_then(|p| p.pointer("/status/conditions/0/type").cloned());
+            assert_eq!(ready, Some(Value::from("Ready")));
+            // The same fill again: nothing new written or sent.
+            ctx.api.clear_log();
+            reconcile_current(&ctx, &key).await;
+            assert!(ctx.api.changes().is_empty(), "{:?}", ctx.api.changes());
+            assert_eq!(warnings(&ctx), 0, "no second Warning for the same fill");
+
+            // Full: ingest would refuse now (discard new), and the condition says so.
+            publish(15).await;
+            reconcile_current(&ctx, &key).await;
+            let (_, _, message) = buffer_condition(&ctx, &key);
+            assert!(message.contains("is full: ingest answers 503"), "{message}");
+            assert_eq!(gauge(&ctx), Some(1.0));
+
+            // The consumer is back and drains the stream: the condition clears.
+            js.get_stream(&stream)
+                .await
+                .expect("stream")
+                .purge()
+                .await
+                .expect("purge the stream");
+            reconcile_current(&ctx, &key).await;
+            let (status, reason, _) = buffer_condition(&ctx, &key);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("True", "BufferAvailable")
+            );
+            assert_eq!(gauge(&ctx), Some(0.0));
+
+            ctx.api.delete(&key).await.expect("delete");
+            reconcile_current(&ctx, &key).await;
+            assert_eq!(
+                gauge(&ctx),
+                None,
+                "the series of a deleted project is dropped"
+            );
+        },
+        drop_tenant(
+            &ctx.backends,
+            &id,
+            Owner {
+                uid: &uid,
+                adopt_unmarked: true,
+            },
+        ),
+    )
+    .await;
 }

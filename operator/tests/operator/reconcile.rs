@@ -57,6 +57,7 @@ impl Harness {
                 random: Box::new(CountingRandomness::default()),
                 backoff: Backoff::default(),
                 provisioning: Provisioning::default(),
+                stream_fill: Default::default(),
             },
             now,
         }
@@ -254,6 +255,7 @@ async fn create_makes_children_backends_and_status() {
             types::INGEST,
             types::API,
             types::ISOLATED,
+            types::STREAM_BUFFER,
         ]
     );
     for t in [
@@ -1449,4 +1451,62 @@ async fn keys_added_by_an_upgrade_are_no_lost_secret() {
         .expect("secret")
         .pointer(&format!("/data/{}", keys::IDENTITY_SECRET))
         .is_some());
+}
+
+#[tokio::test]
+async fn the_stream_buffer_follows_the_fill_and_says_when_it_cannot_be_read() {
+    let h = Harness::new();
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let stream = acme().subjects.stream;
+    let max_bytes = h
+        .ctx
+        .backends
+        .stream(&stream)
+        .expect("the stream")
+        .max_bytes;
+    assert_eq!(
+        status_of(&h.condition(&key, types::STREAM_BUFFER)),
+        (ConditionStatus::True, reasons::BUFFER_AVAILABLE)
+    );
+
+    // 95 % of max_bytes waits for the consumer: False, and a Warning Event.
+    h.ctx
+        .backends
+        .hold_in_stream(&stream, (max_bytes as u64) / 100 * 95, 1000);
+    h.advance(10);
+    h.reconcile(&key).await;
+    let filling = h.condition(&key, types::STREAM_BUFFER);
+    assert_eq!(
+        status_of(&filling),
+        (ConditionStatus::False, reasons::BUFFER_FILLING)
+    );
+    assert!(
+        filling.message.contains("at least 90 % full"),
+        "{}",
+        filling.message
+    );
+    assert!(h
+        .api()
+        .events()
+        .iter()
+        .any(|e| e.type_ == EventType::Warning && e.reason == reasons::BUFFER_FILLING));
+    let gauge = h.ctx.stream_fill.get("shops", "acme", &stream);
+    assert!(gauge.is_some_and(|r| (r - 0.95).abs() < 1e-6), "{gauge:?}");
+    // Ready is about the tenant working: a filling buffer does not change it.
+    assert_ne!(
+        h.condition(&key, types::READY).reason,
+        reasons::BACKEND_NOT_READY
+    );
+
+    // NATS cannot be read: Unknown, saying why.
+    h.ctx.backends.fail(Backend::Stream, Some("nats down"));
+    h.advance(10);
+    h.reconcile(&key).await;
+    let unknown = h.condition(&key, types::STREAM_BUFFER);
+    assert_eq!(
+        status_of(&unknown),
+        (ConditionStatus::Unknown, reasons::STREAM_UNREADABLE)
+    );
+    assert!(unknown.message.contains("nats down"), "{}", unknown.message);
 }
