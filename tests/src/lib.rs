@@ -296,6 +296,11 @@ impl Process {
         }
     }
 
+    /// The process id (to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no draining, no goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

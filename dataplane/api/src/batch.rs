@@ -68,7 +68,7 @@ fn better_touch(a: &TrackedEvent, b: &TrackedEvent) -> bool {
         < (!is_arrival(&b.name), &b.occurred_at, b.id.as_str())
 }
 
-pub fn plan(messages: &[StreamMessage]) -> Plan<'_> {
+pub fn plan<'a>(messages: impl IntoIterator<Item = &'a StreamMessage>) -> Plan<'a> {
     let mut seen_events = BTreeSet::new();
     let mut seen_identifies = BTreeSet::new();
     let mut events = Vec::new();

@@ -24,7 +24,10 @@
 //!   (a NAK would let the stream drop it).
 
 use std::{
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -47,6 +50,7 @@ use crate::{
     batch,
     ch::{ChError, EventStore},
     config::Settings,
+    known::{Known, Skipped},
     metrics::ApiMetrics,
     pg::{self, PgError},
 };
@@ -90,6 +94,9 @@ pub enum ConsumerError {
 pub struct Backends {
     pub events: EventStore,
     pub pool: PgPool,
+    /// What this process committed to PostgreSQL: upserts that cannot change a row are left
+    /// out.
+    pub known: Arc<Known>,
 }
 
 /// Rows written by one batch.
@@ -97,13 +104,19 @@ pub struct Backends {
 pub struct BatchWritten {
     pub events: u64,
     pub postgres: pg::Written,
+    /// PostgreSQL rows left out because the database already held them (or better).
+    pub skipped: Skipped,
 }
 
 impl Backends {
     /// Writes decoded messages to ClickHouse and, in one transaction, to PostgreSQL, both at
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
-    pub async fn write(&self, messages: &[StreamMessage]) -> Result<BatchWritten, ConsumerError> {
-        let plan = batch::plan(messages);
+    pub async fn write<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a StreamMessage>,
+    ) -> Result<BatchWritten, ConsumerError> {
+        let mut plan = batch::plan(messages);
+        let skipped = self.known.prune(&mut plan);
         let (_, postgres) = tokio::try_join!(
             async {
                 self.events
@@ -112,14 +125,15 @@ impl Backends {
                     .map_err(ConsumerError::from)
             },
             async {
-                pg::write_batch(&self.pool, &plan)
-                    .await
-                    .map_err(ConsumerError::from)
+                let written = pg::write_batch(&self.pool, &plan).await?;
+                self.known.committed(&plan);
+                Ok::<_, ConsumerError>(written)
             },
         )?;
         Ok(BatchWritten {
             events: plan.events.len() as u64,
             postgres,
+            skipped,
         })
     }
 
@@ -223,8 +237,8 @@ pub async fn setup(
 
 /// Decodes one payload; `Err` carries the reason it is unusable.
 pub fn decode(payload: &[u8]) -> Result<StreamMessage, String> {
-    let message: StreamMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("undecodable stream message: {e}"))?;
+    let message = crate::wire::stream_message(payload)
+        .map_err(|e| format!("undecodable stream message: {e}"))?;
     let (kind, id, visitor) = match &message {
         StreamMessage::Event(e) => {
             if e.name.trim().is_empty() {
@@ -454,10 +468,9 @@ impl Consumer {
         items: &[(Message, StreamMessage)],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Whole {
-        let decoded: Vec<StreamMessage> = items.iter().map(|(_, m)| m.clone()).collect();
         let mut retried = false;
         loop {
-            match self.backends.write(&decoded).await {
+            match self.backends.write(items.iter().map(|(_, m)| m)).await {
                 Ok(written) => {
                     self.record(&written);
                     for (message, _) in items {
@@ -508,8 +521,7 @@ impl Consumer {
         };
         while let Some((lo, hi)) = todo.pop() {
             let part = &items[lo..hi];
-            let decoded: Vec<StreamMessage> = part.iter().map(|(_, m)| m.clone()).collect();
-            let error = match self.backends.write(&decoded).await {
+            let error = match self.backends.write(part.iter().map(|(_, m)| m)).await {
                 Ok(written) => {
                     self.record(&written);
                     for (message, _) in part {
@@ -630,6 +642,9 @@ impl Consumer {
             "unverified_identifies",
             written.postgres.unverified_identifies,
         );
+        m.skipped("visitors", written.skipped.visitors);
+        m.skipped("touches", written.skipped.touches);
+        m.skipped("visitor_days", written.skipped.visitor_days);
     }
 
     async fn ack(&self, message: &Message) {

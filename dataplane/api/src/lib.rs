@@ -19,10 +19,12 @@ pub mod config;
 pub mod consumer;
 pub mod dashboard;
 pub mod identity;
+pub mod known;
 pub mod metrics;
 pub mod pg;
 pub mod reports;
 pub mod stripe;
+pub mod wire;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -139,6 +141,7 @@ pub async fn run(
         backends: Backends {
             events: events.clone(),
             pool: pool.clone(),
+            known: Arc::new(known::Known::default()),
         },
         metrics: metrics.clone(),
         batch_size: settings.batch_size,

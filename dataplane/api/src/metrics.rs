@@ -37,6 +37,8 @@ pub struct ApiMetrics {
     pub batch_failures: Counter,
     /// Rows written, per table (upserts count rows actually changed).
     pub rows_written: Family<TableLabels, Counter>,
+    /// PostgreSQL upsert rows left out because the database already held them or better.
+    pub rows_skipped: Family<TableLabels, Counter>,
     /// Stream messages by what became of them.
     pub messages: Family<OutcomeLabels, Counter>,
     /// Messages published to the dead letter subject.
@@ -61,6 +63,7 @@ impl ApiMetrics {
             batches: Counter::default(),
             batch_failures: Counter::default(),
             rows_written: Family::default(),
+            rows_skipped: Family::default(),
             messages: Family::default(),
             dead_letters: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -84,6 +87,11 @@ impl ApiMetrics {
             "zori_api_rows_written",
             "Rows written per table",
             metrics.rows_written.clone(),
+        );
+        registry.register(
+            "zori_api_rows_skipped",
+            "PostgreSQL upsert rows left out per table: this process had committed the same or better",
+            metrics.rows_skipped.clone(),
         );
         registry.register(
             "zori_api_messages",
@@ -137,6 +145,14 @@ impl ApiMetrics {
     pub fn rows(&self, table: &'static str, n: u64) {
         if n > 0 {
             self.rows_written
+                .get_or_create(&TableLabels { table })
+                .inc_by(n);
+        }
+    }
+
+    pub fn skipped(&self, table: &'static str, n: u64) {
+        if n > 0 {
+            self.rows_skipped
                 .get_or_create(&TableLabels { table })
                 .inc_by(n);
         }

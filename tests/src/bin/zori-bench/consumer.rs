@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{jetstream, HeaderMap};
 use clickhouse::Row;
+use futures::StreamExt;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use zori_api::ch::EventRow;
@@ -92,40 +93,131 @@ pub async fn create_stream(js: &jetstream::Context, tenant: &Tenant) {
     .expect("create stream");
 }
 
-pub async fn run(record: &mut Record) {
-    let tenant = Tenant::new("benchc");
-    let js = jetstream::new(async_nats::connect(NATS_URL).await.expect("NATS is up"));
-    create_stream(&js, &tenant).await;
-    let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
-    publish_all(&js, &tenant, &events).await;
+/// How one drain by `zori-api` went.
+struct Drain {
+    /// From process start until every message was acknowledged (so both stores have it).
+    elapsed: Duration,
+    /// From process start until `/readyz` answered (migrations, connections, consumer setup).
+    start: Duration,
+}
+
+/// Publishes the events to a fresh tenant, then times a release `zori-api` with `api_args`
+/// draining them into both stores.
+async fn drain(
+    js: &jetstream::Context,
+    events: &[TrackedEvent],
+    api_args: &[&str],
+) -> (Drain, Tenant) {
+    let mut tenant = Tenant::new("benchc");
+    tenant.overrides.api_args = api_args.iter().map(|a| a.to_string()).collect();
+    create_stream(js, &tenant).await;
+    publish_all(js, &tenant, events).await;
 
     let port = free_port();
     let started = Instant::now();
     let api =
         Process::start_profile("zori-api", crate::profile(), port, &tenant.api_args(port)).await;
-    let ch = clickhouse::Client::default()
-        .with_url(CLICKHOUSE_URL)
-        .with_compression(clickhouse::Compression::None)
-        .with_database(tenant.schema());
+    let start = started.elapsed();
+    let stream = js.get_stream(tenant.stream()).await.expect("stream");
     loop {
-        let n = ch
-            .query("SELECT count() AS n FROM events")
-            .fetch_one::<Count>()
-            .await
-            .map(|c| c.n)
-            .unwrap_or(0);
-        if n >= EVENTS as u64 {
+        let mut consumer: jetstream::consumer::PullConsumer =
+            stream.get_consumer("zori-api").await.expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "consumer stalled at {n} rows"
+            "consumer stalled: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let consumer = started.elapsed();
+    let elapsed = started.elapsed();
     drop(api);
 
+    let ch = clickhouse::Client::default()
+        .with_url(CLICKHOUSE_URL)
+        .with_compression(clickhouse::Compression::None)
+        .with_database(tenant.schema());
+    let rows = ch
+        .query("SELECT uniqExact(event_id) AS n FROM events")
+        .fetch_one::<Count>()
+        .await
+        .expect("count events")
+        .n;
+    assert_eq!(rows, events.len() as u64, "every event once in ClickHouse");
+    let pool = sqlx::PgPool::connect(zori_e2e::POSTGRES_URL)
+        .await
+        .expect("PostgreSQL is up");
+    let visitors: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.visitors",
+        tenant.schema()
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("count visitors");
+    assert_eq!(visitors, VISITORS as i64, "every visitor in PostgreSQL");
+    (Drain { elapsed, start }, tenant)
+}
+
+/// The raw limit of the stream side: a pull consumer fetching batches of [`BATCH`] and acking
+/// every message, nothing else.
+async fn bare_fetch_ack(
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    events: &[TrackedEvent],
+) -> Duration {
+    let tenant = Tenant::new("benchf");
+    create_stream(js, &tenant).await;
+    publish_all(js, &tenant, events).await;
+    let stream = js.get_stream(tenant.stream()).await.expect("stream");
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("bare".to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: (BATCH * 8) as i64,
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let mut seen = 0;
+    while seen < events.len() {
+        let mut batch = consumer
+            .batch()
+            .max_messages(BATCH)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .expect("fetch");
+        while let Some(message) = batch.next().await {
+            message.expect("message").ack().await.expect("ack");
+            seen += 1;
+        }
+    }
+    nats.flush().await.expect("flush acks");
+    let elapsed = started.elapsed();
+    tenant.cleanup().await;
+    elapsed
+}
+
+pub async fn run(record: &mut Record) {
+    let nats = async_nats::connect(NATS_URL).await.expect("NATS is up");
+    let js = jetstream::new(nats.clone());
+    let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
+
+    let fetch_ack = bare_fetch_ack(&nats, &js, &events).await;
+    let (one, tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
+    tenant.cleanup().await;
+    let (three, tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
+
+    // The bare insert goes into a table of the consumer's own schema, in the last tenant.
+    let ch = clickhouse::Client::default()
+        .with_url(CLICKHOUSE_URL)
+        .with_compression(clickhouse::Compression::None)
+        .with_database(tenant.schema());
     ch.query("CREATE TABLE bench_raw AS events")
         .execute()
         .await
@@ -144,16 +236,27 @@ pub async fn run(record: &mut Record) {
 
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
     record.line(&format!(
-        "| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare |"
+        "| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare | start s | total s |"
     ));
-    record.line("|---|---:|---:|");
+    record.line("|---|---:|---:|---:|---:|");
     record.line(&format!(
-        "| bare RowBinary insert, batches of {BATCH} | {:.0} | 1.00 |",
-        rate(bare)
+        "| bare RowBinary insert, batches of {BATCH} | {:.0} | 1.00 | – | {:.2} |",
+        rate(bare),
+        bare.as_secs_f64()
     ));
     record.line(&format!(
-        "| zori-api consumer (ClickHouse + PostgreSQL, from process start) | {:.0} | {:.2} |",
-        rate(consumer),
-        rate(consumer) / rate(bare)
+        "| bare JetStream fetch + ack, batches of {BATCH} | {:.0} | {:.2} | – | {:.2} |",
+        rate(fetch_ack),
+        rate(fetch_ack) / rate(bare),
+        fetch_ack.as_secs_f64()
     ));
+    for (in_flight, drain) in [(1, &one), (3, &three)] {
+        record.line(&format!(
+            "| zori-api, {in_flight} batch(es) in flight (both stores, from process start) | {:.0} | {:.2} | {:.2} | {:.2} |",
+            rate(drain.elapsed),
+            rate(drain.elapsed) / rate(bare),
+            drain.start.as_secs_f64(),
+            drain.elapsed.as_secs_f64(),
+        ));
+    }
 }

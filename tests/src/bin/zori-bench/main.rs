@@ -8,6 +8,9 @@
 //!   on request), N/10 visitors and N/100 payments, all sent through the real ingest and
 //!   webhook endpoints, each report's p50/p99 beside a bare ClickHouse scan of the same run.
 //!
+//! - `soak`: ten minutes (`ZORI_SOAK_SECONDS`) of tracker traffic at 80 % of the maximum the
+//!   stack sustains here, with memory sampled and exact counts at the end (see `soak.rs`).
+//!
 //! Each run's table is printed and recorded in `target/bench/<benchmark>[-<size>].md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +24,7 @@ use std::{
 mod consumer;
 mod ingest;
 mod reports;
+mod soak;
 
 use zori_e2e::Profile;
 
@@ -60,7 +64,7 @@ pub fn profile() -> Profile {
 const SECONDS: u64 = 10;
 
 const USAGE: &str =
-    "usage: zori-bench ingest | consumer | reports [--size N]  (N: 1M default, 10M, 100k, …)";
+    "usage: zori-bench ingest | consumer | soak | reports [--size N]  (N: 1M default, 10M, 100k, …)";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -76,6 +80,7 @@ async fn main() {
     match what.as_str() {
         "ingest" => ingest::run(&mut record).await,
         "consumer" => consumer::run(&mut record).await,
+        "soak" => soak::run(&mut record).await,
         "reports" => reports::run(&mut record, size.unwrap_or(reports::DEFAULT_EVENTS)).await,
         _ => unreachable!("checked by parse_args"),
     }
@@ -93,7 +98,9 @@ fn parse_args(args: &[String]) -> Result<(String, Option<usize>), String> {
                 let value = rest.next().ok_or("--size needs a value such as 1M")?;
                 size = Some(parse_size(value)?);
             }
-            "ingest" | "consumer" | "reports" if what.is_none() => what = Some(arg.clone()),
+            "ingest" | "consumer" | "soak" | "reports" if what.is_none() => {
+                what = Some(arg.clone())
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
