@@ -266,10 +266,7 @@ pub async fn run(mut settings: RunSettings) -> Result<(), RunError> {
     let backends = backends(&mut settings).await?;
     let mut ctx = Context::new(api.clone(), backends, settings.platform.clone());
     ctx.stream_fill = stream_fill;
-    let shared = Arc::new(Shared {
-        ctx,
-        metrics,
-    });
+    let shared = Arc::new(Shared { ctx, metrics });
     started.set();
 
     let (stop, stopped) = watch::channel(false);
