@@ -20,6 +20,8 @@ pub enum JetStreamError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("invalid NATS credentials: {0}")]
+    Credentials(String),
     #[error("failed to read stream {stream}: {message}")]
     Read { stream: String, message: String },
     #[error("failed to create stream {stream}: {message}")]
@@ -137,16 +139,62 @@ pub enum StreamOutcome {
 
 /// Connects to NATS with a client name that shows up in `nats server report connections`.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, JetStreamError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
+    connect_options(name)
         .connect(url)
         .await
         .map_err(|source| JetStreamError::Connect {
             url: url.to_owned(),
             source,
         })
+}
+
+fn connect_options(name: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+}
+
+/// The inbox prefix of a tenant's binaries, `_INBOX_<tenant id>`: a tenant NATS user may
+/// subscribe only below it.
+pub fn tenant_inbox_prefix(tenant_id: &str) -> String {
+    format!("_INBOX_{tenant_id}")
+}
+
+/// The `.creds` of `ZORI_NATS_CREDS`: the value itself when it holds a user JWT, else the
+/// file it names. The error names the problem, never the value.
+pub fn load_creds(value: &str) -> Result<String, String> {
+    let creds = if value.contains("-----BEGIN") {
+        value.to_owned()
+    } else {
+        std::fs::read_to_string(value.trim())
+            .map_err(|e| format!("neither credentials nor a readable credentials file ({e})"))?
+    };
+    async_nats::ConnectOptions::new()
+        .credentials(&creds)
+        .map_err(|e| format!("not NATS credentials: {e}"))?;
+    Ok(creds)
+}
+
+/// Connects as a tenant's binary: with the tenant user's `.creds` when given (NATS accounts),
+/// and the tenant's inbox prefix always.
+pub async fn connect_tenant(
+    url: &str,
+    name: &str,
+    tenant_id: &str,
+    creds: Option<&str>,
+) -> Result<async_nats::Client, JetStreamError> {
+    let connect_error = |source| JetStreamError::Connect {
+        url: url.to_owned(),
+        source,
+    };
+    let mut options = connect_options(name).custom_inbox_prefix(tenant_inbox_prefix(tenant_id));
+    if let Some(creds) = creds {
+        options = options
+            .credentials(creds)
+            .map_err(|e| JetStreamError::Credentials(e.to_string()))?;
+    }
+    options.connect(url).await.map_err(connect_error)
 }
 
 /// The desired configuration of a tenant stream.
