@@ -361,6 +361,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nats_creds_come_as_a_value_or_a_file_and_are_never_echoed() {
+        // The decorated format of `nsc generate creds` (the seed is async-nats' doc example).
+        let creds = "-----BEGIN NATS USER JWT-----\n\
+                     eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n\
+                     ------END NATS USER JWT------\n\n\
+                     -----BEGIN USER NKEY SEED-----\n\
+                     SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\n\
+                     ------END USER NKEY SEED------\n";
+        assert_eq!(load_creds(creds).as_deref(), Ok(creds));
+        let path = std::env::temp_dir().join(format!("zori-creds-{}.creds", std::process::id()));
+        std::fs::write(&path, creds).expect("write");
+        assert_eq!(
+            load_creds(path.to_str().expect("utf-8")).as_deref(),
+            Ok(creds)
+        );
+        let _ = std::fs::remove_file(&path);
+
+        let error = load_creds("/nonexistent/zori.creds").expect_err("no file");
+        assert!(
+            error.starts_with("neither credentials nor a readable credentials file"),
+            "{error}"
+        );
+        let broken = creds.replace("SUAIO3FHUX5PNV2LQ", "SUAIO3FHUX5PNV2LX");
+        let error = load_creds(&broken).expect_err("a bad seed");
+        assert!(error.starts_with("not NATS credentials"), "{error}");
+        assert!(!error.contains("SUAIO3FHUX5PNV2L"), "{error}");
+    }
+
+    #[test]
     fn retention_names_round_trip() {
         for retention in [StreamRetention::WorkQueue, StreamRetention::Limits] {
             assert_eq!(retention.as_str().parse(), Ok(retention));

@@ -273,7 +273,10 @@ impl NatsBackend {
         desired: Config,
         owner: Owner<'_>,
     ) -> Result<Provisioned, NatsError> {
-        let js = self.js_for(&desired.name, Some(desired.max_bytes)).await?;
+        // Each replica of the stream counts against the account's storage.
+        let replicas = i64::try_from(desired.num_replicas.max(1)).unwrap_or(1);
+        let quota = desired.max_bytes.saturating_mul(replicas);
+        let js = self.js_for(&desired.name, Some(quota)).await?;
         let stamp = Self::check_owner(&js, &desired.name, owner).await?;
         let outcome = ensure_stream(&js, desired.clone()).await?;
         if stamp {
