@@ -32,6 +32,8 @@ use zori_operator::{
 struct Tenant {
     name: &'static str,
     id: String,
+    /// The project's uid, as stamped in the backends' owner markers.
+    uid: String,
     secret: std::collections::BTreeMap<String, String>,
 }
 
@@ -76,13 +78,11 @@ async fn provision(
     namespace: &str,
     name: &'static str,
 ) -> Tenant {
-    ctx.api
-        .insert(operator::project(
-            namespace,
-            name,
-            &format!("uid-{name}-{namespace}"),
-        ))
-        .expect("project");
+    let mut project = operator::project(namespace, name, &format!("uid-{name}-{namespace}"));
+    if name == "retained" {
+        project["spec"]["reclaimPolicy"] = "Retain".into();
+    }
+    ctx.api.insert(project).expect("project");
     let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(namespace), name);
     let current: ZoriProject =
         serde_json::from_value(ctx.api.object(&key).expect("project")).expect("project");
@@ -126,6 +126,7 @@ async fn provision(
     Tenant {
         name,
         id: status.tenant_id.expect("a pinned tenant id"),
+        uid: current.metadata.uid.clone().expect("a uid"),
         secret: decode(&serde_json::from_value(secret).expect("a Secret")),
     }
 }
@@ -533,4 +534,62 @@ async fn account_superuser_connect_error(nats: &NatsOperatorServer, tenant: &str
         .err()
         .map(|e| e.to_string().to_ascii_lowercase())
         .unwrap_or_else(|| "connected".to_owned())
+}
+
+/// `reclaimPolicy: Retain` keeps the tenant's account and stream (and its events).
+#[tokio::test(flavor = "multi_thread")]
+async fn retain_keeps_the_account_and_the_stream() {
+    use zori_operator::backends::{Backends, ChTenant, Owner, PgTenant};
+    let nats = NatsOperatorServer::start().await;
+    let ctx = context(&nats).await;
+    let namespace = format!("ret{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    ctx.api
+        .insert(operator::stripe_secret(&namespace))
+        .expect("stripe secret");
+    let tenant = provision(&ctx, &namespace, "retained").await;
+    let user = account_superuser(&nats, &tenant.id).await;
+    jetstream::new(user.clone())
+        .publish(format!("zori.{}.ingress", tenant.id), "kept".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    drop(user);
+    delete(&ctx, &namespace, tenant.name).await;
+
+    let kept = ctx.backends.nats.stream_config(&tenant.stream()).await;
+    let user = account_superuser(&nats, &tenant.id).await;
+    let messages = messages_in(&user, &tenant.stream()).await;
+
+    // Clean the machine's shared backends before asserting.
+    let owner = Owner {
+        uid: &tenant.uid,
+        adopt_unmarked: false,
+    };
+    let names = zori_operator::naming::TenantNames::for_tenant(&tenant.id);
+    let dropped = [
+        ctx.backends
+            .drop_postgres(PgTenant {
+                role: &names.postgres_role,
+                schema: &names.postgres_schema,
+                owner,
+            })
+            .await,
+        ctx.backends
+            .drop_clickhouse(ChTenant {
+                database: &names.clickhouse_database,
+                user: None,
+                owner,
+            })
+            .await,
+        ctx.backends.drop_redis(&names.redis_user).await,
+    ];
+    for result in dropped {
+        result.expect("cleanup");
+    }
+    assert!(
+        kept.expect("the stream is readable").is_some(),
+        "Retain keeps the stream in the tenant's account"
+    );
+    assert_eq!(messages, 1, "and its events");
 }
