@@ -245,6 +245,11 @@ pub struct NatsOperatorServer {
 
 impl NatsOperatorServer {
     pub async fn start() -> NatsOperatorServer {
+        Self::start_with(true).await
+    }
+
+    /// With `allow_delete: false`, the resolver refuses to delete accounts.
+    pub async fn start_with(allow_delete: bool) -> NatsOperatorServer {
         use zori_operator::nats_auth::{self, KeyPair, KeyPairType, Permission, UserPermissions};
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
@@ -293,7 +298,7 @@ impl NatsOperatorServer {
              jetstream: {{ store_dir: {store:?} }}\n\
              operator: {operator_jwt}\n\
              system_account: {sys}\n\
-             resolver: {{ type: full, dir: {jwt:?}, allow_delete: true, interval: \"2m\" }}\n\
+             resolver: {{ type: full, dir: {jwt:?}, allow_delete: {allow_delete}, interval: \"2m\" }}\n\
              resolver_preload: {{ {sys}: {system_jwt} }}\n",
             store = dir.join("js").display().to_string(),
             jwt = dir.join("jwt").display().to_string(),

@@ -593,3 +593,24 @@ async fn retain_keeps_the_account_and_the_stream() {
     );
     assert_eq!(messages, 1, "and its events");
 }
+
+/// A resolver that does not allow deleting accounts: `reclaimPolicy: Delete` still completes,
+/// and the tenant's account is left disabled (no connection is accepted).
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_disables_the_account_where_the_resolver_keeps_it() {
+    let nats = NatsOperatorServer::start_with(false).await;
+    let ctx = context(&nats).await;
+    let namespace = format!("dis{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    ctx.api
+        .insert(operator::stripe_secret(&namespace))
+        .expect("stripe secret");
+    let tenant = provision(&ctx, &namespace, "a").await;
+    assert_eq!(
+        account_superuser_connect_error(&nats, &tenant.id).await,
+        "connected",
+        "the account takes connections while the tenant lives"
+    );
+    delete(&ctx, &namespace, tenant.name).await;
+    let error = account_superuser_connect_error(&nats, &tenant.id).await;
+    assert!(error.contains("maximum"), "{error}");
+}
