@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ClickHouseUsers, Platform, PostgresTarget};
+use nkeys::KeyPairType;
+
+use crate::{
+    config::{ClickHouseUsers, Platform, PostgresTarget},
+    nats_auth::{key_from_seed, parse_creds, AccountKeys},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +50,34 @@ pub struct RunArgs {
     /// NATS URL given to the tenants' binaries [default: --nats-url].
     #[arg(long, env = "ZORI_NATS_TENANT_URL", hide_env_values = true)]
     pub nats_tenant_url: Option<String>,
+
+    /// `shared` (every tenant gets the tenant NATS URL: not isolated) or `accounts` (NATS in
+    /// operator mode: each tenant gets a NATS account of its own, with a JetStream quota, and
+    /// a user that may use only its own stream; needs the three flags below).
+    #[arg(
+        long,
+        env = "ZORI_NATS_AUTH",
+        default_value = "shared",
+        value_name = "shared|accounts"
+    )]
+    pub nats_auth: String,
+
+    /// With `--nats-auth accounts`: seed (`SO…`) of a signing key listed in the NATS
+    /// operator JWT; account JWTs are signed with it.
+    #[arg(long, env = "ZORI_NATS_SIGNING_KEY", hide_env_values = true)]
+    pub nats_signing_key: Option<String>,
+
+    /// With `--nats-auth accounts`: credentials (`.creds` contents, or a path to the file) of
+    /// a system account user allowed to publish `$SYS.REQ.CLAIMS.UPDATE` and
+    /// `$SYS.REQ.CLAIMS.DELETE`; the operator pushes account JWTs with it.
+    #[arg(long, env = "ZORI_NATS_SYSTEM_CREDS", hide_env_values = true)]
+    pub nats_system_creds: Option<String>,
+
+    /// With `--nats-auth accounts`: a random secret of at least 32 characters from which each
+    /// tenant's account key is derived. Keep it for the life of the install: another value
+    /// gives every tenant a new, empty account.
+    #[arg(long, env = "ZORI_NATS_ACCOUNT_KEY", hide_env_values = true)]
+    pub nats_account_key: Option<String>,
 
     /// PostgreSQL admin URL (a role that may create roles and schemas, superuser to check
     /// passwords); its database holds the tenant schemas. [required]
@@ -167,10 +200,27 @@ pub enum ClickHouseUserMode {
     Shared,
 }
 
+/// What the operator needs to run NATS accounts (`--nats-auth accounts`); never printed.
+#[derive(Clone)]
+pub struct NatsOperatorAuth {
+    /// Seed of the operator signing key account JWTs are signed with.
+    pub signing_key: String,
+    /// `.creds` contents of the system account user.
+    pub system_creds: String,
+}
+
+impl std::fmt::Debug for NatsOperatorAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatsOperatorAuth(<redacted>)")
+    }
+}
+
 /// The checked settings of `run`.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub nats_url: String,
+    /// `Some` with `--nats-auth accounts`.
+    pub nats_auth: Option<NatsOperatorAuth>,
     pub postgres_admin_url: String,
     pub clickhouse_url: String,
     pub clickhouse_admin_user: Option<String>,
@@ -252,12 +302,86 @@ fn check_nats_seeds(value: &str, flag: &'static str, env: &'static str) -> Resul
 }
 
 impl RunArgs {
+    /// The NATS accounts settings (`--nats-auth accounts`), checked; `(None, None)` for
+    /// `shared`.
+    fn nats_accounts(
+        &self,
+        tenant_url: &str,
+    ) -> Result<(Option<NatsOperatorAuth>, Option<AccountKeys>), CliError> {
+        const FLAG: &str = "nats-auth";
+        const ENV: &str = "ZORI_NATS_AUTH";
+        match self.nats_auth.trim() {
+            "shared" => return Ok((None, None)),
+            "accounts" => {}
+            other => {
+                return Err(invalid(
+                    FLAG,
+                    ENV,
+                    format!("{other:?} is not one of shared, accounts"),
+                ))
+            }
+        }
+        let hint = "--nats-auth accounts needs the operator signing key seed, a system \
+                    account user's credentials and the account key";
+        let signing_key = non_empty(&self.nats_signing_key).ok_or(CliError::Missing {
+            flag: "nats-signing-key",
+            env: "ZORI_NATS_SIGNING_KEY",
+            hint,
+        })?;
+        key_from_seed(&signing_key, KeyPairType::Operator, "operator signing key")
+            .map_err(|e| invalid("nats-signing-key", "ZORI_NATS_SIGNING_KEY", e.to_string()))?;
+        let creds = non_empty(&self.nats_system_creds).ok_or(CliError::Missing {
+            flag: "nats-system-creds",
+            env: "ZORI_NATS_SYSTEM_CREDS",
+            hint,
+        })?;
+        let system_creds = if creds.contains("-----BEGIN") {
+            creds
+        } else {
+            std::fs::read_to_string(&creds).map_err(|e| {
+                invalid(
+                    "nats-system-creds",
+                    "ZORI_NATS_SYSTEM_CREDS",
+                    format!("neither credentials nor a readable file ({e})"),
+                )
+            })?
+        };
+        parse_creds(&system_creds)
+            .and_then(|(_, seed)| key_from_seed(&seed, KeyPairType::User, "system user seed"))
+            .map_err(|e| invalid("nats-system-creds", "ZORI_NATS_SYSTEM_CREDS", e.to_string()))?;
+        let account_key = non_empty(&self.nats_account_key).ok_or(CliError::Missing {
+            flag: "nats-account-key",
+            env: "ZORI_NATS_ACCOUNT_KEY",
+            hint,
+        })?;
+        let keys = AccountKeys::new(&account_key)
+            .map_err(|e| invalid("nats-account-key", "ZORI_NATS_ACCOUNT_KEY", e.to_string()))?;
+        let url = url::Url::parse(tenant_url).ok();
+        if url.is_some_and(|u| !u.username().is_empty() || u.password().is_some()) {
+            return Err(invalid(
+                "nats-tenant-url",
+                "ZORI_NATS_TENANT_URL",
+                "with --nats-auth accounts tenants authenticate with their own credentials: \
+                 give the URL without any",
+            ));
+        }
+        Ok((
+            Some(NatsOperatorAuth {
+                signing_key,
+                system_creds,
+            }),
+            Some(keys),
+        ))
+    }
+
     /// Checks every flag; the first bad one is reported in one line.
     pub fn validate(&self) -> Result<RunSettings, CliError> {
         check_nats_seeds(&self.nats_url, "nats-url", "ZORI_NATS_URL")?;
         let nats_tenant_url =
             non_empty(&self.nats_tenant_url).unwrap_or_else(|| self.nats_url.trim().to_owned());
         check_nats_seeds(&nats_tenant_url, "nats-tenant-url", "ZORI_NATS_TENANT_URL")?;
+
+        let (nats_auth, nats_accounts) = self.nats_accounts(&nats_tenant_url)?;
 
         let admin = non_empty(&self.postgres_admin_url).ok_or(CliError::Missing {
             flag: "postgres-admin-url",
@@ -454,9 +578,11 @@ impl RunArgs {
             redis_per_tenant: redis_admin_url.is_some(),
             nats_tenant_is_admin: non_empty(&self.nats_tenant_url)
                 .is_none_or(|url| url == self.nats_url.trim()),
+            nats_accounts,
         };
         Ok(RunSettings {
             nats_url: self.nats_url.trim().to_owned(),
+            nats_auth,
             postgres_admin_url: admin,
             clickhouse_url: self.clickhouse_url.trim().trim_end_matches('/').to_owned(),
             clickhouse_admin_user: non_empty(&self.clickhouse_admin_user),
@@ -602,5 +728,84 @@ mod tests {
             message.starts_with("invalid --redis-admin-url (ZORI_REDIS_ADMIN_URL)"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn nats_accounts_need_a_signing_key_system_creds_and_an_account_key() {
+        use crate::nats_auth::{self, KeyPair};
+        let signing = KeyPair::new(KeyPairType::Operator).seed().expect("seed");
+        let account = KeyPair::new(KeyPairType::Account);
+        let user = KeyPair::new(KeyPairType::User);
+        let jwt = nats_auth::user_jwt(
+            &account,
+            &user.public_key(),
+            "sys",
+            &nats_auth::UserPermissions::default(),
+            Some(1),
+            None,
+        )
+        .expect("jwt");
+        let creds = nats_auth::creds(&jwt, &user.seed().expect("seed"));
+        let key = "k".repeat(40);
+        // A value starting with `-` goes in the `--flag=value` form.
+        let system_creds = format!("--nats-system-creds={creds}");
+        let s = args(&[
+            "--nats-auth",
+            "accounts",
+            "--nats-signing-key",
+            &signing,
+            &system_creds,
+            "--nats-account-key",
+            &key,
+        ])
+        .expect("valid");
+        assert!(s.platform.nats_accounts.is_some());
+        assert_eq!(
+            s.nats_auth.as_ref().map(|a| a.signing_key.as_str()),
+            Some(signing.as_str())
+        );
+        assert!(
+            !format!("{s:?}").contains(&signing),
+            "the seed is never printed"
+        );
+        assert!(crate::isolation::shared_backends(&s.platform)
+            .iter()
+            .all(|b| !b.starts_with("NATS")));
+        assert!(args(&[]).expect("valid").platform.nats_accounts.is_none());
+
+        let account_seed = account.seed().expect("seed");
+        let cases: &[(&[&str], &str)] = &[
+            (&["--nats-auth", "accounts"], "missing --nats-signing-key"),
+            (&["--nats-auth", "jwt"], "invalid --nats-auth (ZORI_NATS_AUTH)"),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &account_seed],
+                "invalid --nats-signing-key (ZORI_NATS_SIGNING_KEY): invalid operator signing key: expected an operator seed",
+            ),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &signing],
+                "missing --nats-system-creds",
+            ),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &signing, "--nats-system-creds", "/nonexistent/sys.creds"],
+                "invalid --nats-system-creds (ZORI_NATS_SYSTEM_CREDS): neither credentials nor a readable file",
+            ),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &signing, &system_creds],
+                "missing --nats-account-key",
+            ),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &signing, &system_creds, "--nats-account-key", "short"],
+                "invalid --nats-account-key (ZORI_NATS_ACCOUNT_KEY)",
+            ),
+            (
+                &["--nats-auth", "accounts", "--nats-signing-key", &signing, &system_creds, "--nats-account-key", &key, "--nats-tenant-url", "nats://u:p@nats:4222"],
+                "invalid --nats-tenant-url (ZORI_NATS_TENANT_URL): with --nats-auth accounts",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let message = args(extra).expect_err("invalid").to_string();
+            assert!(message.starts_with(expected), "{extra:?}: {message}");
+            assert!(!message.contains(&signing) && !message.contains(&account_seed));
+        }
     }
 }

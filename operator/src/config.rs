@@ -67,6 +67,9 @@ pub struct Platform {
     pub redis_per_tenant: bool,
     /// Whether tenants get the operator's own NATS URL (no `--nats-tenant-url`).
     pub nats_tenant_is_admin: bool,
+    /// `--nats-auth accounts`: each tenant gets a NATS account of its own (its key derived
+    /// from these) and a user confined to its stream; `None` is `--nats-auth shared`.
+    pub nats_accounts: Option<crate::nats_auth::AccountKeys>,
 }
 
 impl Platform {
@@ -94,6 +97,7 @@ impl Platform {
             require_isolation: false,
             redis_per_tenant: false,
             nats_tenant_is_admin: true,
+            nats_accounts: None,
         }
     }
 }

@@ -128,9 +128,19 @@ fn log_controller_error(error: &controller::Error<ReconcileError, watcher::Error
 
 /// Connects the backends and settles how ClickHouse users are made.
 async fn backends(settings: &mut RunSettings) -> Result<LiveBackends, RunError> {
-    let nats = NatsBackend::connect(&settings.nats_url)
+    let nats = match (&settings.nats_auth, &settings.platform.nats_accounts) {
+        (Some(auth), Some(keys)) => NatsBackend::connect_accounts(
+            &settings.nats_url,
+            &auth.system_creds,
+            &auth.signing_key,
+            keys.clone(),
+        )
         .await
-        .map_err(BackendError::from)?;
+        .map_err(BackendError::from)?,
+        _ => NatsBackend::connect(&settings.nats_url)
+            .await
+            .map_err(BackendError::from)?,
+    };
     let postgres =
         PostgresBackend::connect_lazy(&settings.postgres_admin_url).map_err(BackendError::from)?;
     let clickhouse = ClickHouseBackend::new(

@@ -8,15 +8,18 @@ use crate::{
 
 /// The backends that share a credential between tenants under `platform`, each with why.
 pub fn shared_backends(platform: &Platform) -> Vec<String> {
-    let mut shared = vec![if platform.nats_tenant_is_admin {
-        "NATS: every tenant connects with the operator's own NATS URL (no --nats-tenant-url), \
-         and per-tenant NATS accounts are not implemented yet"
-            .to_owned()
-    } else {
-        "NATS: every tenant connects with the same tenant NATS URL (--nats-tenant-url), and \
-         per-tenant NATS accounts are not implemented yet"
-            .to_owned()
-    }];
+    let mut shared = Vec::new();
+    if platform.nats_accounts.is_none() {
+        shared.push(if platform.nats_tenant_is_admin {
+            "NATS: every tenant connects with the operator's own NATS URL (no \
+             --nats-tenant-url); run with --nats-auth accounts for per-tenant NATS accounts"
+                .to_owned()
+        } else {
+            "NATS: every tenant connects with the same tenant NATS URL (--nats-tenant-url); run \
+             with --nats-auth accounts for per-tenant NATS accounts"
+                .to_owned()
+        });
+    }
     if !platform.redis_per_tenant {
         shared.push(
             "Redis: every tenant connects with the same --redis-url (set --redis-admin-url for \
@@ -70,7 +73,7 @@ mod tests {
         assert_eq!(isolated.reason, reasons::SHARED_CREDENTIALS);
         assert!(isolated
             .message
-            .contains("per-tenant NATS accounts are not implemented yet"));
+            .contains("run with --nats-auth accounts for per-tenant NATS accounts"));
         assert!(isolated.message.contains("the operator's own NATS URL"));
         platform.nats_tenant_is_admin = false;
         assert!(observation(&platform)
@@ -82,5 +85,10 @@ mod tests {
             "{}",
             isolated.message
         );
+        platform.nats_accounts =
+            Some(crate::nats_auth::AccountKeys::new(&"k".repeat(32)).expect("key"));
+        let isolated = observation(&platform);
+        assert!(isolated.is_true(), "{}", isolated.message);
+        assert_eq!(isolated.reason, reasons::ISOLATED);
     }
 }

@@ -19,6 +19,7 @@ pub mod isolation;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod nats_auth;
 pub mod provision;
 pub mod reclaim;
 pub mod reconcile;

@@ -538,3 +538,119 @@ impl Drop for ClickHouseCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The test's own `nats-server` in operator mode (decentralised JWT auth) with a full account
+/// resolver that allows deletes, as a platform team runs NATS for `--nats-auth accounts`: a
+/// fresh operator with one signing key, a system account and a system user limited to the
+/// claims requests, and a random account key. The fields are what the Zori operator is given.
+pub struct NatsOperatorServer {
+    pub port: u16,
+    /// Seed of the operator signing key (`--nats-signing-key`).
+    pub signing_key: String,
+    /// `.creds` of the system user (`--nats-system-creds`).
+    pub system_creds: String,
+    /// `--nats-account-key`.
+    pub account_key: String,
+    dir: PathBuf,
+    child: Option<Owned>,
+}
+
+impl NatsOperatorServer {
+    pub async fn start() -> NatsOperatorServer {
+        Self::start_with(true).await
+    }
+
+    /// With `allow_delete: false`, the resolver refuses to delete accounts.
+    pub async fn start_with(allow_delete: bool) -> NatsOperatorServer {
+        use zori_operator::nats_auth::{self, KeyPair, KeyPairType, Permission, UserPermissions};
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "zori-e2e-nats-operator-{port}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(dir.join("jwt")).unwrap();
+        let now = nats_auth::unix_now();
+        let operator = KeyPair::new(KeyPairType::Operator);
+        let signing = KeyPair::new(KeyPairType::Operator);
+        let system = KeyPair::new(KeyPairType::Account);
+        let operator_jwt = nats_auth::operator_jwt(
+            &operator,
+            "zori-test",
+            &[signing.public_key()],
+            &system.public_key(),
+            now,
+        )
+        .unwrap();
+        let system_jwt =
+            nats_auth::system_account_jwt(&signing, &system.public_key(), now).unwrap();
+        let system_user = KeyPair::new(KeyPairType::User);
+        let system_user_jwt = nats_auth::user_jwt(
+            &system,
+            &system_user.public_key(),
+            "zori-operator",
+            &UserPermissions {
+                publish: Permission {
+                    allow: vec![
+                        "$SYS.REQ.CLAIMS.UPDATE".to_owned(),
+                        "$SYS.REQ.CLAIMS.DELETE".to_owned(),
+                    ],
+                    deny: Vec::new(),
+                },
+                subscribe: Permission {
+                    allow: vec!["_INBOX.>".to_owned()],
+                    deny: Vec::new(),
+                },
+            },
+            Some(now),
+            None,
+        )
+        .unwrap();
+        let config = format!(
+            "listen: 127.0.0.1:{port}\n\
+             jetstream: {{ store_dir: {store:?} }}\n\
+             operator: {operator_jwt}\n\
+             system_account: {sys}\n\
+             resolver: {{ type: full, dir: {jwt:?}, allow_delete: {allow_delete}, interval: \"2m\" }}\n\
+             resolver_preload: {{ {sys}: {system_jwt} }}\n",
+            store = dir.join("js").display().to_string(),
+            jwt = dir.join("jwt").display().to_string(),
+            sys = system.public_key(),
+        );
+        let config_path = dir.join("nats.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let log = log_file("nats-server-operator", port);
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh)");
+        let child = Owned(child);
+        wait_for_port(port, "nats-server (operator mode)", Duration::from_secs(10)).await;
+        NatsOperatorServer {
+            port,
+            signing_key: signing.seed().unwrap(),
+            system_creds: nats_auth::creds(&system_user_jwt, &system_user.seed().unwrap()),
+            account_key: format!("{:x}{:x}", rand_u128(), rand_u128()),
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+fn rand_u128() -> u128 {
+    use rand::RngExt;
+    rand::rng().random()
+}
+
+impl Drop for NatsOperatorServer {
+    fn drop(&mut self) {
+        self.child = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

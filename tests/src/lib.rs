@@ -20,6 +20,7 @@ use serde_json::Value;
 pub mod browser;
 pub mod delivery;
 pub mod faults;
+pub mod operator;
 pub mod tracker;
 
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";

@@ -668,6 +668,13 @@ fn helm_lint_passes_and_the_installed_manifests_validate() {
         ),
         ("ZORI_REDIS_URL", "zori-redis", "url"),
         ("ZORI_REDIS_ADMIN_URL", "zori-redis-admin", "url"),
+        ("ZORI_NATS_SIGNING_KEY", "zori-nats-accounts", "signing-key"),
+        (
+            "ZORI_NATS_SYSTEM_CREDS",
+            "zori-nats-accounts",
+            "system.creds",
+        ),
+        ("ZORI_NATS_ACCOUNT_KEY", "zori-nats-accounts", "account-key"),
     ] {
         assert_eq!(
             env[name]["valueFrom"]["secretKeyRef"],
@@ -681,6 +688,7 @@ fn helm_lint_passes_and_the_installed_manifests_validate() {
     }
     for (name, value) in [
         ("ZORI_NATS_TENANT_URL", "nats://nats.nats.svc:4222"),
+        ("ZORI_NATS_AUTH", "accounts"),
         ("ZORI_POSTGRES_TENANT_HOST", "pgbouncer.postgres.svc:6432"),
         ("ZORI_CLICKHOUSE_USERS", "shared"),
         ("ZORI_CLICKHOUSE_TENANT_USER", "zori_tenants"),

@@ -4,203 +4,63 @@
 //! with exactly those settings, sends a tracked visit and a signed Stripe webhook, and reads the
 //! attributed revenue from the report.
 //!
+//! It runs twice: with the dev defaults (one shared NATS connection), and isolated (NATS in
+//! operator mode with an account per tenant, per-tenant Redis ACL users), where the binaries
+//! connect with the tenant's own NATS credentials.
+//!
 //! The only setting changed is the listen address (`ZORI_*_LISTEN`), so tests can run side by
 //! side on one machine: in a pod each binary has its own network namespace.
 
-use std::time::Duration;
-
-use serde_json::{json, Value};
-use time::OffsetDateTime;
-use zori_e2e::{free_port, page_view, session_id, visitor_id, Process, SITE_ORIGIN};
+use zori_e2e::{faults::NatsOperatorServer, operator};
 use zori_operator::{
     api::{fake::FakeApi, KubeApi, ObjectKey},
     backends::{
-        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend, LiveBackends,
+        clickhouse::ClickHouseBackend, nats::NatsBackend, postgres::PostgresBackend,
+        redis::RedisBackend, LiveBackends,
     },
-    builders::env::applied_env,
-    config::Platform,
+    config::{ClickHouseUsers, Platform},
     crd::{self, ZoriProject},
+    nats_auth::AccountKeys,
     reconcile::{reconcile, Context},
+    status::types,
 };
 
-const STRIPE_SECRET: &str = "whsec_operator_journey_0123456789";
-
-fn project(namespace: &str) -> ZoriProject {
-    serde_json::from_value(json!({
-        "apiVersion": "zori.dev/v1alpha1",
-        "kind": "ZoriProject",
-        "metadata": {"name": "shop", "namespace": namespace, "uid": "uid-shop", "generation": 1},
-        "spec": {
-            "allowedOrigins": [SITE_ORIGIN],
-            "stripe": {"webhookSecretRef": {"name": "stripe-webhook", "key": "webhook-secret"}},
-            "attribution": {"maxPastSkew": "720h"},
-            "reclaimPolicy": "Delete"
-        }
-    }))
-    .expect("a valid ZoriProject")
-}
-
-fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
-    env.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("{name} is not set by the operator"))
-}
-
-/// The Deployment's env with only the listen address moved to a free loopback port.
-fn with_listen(env: &[(String, String)], var: &str, port: u16) -> Vec<(String, String)> {
-    env.iter()
-        .map(|(k, v)| {
-            if k == var {
-                (k.clone(), format!("127.0.0.1:{port}"))
-            } else {
-                (k.clone(), v.clone())
-            }
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reconciled_project_attributes_a_payment() {
+async fn journey(ctx: Context<FakeApi, LiveBackends>) {
     let namespace = format!("opj{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let backends = LiveBackends {
-        nats: NatsBackend::connect(zori_e2e::NATS_URL)
-            .await
-            .expect("NATS"),
-        postgres: PostgresBackend::connect_lazy(zori_e2e::POSTGRES_URL).expect("postgres url"),
-        clickhouse: ClickHouseBackend::new(zori_e2e::CLICKHOUSE_URL, None, None)
-            .expect("clickhouse client"),
-        redis: None,
-    };
-    let ctx = Context::new(FakeApi::new(), backends, Platform::local());
     ctx.api
-        .insert(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "stripe-webhook", "namespace": namespace},
-            "data": {"webhook-secret": base64_encode(STRIPE_SECRET)}
-        }))
+        .insert(operator::stripe_secret(&namespace))
         .expect("stripe secret");
     ctx.api
-        .insert(serde_json::to_value(project(&namespace)).expect("json"))
+        .insert(operator::project(&namespace, "shop", "uid-shop"))
         .expect("project");
     let key = ObjectKey::new(crd::API_VERSION, crd::KIND, Some(&namespace), "shop");
     let current: ZoriProject =
         serde_json::from_value(ctx.api.object(&key).expect("project")).expect("project");
     reconcile(&current, &ctx).await.expect("reconcile");
-
-    let env = applied_env(&ctx.api, &namespace, "shop")
-        .await
-        .expect("both Deployments were applied with resolvable settings");
-    let ingest_port = free_port();
-    let api_port = free_port();
-    let ingest = Process::start_with_env(
-        "zori-ingest",
-        ingest_port,
-        &with_listen(&env.ingest, "ZORI_INGEST_LISTEN", ingest_port),
-    )
-    .await;
-    let api = Process::start_with_env(
-        "zori-api",
-        api_port,
-        &with_listen(&env.api, "ZORI_API_LISTEN", api_port),
-    )
-    .await;
-
-    let http = reqwest::Client::new();
-    let visitor = visitor_id();
-    let now = OffsetDateTime::now_utc();
-    let visit = page_view(
-        &visitor,
-        &session_id(),
-        &format!("{SITE_ORIGIN}/?utm_source=newsletter&utm_medium=email&utm_campaign=winter"),
-        None,
-        now - time::Duration::days(2),
-    );
-    let response = http
-        .post(format!("{}/ingest", ingest.base_url))
-        .header("X-Zori-PT", env_value(&env.ingest, "ZORI_PUBLISHABLE_KEY"))
-        .header("Origin", SITE_ORIGIN)
-        .header(
-            "User-Agent",
-            "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
-        )
-        .json(&visit)
-        .send()
-        .await
-        .expect("ingest answers");
+    let current: ZoriProject =
+        serde_json::from_value(ctx.api.object(&key).expect("project")).expect("project");
+    let isolated = current
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == types::ISOLATED)
+        .expect("an Isolated condition");
+    let isolated_mode = ctx.platform.nats_accounts.is_some();
     assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
+        isolated.message.contains("NATS"),
+        !isolated_mode,
+        "Isolated names NATS exactly when tenants share it: {isolated:?}"
     );
 
-    let body = json!({
-        "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
-        "object": "event", "api_version": "2024-06-20", "created": now.unix_timestamp(),
-        "livemode": false, "type": "checkout.session.completed",
-        "data": {"object": {
-            "id": "cs_test_operator_journey", "object": "checkout.session", "mode": "payment",
-            "amount_total": 4900, "currency": "eur", "payment_status": "paid",
-            "created": now.unix_timestamp(), "payment_intent": "pi_operator_journey",
-            "metadata": {"zori_visitor_id": visitor}
-        }}
-    })
-    .to_string();
-    let signature =
-        zori_core::stripe::signature::sign(body.as_bytes(), STRIPE_SECRET, now.unix_timestamp());
-    let response = http
-        .post(format!("{}/webhooks/stripe", api.base_url))
-        .header("Stripe-Signature", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("api answers");
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    let env = operator::attributes_a_payment(&ctx.api, &namespace, "shop").await;
+    for vars in [&env.ingest, &env.api] {
+        assert_eq!(
+            vars.iter().any(|(k, _)| k == "ZORI_NATS_CREDS"),
+            isolated_mode,
+            "the binaries get their own NATS credentials exactly in accounts mode"
+        );
+    }
 
-    let token = env_value(&env.api, "ZORI_API_TOKEN");
-    let url = format!(
-        "{}/api/v1/attribution?dimension=campaign&from={}&to={}",
-        api.base_url,
-        (now - time::Duration::days(7)).date(),
-        now.date()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let net = loop {
-        let report: Value = http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("api answers")
-            .json()
-            .await
-            .expect("json");
-        let net = report["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["value"] == "winter"))
-            .and_then(|r| r["revenue"].as_array())
-            .and_then(|m| m.iter().find(|m| m["currency"] == "eur"))
-            .and_then(|m| m["net"].as_i64());
-        if net == Some(4900) || std::time::Instant::now() > deadline {
-            break (net, report);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(
-        net.0,
-        Some(4900),
-        "the winter newsletter brought €49: {:#}",
-        net.1
-    );
-
-    drop(ingest);
-    drop(api);
     // Delete runs the finalizer with reclaimPolicy Delete: stream, schema and database go.
     ctx.api.delete(&key).await.expect("delete");
     let current: ZoriProject = serde_json::from_value(
@@ -218,7 +78,53 @@ async fn a_reconciled_project_attributes_a_payment() {
     );
 }
 
-fn base64_encode(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconciled_project_attributes_a_payment() {
+    let backends = LiveBackends {
+        nats: NatsBackend::connect(zori_e2e::NATS_URL)
+            .await
+            .expect("NATS"),
+        postgres: PostgresBackend::connect_lazy(zori_e2e::POSTGRES_URL).expect("postgres url"),
+        clickhouse: ClickHouseBackend::new(zori_e2e::CLICKHOUSE_URL, None, None)
+            .expect("clickhouse client"),
+        redis: None,
+    };
+    journey(Context::new(FakeApi::new(), backends, Platform::local())).await;
+}
+
+/// The platform of an isolated install against `nats` (a test-owned server in operator mode).
+pub async fn isolated(nats: &NatsOperatorServer) -> Context<FakeApi, LiveBackends> {
+    let keys = AccountKeys::new(&nats.account_key).expect("account key");
+    let backends = LiveBackends {
+        nats: NatsBackend::connect_accounts(
+            &nats.url(),
+            &nats.system_creds,
+            &nats.signing_key,
+            keys.clone(),
+        )
+        .await
+        .expect("NATS system account"),
+        postgres: PostgresBackend::connect_lazy(zori_e2e::POSTGRES_URL).expect("postgres url"),
+        clickhouse: ClickHouseBackend::new(zori_e2e::CLICKHOUSE_URL, None, None)
+            .expect("clickhouse client"),
+        redis: Some(RedisBackend::new(zori_e2e::REDIS_URL).expect("redis admin url")),
+    };
+    let mut platform = Platform::local();
+    platform.nats_url = nats.url();
+    platform.nats_tenant_is_admin = false;
+    platform.nats_accounts = Some(keys);
+    platform.redis_per_tenant = true;
+    // The machine's ClickHouse (18.16) has no SQL users: tenants share its user, and
+    // `Isolated` says so naming ClickHouse only.
+    platform.clickhouse_users = ClickHouseUsers::Shared {
+        user: None,
+        password: None,
+    };
+    Context::new(FakeApi::new(), backends, platform)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_project_attributes_a_payment() {
+    let nats = NatsOperatorServer::start().await;
+    journey(isolated(&nats).await).await;
 }

@@ -90,6 +90,16 @@ pub struct Config {
     )]
     pub nats_url: String,
 
+    /// NATS credentials (`.creds` contents, or a path to the file) of the tenant's own NATS
+    /// user, where NATS runs with per-tenant accounts.
+    #[arg(
+        long,
+        env = "ZORI_NATS_CREDS",
+        hide_env_values = true,
+        value_name = "CREDS"
+    )]
+    pub nats_creds: Option<String>,
+
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db. Required.
     #[arg(
         long,
@@ -329,6 +339,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("api_token", &redacted(&self.api_token))
             .field("nats_url", &self.nats_url)
+            .field("nats_creds", &redacted(&self.nats_creds))
             .field("postgres_url", &redacted(&self.postgres_url))
             .field("postgres_schema", &self.postgres_schema)
             .field("create_schema", &self.create_schema)
@@ -369,6 +380,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub api_token: Secret,
     pub nats_url: String,
+    /// `.creds` of the tenant's NATS user (per-tenant NATS accounts).
+    pub nats_creds: Option<Secret>,
     pub postgres_url: Secret,
     pub postgres_schema: String,
     pub create_schema: bool,
@@ -560,6 +573,14 @@ impl Config {
                 )
             })?;
         }
+
+        let nats_creds = self
+            .nats_creds
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| zori_service::jetstream::load_creds(&v))
+            .transpose()
+            .map_err(|m| invalid("--nats-creds", "ZORI_NATS_CREDS", m))?
+            .map(Secret::new);
 
         let postgres_url = required(self.postgres_url, "--postgres-url", "ZORI_POSTGRES_URL")?;
         let postgres_url = postgres_url.trim().to_owned();
@@ -841,6 +862,7 @@ impl Config {
             listen,
             api_token: Secret::new(api_token),
             nats_url,
+            nats_creds,
             postgres_url: Secret::new(postgres_url),
             postgres_schema,
             create_schema,

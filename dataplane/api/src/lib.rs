@@ -114,7 +114,13 @@ pub async fn run(
     tracing::info!(schema = %settings.postgres_schema, "PostgreSQL schema migrated");
     let events = EventStore::open(&settings).await?;
     tracing::info!(database = %settings.clickhouse_database, "ClickHouse database migrated");
-    let nats = zori_service::jetstream::connect(&settings.nats_url, "zori-api").await?;
+    let nats = zori_service::jetstream::connect_tenant(
+        &settings.nats_url,
+        "zori-api",
+        &settings.tenant_id,
+        settings.nats_creds.as_ref().map(|c| c.expose()),
+    )
+    .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let pull = consumer::setup(&js, &settings).await?;
     tracing::info!(consumer = %settings.consumer_name, subject = %subjects.ingress, "consumer ready");

@@ -77,6 +77,16 @@ pub struct Config {
     )]
     pub nats_url: String,
 
+    /// NATS credentials (`.creds` contents, or a path to the file) of the tenant's own NATS
+    /// user, where NATS runs with per-tenant accounts.
+    #[arg(
+        long,
+        env = "ZORI_NATS_CREDS",
+        value_name = "CREDS",
+        hide_env_values = true
+    )]
+    pub nats_creds: Option<String>,
+
     /// Redis server holding the rate-limit counters. If it is down, requests are let through.
     #[arg(
         long,
@@ -336,6 +346,7 @@ impl fmt::Debug for Config {
             )
             .field("allowed_origins", &self.allowed_origins)
             .field("nats_url", &redact_url(&self.nats_url))
+            .field("nats_creds", &self.nats_creds.as_ref().map(|_| REDACTED))
             .field("redis_url", &redact_url(&self.redis_url))
             .field("email_salt", &self.email_salt.as_ref().map(|_| REDACTED))
             .field("max_body_bytes", &self.max_body_bytes)
@@ -492,6 +503,8 @@ pub struct Settings {
     /// Serialized origins (`https://shop.example.com`, lower case, no default port).
     pub allowed_origins: Vec<String>,
     pub nats_url: Secret,
+    /// `.creds` of the tenant's NATS user (per-tenant NATS accounts).
+    pub nats_creds: Option<Secret>,
     pub redis_url: Secret,
     pub email_salt: Secret,
     pub max_body_bytes: usize,
@@ -521,6 +534,7 @@ impl fmt::Debug for Settings {
             .field("publishable_key", &self.publishable_key)
             .field("allowed_origins", &self.allowed_origins)
             .field("nats_url", &redact_url(self.nats_url.expose()))
+            .field("nats_creds", &self.nats_creds)
             .field("redis_url", &redact_url(self.redis_url.expose()))
             .field("email_salt", &self.email_salt)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -653,6 +667,11 @@ impl Config {
                 ));
             }
         }
+
+        let nats_creds = optional(self.nats_creds)
+            .map(|v| zori_service::jetstream::load_creds(&v))
+            .transpose()
+            .map_err(|m| invalid("nats-creds", "ZORI_NATS_CREDS", m))?;
 
         let redis_url = self.redis_url.trim().to_owned();
         if let Err(error) = redis::Client::open(redis_url.as_str()) {
@@ -811,6 +830,7 @@ impl Config {
             publishable_key: Secret::new(publishable_key),
             allowed_origins,
             nats_url: Secret::new(nats_url),
+            nats_creds: nats_creds.map(Secret::new),
             redis_url: Secret::new(redis_url),
             email_salt: Secret::new(email_salt),
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),

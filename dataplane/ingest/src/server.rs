@@ -103,8 +103,13 @@ pub async fn run(
     let metrics = Metrics::new(&mut registry);
     let stream = settings.subjects.stream.clone();
 
-    let client =
-        zori_service::jetstream::connect(settings.nats_url.expose(), "zori-ingest").await?;
+    let client = zori_service::jetstream::connect_tenant(
+        settings.nats_url.expose(),
+        "zori-ingest",
+        &settings.tenant_id,
+        settings.nats_creds.as_ref().map(|c| c.expose()),
+    )
+    .await?;
     let js = jetstream::new(client.clone());
     if settings.create_stream {
         let outcome = ensure_tenant_stream(

@@ -20,6 +20,8 @@ pub enum JetStreamError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("invalid NATS credentials: {0}")]
+    Credentials(String),
     #[error("failed to read stream {stream}: {message}")]
     Read { stream: String, message: String },
     #[error("failed to create stream {stream}: {message}")]
@@ -148,16 +150,62 @@ pub fn seed_list(url: &str) -> Vec<&str> {
 /// `url` may be a seed list ([`seed_list`]): the client connects to any of them, and after a
 /// node is lost reconnects to the others (and to the cluster members the servers announce).
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, JetStreamError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
+    connect_options(name)
         .connect(seed_list(url))
         .await
         .map_err(|source| JetStreamError::Connect {
             url: url.to_owned(),
             source,
         })
+}
+
+fn connect_options(name: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+}
+
+/// The inbox prefix of a tenant's binaries, `_INBOX_<tenant id>`: a tenant NATS user may
+/// subscribe only below it.
+pub fn tenant_inbox_prefix(tenant_id: &str) -> String {
+    format!("_INBOX_{tenant_id}")
+}
+
+/// The `.creds` of `ZORI_NATS_CREDS`: the value itself when it holds a user JWT, else the
+/// file it names. The error names the problem, never the value.
+pub fn load_creds(value: &str) -> Result<String, String> {
+    let creds = if value.contains("-----BEGIN") {
+        value.to_owned()
+    } else {
+        std::fs::read_to_string(value.trim())
+            .map_err(|e| format!("neither credentials nor a readable credentials file ({e})"))?
+    };
+    async_nats::ConnectOptions::new()
+        .credentials(&creds)
+        .map_err(|e| format!("not NATS credentials: {e}"))?;
+    Ok(creds)
+}
+
+/// Connects as a tenant's binary: with the tenant user's `.creds` when given (NATS accounts),
+/// and the tenant's inbox prefix always.
+pub async fn connect_tenant(
+    url: &str,
+    name: &str,
+    tenant_id: &str,
+    creds: Option<&str>,
+) -> Result<async_nats::Client, JetStreamError> {
+    let connect_error = |source| JetStreamError::Connect {
+        url: url.to_owned(),
+        source,
+    };
+    let mut options = connect_options(name).custom_inbox_prefix(tenant_inbox_prefix(tenant_id));
+    if let Some(creds) = creds {
+        options = options
+            .credentials(creds)
+            .map_err(|e| JetStreamError::Credentials(e.to_string()))?;
+    }
+    options.connect(seed_list(url)).await.map_err(connect_error)
 }
 
 /// The desired configuration of a tenant stream.
@@ -330,6 +378,35 @@ mod tests {
             seed_list(" nats://a:4222, nats://b:4223 ,,nats://c:4224"),
             vec!["nats://a:4222", "nats://b:4223", "nats://c:4224"]
         );
+    }
+
+    #[test]
+    fn nats_creds_come_as_a_value_or_a_file_and_are_never_echoed() {
+        // The decorated format of `nsc generate creds` (the seed is async-nats' doc example).
+        let creds = "-----BEGIN NATS USER JWT-----\n\
+                     eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n\
+                     ------END NATS USER JWT------\n\n\
+                     -----BEGIN USER NKEY SEED-----\n\
+                     SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\n\
+                     ------END USER NKEY SEED------\n";
+        assert_eq!(load_creds(creds).as_deref(), Ok(creds));
+        let path = std::env::temp_dir().join(format!("zori-creds-{}.creds", std::process::id()));
+        std::fs::write(&path, creds).expect("write");
+        assert_eq!(
+            load_creds(path.to_str().expect("utf-8")).as_deref(),
+            Ok(creds)
+        );
+        let _ = std::fs::remove_file(&path);
+
+        let error = load_creds("/nonexistent/zori.creds").expect_err("no file");
+        assert!(
+            error.starts_with("neither credentials nor a readable credentials file"),
+            "{error}"
+        );
+        let broken = creds.replace("SUAIO3FHUX5PNV2LQ", "SUAIO3FHUX5PNV2LX");
+        let error = load_creds(&broken).expect_err("a bad seed");
+        assert!(error.starts_with("not NATS credentials"), "{error}");
+        assert!(!error.contains("SUAIO3FHUX5PNV2L"), "{error}");
     }
 
     #[test]

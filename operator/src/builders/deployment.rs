@@ -93,7 +93,7 @@ pub fn container(config: &ProjectConfig, platform: &Platform, component: Compone
         image: Some(workload.image.clone()),
         image_pull_policy: workload.image_pull_policy.map(str::to_owned),
         env: Some(match component {
-            Component::Ingest => env::ingest_env(config),
+            Component::Ingest => env::ingest_env(config, platform),
             Component::Api => env::api_env(config, platform),
         }),
         ports: Some(vec![ContainerPort {

@@ -44,8 +44,16 @@ fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// `ZORI_NATS_CREDS` with `--nats-auth accounts`: the tenant user's `.creds`.
+fn nats_creds(platform: &Platform, secret: &str) -> Option<EnvVar> {
+    platform
+        .nats_accounts
+        .as_ref()
+        .map(|_| from_secret("ZORI_NATS_CREDS", secret, keys::NATS_CREDS))
+}
+
 /// Environment of the `zori-ingest` container.
-pub fn ingest_env(config: &ProjectConfig) -> Vec<EnvVar> {
+pub fn ingest_env(config: &ProjectConfig, platform: &Platform) -> Vec<EnvVar> {
     let secret = secret_name(&config.name);
     let ingest = &config.ingest;
     let mut env = vec![
@@ -72,6 +80,7 @@ pub fn ingest_env(config: &ProjectConfig) -> Vec<EnvVar> {
         value("ZORI_MAX_PAST_SKEW", &ingest.max_past_skew),
         value("ZORI_MAX_FUTURE_SKEW", &ingest.max_future_skew),
     ];
+    env.extend(nats_creds(platform, &secret));
     if let Some(header) = &ingest.client_ip_header {
         env.push(value("ZORI_CLIENT_IP_HEADER", header));
     }
@@ -118,6 +127,11 @@ pub fn api_env(config: &ProjectConfig, platform: &Platform) -> Vec<EnvVar> {
     ];
     if let Some(cluster) = platform.clickhouse_topology.cluster() {
         env.push(value("ZORI_CLICKHOUSE_CLUSTER", cluster));
+    }
+    if let Some(creds) = nats_creds(platform, &secret) {
+        env.push(creds);
+        // The tenant NATS user may use this durable consumer only.
+        env.push(value("ZORI_CONSUMER_NAME", crate::nats_auth::API_CONSUMER));
     }
     match &platform.clickhouse_users {
         ClickHouseUsers::PerTenant => {

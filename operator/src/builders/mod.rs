@@ -191,7 +191,7 @@ pub fn pod_config_hash(
     inputs: &Dereferenced,
 ) -> String {
     let vars = match component {
-        Component::Ingest => env::ingest_env(config),
+        Component::Ingest => env::ingest_env(config, platform),
         Component::Api => env::api_env(config, platform),
     };
     let tenant_secret = crate::naming::secret_name(&config.name);

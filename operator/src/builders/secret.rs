@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{api::core::v1::Secret, ByteString};
+use nkeys::KeyPairType;
 use sha2::{Digest, Sha256};
 
 use crate::{
     builders::object_meta,
     config::{ClickHouseUsers, Platform, ProjectConfig},
     naming::secret_name,
+    nats_auth,
 };
 
 /// Keys of the tenant Secret.
@@ -34,10 +36,14 @@ pub mod keys {
     pub const REDIS_URL: &str = "redis-url";
     /// Password of the tenant's Redis ACL user (per-tenant Redis users only).
     pub const REDIS_PASSWORD: &str = "redis-password";
+    /// Seed (`SU…`) of the tenant's NATS user (`--nats-auth accounts` only).
+    pub const NATS_USER_SEED: &str = "nats-user-seed";
+    /// The tenant's NATS `.creds` (user JWT and seed), derived (`--nats-auth accounts`).
+    pub const NATS_CREDS: &str = "nats-creds";
 
-    /// Keys a Secret written by an earlier version (or before per-tenant Redis users were
-    /// turned on) lacks without anything being lost.
-    pub const ADDED_LATER: [&str; 2] = [IDENTITY_SECRET, REDIS_PASSWORD];
+    /// Keys a Secret written by an earlier version (or before per-tenant Redis users or NATS
+    /// accounts were turned on) lacks without anything being lost.
+    pub const ADDED_LATER: [&str; 3] = [IDENTITY_SECRET, REDIS_PASSWORD, NATS_USER_SEED];
     /// Password of the tenant's ClickHouse user (per-tenant users), or the shared one.
     pub const CLICKHOUSE_PASSWORD: &str = "clickhouse-password";
 }
@@ -125,6 +131,23 @@ pub fn secret_data(
         None => platform.redis_url.clone(),
     };
 
+    let nats_creds = platform.nats_accounts.as_ref().map(|accounts| {
+        let kept = existing.get(keys::NATS_USER_SEED).filter(|seed| {
+            nats_auth::key_from_seed(seed, KeyPairType::User, "tenant user seed").is_ok()
+        });
+        let seed = match kept {
+            Some(seed) => seed.trim().to_owned(),
+            None => {
+                generated.push(keys::NATS_USER_SEED);
+                // 32 random bytes always make a seed; an empty one would fail loudly at
+                // connect rather than share anything.
+                nats_auth::seed_from_hex(&random.hex(32), KeyPairType::User).unwrap_or_default()
+            }
+        };
+        let creds = tenant_creds(accounts, &config.names, &seed).unwrap_or_default();
+        (seed, creds)
+    });
+
     let mut data = BTreeMap::from([
         (keys::PUBLISHABLE_KEY.to_owned(), publishable_key),
         (keys::API_TOKEN.to_owned(), api_token),
@@ -141,10 +164,35 @@ pub fn secret_data(
     if let Some(p) = redis_password {
         data.insert(keys::REDIS_PASSWORD.to_owned(), p);
     }
+    if let Some((seed, creds)) = nats_creds {
+        data.insert(keys::NATS_USER_SEED.to_owned(), seed);
+        data.insert(keys::NATS_CREDS.to_owned(), creds);
+    }
     if let Some(p) = clickhouse_password {
         data.insert(keys::CLICKHOUSE_PASSWORD.to_owned(), p);
     }
     SecretData { data, generated }
+}
+
+/// The tenant user's `.creds`: a JWT signed by the tenant's account key (no issue time, so
+/// the same seed gives the same credentials on every reconcile) with the permissions of
+/// [`nats_auth::tenant_permissions`].
+pub fn tenant_creds(
+    accounts: &nats_auth::AccountKeys,
+    names: &crate::naming::TenantNames,
+    user_seed: &str,
+) -> Result<String, nats_auth::NatsAuthError> {
+    let account = accounts.account(&names.tenant_id)?;
+    let user = nats_auth::key_from_seed(user_seed, KeyPairType::User, "tenant user seed")?;
+    let jwt = nats_auth::user_jwt(
+        &account,
+        &user.public_key(),
+        &format!("zori-{}", names.tenant_id),
+        &nats_auth::tenant_permissions(&names.tenant_id, &names.subjects.stream),
+        None,
+        None,
+    )?;
+    Ok(nats_auth::creds(&jwt, user_seed))
 }
 
 /// The tenant role's URL: `postgres://zori_<id>:<password>@<host>:<port>/<database>`.

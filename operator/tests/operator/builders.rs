@@ -502,6 +502,74 @@ fn secret_keys_are_generated_once_and_kept() {
 }
 
 #[test]
+fn nats_accounts_give_each_tenant_its_own_stable_credentials() {
+    use zori_operator::nats_auth::{self, AccountKeys};
+    let mut platform = Platform::local();
+    let keys_ = AccountKeys::new(&"a".repeat(40)).expect("account key");
+    platform.nats_accounts = Some(keys_.clone());
+    let config = config_of(&minimal(), &platform);
+    let random = CountingRandomness::default();
+    let first = secret::secret_data(&config, &platform, None, &random);
+    assert!(first.generated.contains(&keys::NATS_USER_SEED));
+    let seed = &first.data[keys::NATS_USER_SEED];
+    assert!(seed.starts_with("SU"), "a user seed");
+    let (jwt, creds_seed) = nats_auth::parse_creds(&first.data[keys::NATS_CREDS]).expect("creds");
+    assert_eq!(&creds_seed, seed);
+    let claims = nats_auth::verified_claims(&jwt).expect("signed");
+    assert_eq!(
+        claims["iss"],
+        keys_
+            .account(&config.names.tenant_id)
+            .expect("account")
+            .public_key(),
+        "signed by the tenant's own account"
+    );
+    assert_eq!(
+        claims["nats"]["sub"]["allow"],
+        serde_json::json!([format!("_INBOX_{}.>", config.names.tenant_id)])
+    );
+
+    // The same Secret on the next reconcile: nothing generated, nothing changed (no pod roll).
+    let second = secret::secret_data(&config, &platform, Some(&first.data), &random);
+    assert!(second.generated.is_empty());
+    assert_eq!(second.data, first.data);
+
+    // A Secret from before NATS accounts gets the user quietly.
+    let mut before = first.data.clone();
+    before.remove(keys::NATS_USER_SEED);
+    before.remove(keys::NATS_CREDS);
+    let upgraded = secret::secret_data(&config, &platform, Some(&before), &random);
+    assert_eq!(upgraded.generated, vec![keys::NATS_USER_SEED]);
+    assert!(keys::ADDED_LATER.contains(&keys::NATS_USER_SEED));
+
+    // Both binaries read the creds from the Secret; shared mode has neither key nor variable.
+    for component in Component::ALL {
+        let deployment = build_deployment(&config, &platform, component, "h");
+        let creds = container(&deployment)
+            .env
+            .iter()
+            .flatten()
+            .find(|v| v.name == "ZORI_NATS_CREDS")
+            .expect("ZORI_NATS_CREDS");
+        let from = creds
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .expect("from the Secret");
+        assert_eq!(from.key, keys::NATS_CREDS);
+    }
+    let shared = Platform::local();
+    let data = secret::secret_data(&config, &shared, None, &random).data;
+    assert!(!data.contains_key(keys::NATS_CREDS) && !data.contains_key(keys::NATS_USER_SEED));
+    let deployment = build_deployment(&config, &shared, Component::Api, "h");
+    assert!(container(&deployment)
+        .env
+        .iter()
+        .flatten()
+        .all(|v| v.name != "ZORI_NATS_CREDS"));
+}
+
+#[test]
 fn the_config_hash_follows_the_secrets() {
     let a = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
     let b = BTreeMap::from([("k".to_owned(), "w".to_owned())]);
@@ -603,6 +671,8 @@ fn declared_env(config_rs: &str) -> Vec<String> {
 fn every_variable_set_is_a_setting_of_its_binary() {
     let mut platform = Platform::local();
     platform.clickhouse_users = ClickHouseUsers::PerTenant;
+    platform.nats_accounts =
+        Some(zori_operator::nats_auth::AccountKeys::new(&"a".repeat(40)).expect("account key"));
     let config = config_of(&production(), &platform);
     for (component, file) in [
         (Component::Ingest, "dataplane/ingest/src/config.rs"),

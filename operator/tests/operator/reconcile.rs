@@ -1296,10 +1296,40 @@ async fn isolated_says_which_backends_share_credentials() {
     }
     assert!(isolated
         .message
-        .contains("per-tenant NATS accounts are not implemented yet"));
+        .contains("run with --nats-auth accounts for per-tenant NATS accounts"));
     assert!(
         h.child("Deployment", "acme-api").is_some(),
         "a dev install runs un-isolated, and says so"
+    );
+}
+
+#[tokio::test]
+async fn nats_accounts_redis_users_and_clickhouse_users_isolate_a_tenant() {
+    let mut h = Harness::new();
+    h.ctx.platform.require_isolation = true;
+    h.ctx.platform.clickhouse_users = zori_operator::config::ClickHouseUsers::PerTenant;
+    h.ctx.platform.redis_per_tenant = true;
+    h.ctx.platform.nats_accounts =
+        Some(zori_operator::nats_auth::AccountKeys::new(&"k".repeat(40)).expect("account key"));
+    let key = h.create(&minimal());
+    h.reconcile(&key).await;
+    let isolated = h.condition(&key, types::ISOLATED);
+    assert_eq!(
+        status_of(&isolated),
+        (ConditionStatus::True, reasons::ISOLATED),
+        "{}",
+        isolated.message
+    );
+    let secret = h.child("Secret", "acme-credentials").expect("secret");
+    for key in [keys::NATS_CREDS, keys::NATS_USER_SEED, keys::REDIS_PASSWORD] {
+        assert!(
+            secret.pointer(&format!("/data/{key}")).is_some(),
+            "{key} in the tenant Secret"
+        );
+    }
+    assert!(
+        h.child("Deployment", "acme-api").is_some(),
+        "an isolated tenant is provisioned under --require-isolation"
     );
 }
 
