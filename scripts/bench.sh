@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the figures in docs/benchmarks.md: release builds against the local services.
-# Usage: scripts/bench.sh [--size 1M|10M|<N>] [ingest|consumer|reports ...]   (default: all)
+# Usage: scripts/bench.sh [--size 1M|10M|<N>] [ingest|consumer|reports|soak ...]
+#   (default: ingest consumer reports; the soak runs only when named: about 12 minutes,
+#   ZORI_SOAK_SECONDS sets its length, 600 by default)
 #   --size  events of the reports run (default 1M; visitors are a tenth, payments a hundredth).
 # Each run's table is printed and recorded in target/bench/<benchmark>[-<size>].md.
 set -euo pipefail
@@ -19,12 +21,12 @@ while [ $# -gt 0 ]; do
       size="${1#--size=}"
       shift
       ;;
-    ingest|consumer|reports)
+    ingest|consumer|reports|soak)
       benches+=("$1")
       shift
       ;;
     *)
-      echo "error: unknown argument $1; usage: scripts/bench.sh [--size 1M|10M] [ingest|consumer|reports ...]" >&2
+      echo "error: unknown argument $1; usage: scripts/bench.sh [--size 1M|10M] [ingest|consumer|reports|soak ...]" >&2
       exit 2
       ;;
   esac
