@@ -14,10 +14,10 @@ use axum::{
     Json,
 };
 use serde::Serialize;
-use time::{Date, Month, OffsetDateTime};
+use time::{Date, OffsetDateTime};
 use zori_core::{
     saas::{
-        add_months_to_month, month_of,
+        add_months_to_month, month_of, months_before,
         mrr::{movements, MonthMovements, MrrChange},
         trials::{trial_conversion, StatusChange, TrialMonth},
     },
@@ -60,14 +60,6 @@ pub struct Segment {
 
 fn month_label(d: Date) -> String {
     format!("{:04}-{:02}", d.year(), d.month() as u8)
-}
-
-/// The first day of the month `n` months before `month`.
-fn months_before(month: Date, n: u32) -> Date {
-    let index = i64::from(month.year()) * 12 + (month.month() as i64 - 1) - i64::from(n);
-    let year = i32::try_from(index.div_euclid(12)).unwrap_or(i32::MIN);
-    let m = Month::try_from((index.rem_euclid(12) + 1) as u8).unwrap_or(Month::January);
-    Date::from_calendar_date(year, m, 1).unwrap_or(Date::MIN)
 }
 
 /// One stored subscription change.
@@ -252,27 +244,4 @@ fn segment_movements(
     };
     segments.sort_by(|a, b| closing(b).cmp(&closing(a)).then(a.value.cmp(&b.value)));
     segments
-}
-
-#[cfg(test)]
-mod tests {
-    use time::macros::date;
-
-    use super::*;
-
-    #[test]
-    fn months_before_crosses_years() {
-        assert_eq!(
-            months_before(date!(2026 - 03 - 01), 11),
-            date!(2025 - 04 - 01)
-        );
-        assert_eq!(
-            months_before(date!(2026 - 12 - 01), 0),
-            date!(2026 - 12 - 01)
-        );
-        assert_eq!(
-            months_before(date!(2026 - 01 - 01), 1),
-            date!(2025 - 12 - 01)
-        );
-    }
 }

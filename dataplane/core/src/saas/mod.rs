@@ -27,9 +27,20 @@ fn first_of(year: i32, month: Month) -> Date {
 
 /// The first day of the month `n` months after the month of `month`.
 pub fn add_months_to_month(month: Date, n: u32) -> Date {
-    let index = month.year() as i64 * 12 + (month.month() as i64 - 1) + i64::from(n);
-    let year = i32::try_from(index.div_euclid(12)).unwrap_or(i32::MAX);
-    let m = Month::try_from((index.rem_euclid(12) + 1) as u8).unwrap_or(Month::December);
+    shift_month(month, i64::from(n))
+}
+
+/// The first day of the month `n` months before the month of `month`.
+pub fn months_before(month: Date, n: u32) -> Date {
+    shift_month(month, -i64::from(n))
+}
+
+fn shift_month(month: Date, n: i64) -> Date {
+    let index = month.year() as i64 * 12 + (month.month() as i64 - 1) + n;
+    let year =
+        i32::try_from(index.div_euclid(12)).unwrap_or(if n < 0 { i32::MIN } else { i32::MAX });
+    // rem_euclid(12) + 1 is always a month number.
+    let m = Month::try_from((index.rem_euclid(12) + 1) as u8).unwrap_or(Month::January);
     first_of(year, m)
 }
 
@@ -66,6 +77,18 @@ mod tests {
         assert_eq!(
             add_months_to_month(date!(2025 - 01 - 01), 0),
             date!(2025 - 01 - 01)
+        );
+        assert_eq!(
+            months_before(date!(2026 - 03 - 01), 11),
+            date!(2025 - 04 - 01)
+        );
+        assert_eq!(
+            months_before(date!(2026 - 12 - 01), 0),
+            date!(2026 - 12 - 01)
+        );
+        assert_eq!(
+            months_before(date!(2026 - 01 - 01), 1),
+            date!(2025 - 12 - 01)
         );
         assert_eq!(
             add_months(datetime!(2025-01-31 10:00 UTC), 1),
