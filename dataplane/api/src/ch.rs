@@ -5,9 +5,10 @@
 //! `UInt*`, `Float64` and `Array(String)` columns; no `DateTime64`, `Map`, `LowCardinality`,
 //! `Nullable`, `JSON*` functions or window functions.
 //!
-//! `events` is a `ReplacingMergeTree` keyed by the event id among others, so a redelivered batch
-//! eventually collapses; until merges happen every query stays exact by counting
-//! `uniqExact(event_id)` or reading `LIMIT 1 BY event_id`.
+//! `events` is a `ReplacingMergeTree` keyed by the event id among others, and the consumer
+//! inserts only the events of a batch it does not hold yet ([`EventStore::insert`]), so the
+//! daily rollups fed by its inserts count each event once; raw queries stay exact either way by
+//! counting `uniqExact(event_id)` or reading `LIMIT 1 BY event_id`.
 
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use zori_core::event::TrackedEvent;
 use zori_service::clickhouse::Topology;
 
 use crate::config::Settings;
+
+/// Events looked up per query by [`EventStore::stored_ids`]: 1,000 ids and visitor ids make a
+/// query of well under 100 KB (ClickHouse refuses queries beyond `max_query_size`, 256 KiB).
+pub const LOOKUP_CHUNK: usize = 1000;
 
 /// Longest any ClickHouse request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,7 +106,7 @@ async fn timed<T>(
     }
 }
 
-/// Schema steps, applied in order once each. Every step is idempotent on its own as well, so two
+/// Schema steps, applied in order once each (then the rollups', [`crate::rollup::CH_MIGRATIONS`]). Every step is idempotent on its own as well, so two
 /// replicas starting together are harmless.
 const MIGRATIONS: &[(u32, &str, &str)] = &[(
     1,
@@ -181,6 +186,11 @@ struct Version {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct StoredId {
+    event_id: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct Exists {
     n: u64,
 }
@@ -249,7 +259,7 @@ impl EventStore {
         .into_iter()
         .map(|v| v.version)
         .collect();
-        for (version, name, sql) in MIGRATIONS {
+        for (version, name, sql) in MIGRATIONS.iter().chain(crate::rollup::CH_MIGRATIONS) {
             if applied.contains(version) {
                 continue;
             }
@@ -314,8 +324,69 @@ impl EventStore {
         }
     }
 
-    /// One insert for the whole batch.
+    /// Ids among `events` that `events` already holds (a redelivered message, or an event the
+    /// tracker sent again after the stream's duplicate window). Reads by the table's key: the
+    /// batch's names, time span and visitors narrow it to a few granules per visitor. One query
+    /// per [`LOOKUP_CHUNK`] events, to stay well inside ClickHouse's `max_query_size`.
+    pub async fn stored_ids(
+        &self,
+        events: &[&TrackedEvent],
+    ) -> Result<std::collections::HashSet<String>, ChError> {
+        let mut stored = std::collections::HashSet::new();
+        for chunk in events.chunks(LOOKUP_CHUNK) {
+            stored.extend(self.stored_ids_of(chunk).await?);
+        }
+        Ok(stored)
+    }
+
+    async fn stored_ids_of(&self, events: &[&TrackedEvent]) -> Result<Vec<String>, ChError> {
+        use std::collections::BTreeSet;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: BTreeSet<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        let visitors: BTreeSet<&str> = events.iter().map(|e| e.visitor_id.as_str()).collect();
+        let ids: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let (min, max) = events.iter().fold((u32::MAX, 0), |(lo, hi), e| {
+            let at = datetime_secs(e.occurred_at);
+            (lo.min(at), hi.max(at))
+        });
+        let placeholders = |n: usize| vec!["?"; n].join(",");
+        let mut query = self.client.query(&format!(
+            "SELECT event_id FROM events
+             WHERE name IN ({}) AND occurred_at >= toDateTime(?) AND occurred_at <= toDateTime(?)
+               AND visitor_id IN ({}) AND event_id IN ({})",
+            placeholders(names.len()),
+            placeholders(visitors.len()),
+            placeholders(ids.len())
+        ));
+        for name in &names {
+            query = query.bind(*name);
+        }
+        query = query.bind(min).bind(max);
+        for visitor in &visitors {
+            query = query.bind(*visitor);
+        }
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let rows: Vec<StoredId> = timed("look up stored events", query.fetch_all()).await?;
+        Ok(rows.into_iter().map(|r| r.event_id).collect())
+    }
+
+    /// One insert for the whole batch, of the events not stored yet: the daily rollup
+    /// ([`crate::rollup`]) counts each inserted row, so an event must be inserted once to be
+    /// counted once. (`events` itself would collapse a duplicate on merge either way.)
     pub async fn insert(&self, events: &[&TrackedEvent]) -> Result<(), ChError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let stored = self.stored_ids(events).await?;
+        let events: Vec<&TrackedEvent> = events
+            .iter()
+            .copied()
+            .filter(|e| !stored.contains(&e.id))
+            .collect();
         if events.is_empty() {
             return Ok(());
         }
@@ -326,7 +397,7 @@ impl EventStore {
                 .client
                 .insert::<EventRow>("events")?
                 .with_timeouts(Some(REQUEST_TIMEOUT), Some(REQUEST_TIMEOUT));
-            for event in events {
+            for event in &events {
                 insert.write(&EventRow::from_event(event)).await?;
             }
             insert.end().await

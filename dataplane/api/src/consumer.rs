@@ -53,6 +53,7 @@ use crate::{
     known::{Known, Skipped},
     metrics::ApiMetrics,
     pg::{self, PgError},
+    rollup,
 };
 
 /// A message failing on its own while the backends are healthy is dead-lettered on this
@@ -87,6 +88,9 @@ pub enum ConsumerError {
     /// A batch write failed in PostgreSQL.
     #[error(transparent)]
     Postgres(#[from] PgError),
+    /// The batch's visitor-day rollup rows could not be written.
+    #[error(transparent)]
+    Rollup(#[from] crate::rollup::RollupError),
 }
 
 /// The two stores a batch goes to.
@@ -117,17 +121,39 @@ impl Backends {
     ) -> Result<BatchWritten, ConsumerError> {
         let mut plan = batch::plan(messages);
         let skipped = self.known.prune(&mut plan);
-        let (_, postgres) = tokio::try_join!(
+        // A ClickHouse failure ends the batch at once (the PostgreSQL transaction, dropped
+        // before its commit, rolls back). A PostgreSQL failure waits for the ClickHouse insert
+        // to end first: an insert cancelled while its rows are on the wire may still commit,
+        // and the retried batch's look-up of the events already stored must see it (the
+        // rollup counts each inserted event).
+        let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
+        let ((), postgres) = tokio::try_join!(
             async {
-                self.events
+                let result = self
+                    .events
                     .insert(&plan.events)
                     .await
-                    .map_err(ConsumerError::from)
+                    .map_err(ConsumerError::from);
+                let _ = inserted_tx.send(());
+                result
             },
             async {
-                let written = pg::write_batch(&self.pool, &plan).await?;
-                self.known.committed(&plan);
-                Ok::<_, ConsumerError>(written)
+                let written = async {
+                    let written = pg::write_batch(&self.pool, &plan).await?;
+                    // The visitor rollup takes the first touch as PostgreSQL has it after this
+                    // batch; a set of visitor ids, so a retried batch adds nothing twice. Only
+                    // then is the batch remembered as committed: a retry after a failed rollup
+                    // insert must write its visitor days again.
+                    rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days)
+                        .await?;
+                    self.known.committed(&plan);
+                    Ok::<_, ConsumerError>(written)
+                }
+                .await;
+                if written.is_err() {
+                    let _ = inserted_rx.await;
+                }
+                written
             },
         )?;
         Ok(BatchWritten {

@@ -23,6 +23,7 @@ pub mod known;
 pub mod metrics;
 pub mod pg;
 pub mod reports;
+pub mod rollup;
 pub mod stripe;
 pub mod wire;
 

@@ -323,6 +323,13 @@ async fn filters_apply_to_every_report() {
         .report(&format!("/api/v1/customers?{week}&device=mobile"))
         .await;
     assert_eq!(c["rows"].as_array().unwrap().len(), 1);
+    // `limit` keeps the payers with the latest payments, in the same order.
+    let limited = h.report(&format!("/api/v1/customers?{week}&limit=2")).await;
+    assert_eq!(
+        limited["rows"].as_array().unwrap()[..],
+        rows[..2],
+        "{limited:#}"
+    );
 
     // Bad filters are 400s that name the parameter.
     for (q, param) in [

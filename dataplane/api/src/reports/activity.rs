@@ -1,5 +1,8 @@
 //! Behaviour reports, computed in ClickHouse: top pages, events by name, values of a custom
-//! property. Counts are exact before merges: `uniqExact(event_id)`, `uniqExact(visitor_id)`.
+//! property. Pages and events read the daily event rollup (exact event counts; visitors as
+//! `uniq` estimates, flagged `visitors_approximate`) unless a first-touch filter (`channel`,
+//! `source`) or `exact=true` asks for the events themselves; raw reads are exact before
+//! merges: `uniqExact(event_id)`, `uniqExact(visitor_id)`.
 
 use axum::{
     extract::{Path, RawQuery, State},
@@ -10,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{filters::Filters, path_segment, DayRange, Params, ReportError, ReportsState};
+use super::{
+    filters::Filters, path_segment, revenue::VisitorCounts, rollups, DayRange, Params, ReportError,
+    ReportsState,
+};
 use crate::ch::datetime_secs;
 
 /// Events the tracker sends by itself (zori-spec §3.1); every other name is custom.
@@ -53,6 +59,9 @@ pub struct Page {
 
 #[derive(Serialize)]
 pub struct Pages {
+    /// Whether `visitors` are `uniq` estimates from the daily rollup (views are exact
+    /// either way; `exact=true` makes visitors exact too).
+    pub visitors_approximate: bool,
     pub from: String,
     pub to: String,
     pub rows: Vec<Page>,
@@ -66,24 +75,41 @@ pub async fn pages(
     let range = params.range()?;
     let limit = params.int("limit", 50, 1, 1000)?;
     let filters = Filters::parse(&params)?;
-    let (start, end) = bounds(&range);
-    let query = state
-        .events
-        .client()
-        .query(&format!(
-            "SELECT page_path AS path, uniqExact(event_id) AS views, uniqExact(visitor_id) AS visitors
-             FROM events
-             WHERE name = 'page_view' AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
+    let approximate =
+        VisitorCounts::parse(&params)?.approximate() && rollups::events_answer(&filters);
+    let rows: Vec<PageRow> = if approximate {
+        let (conditions, binds) = rollups::event_filters(&filters);
+        let query = state.events.client().query(&format!(
+            "SELECT page_path AS path, countMerge(events) AS views, uniqMerge(visitors) AS visitors
+             FROM event_counts_daily
+             WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
              ORDER BY views DESC, path ASC
-             LIMIT ?",
-            filters.ch_sql()
-        ))
-        .bind(start)
-        .bind(end);
-    let query = filters.bind_ch(query).bind(limit);
-    let rows: Vec<PageRow> = state.events.fetch_all("top pages", query).await?;
+             LIMIT ?"
+        ));
+        let query = rollups::bind_days(query, &range, &binds).bind(limit);
+        state.events.fetch_all("top pages (rollup)", query).await?
+    } else {
+        let (start, end) = bounds(&range);
+        let query = state
+            .events
+            .client()
+            .query(&format!(
+                "SELECT page_path AS path, uniqExact(event_id) AS views, uniqExact(visitor_id) AS visitors
+                 FROM events
+                 WHERE name = 'page_view' AND occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
+                 GROUP BY page_path
+                 ORDER BY views DESC, path ASC
+                 LIMIT ?",
+                filters.ch_sql()
+            ))
+            .bind(start)
+            .bind(end);
+        let query = filters.bind_ch(query).bind(limit);
+        state.events.fetch_all("top pages", query).await?
+    };
     Ok(Json(Pages {
+        visitors_approximate: approximate,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows: rows
@@ -114,6 +140,9 @@ pub struct EventCount {
 
 #[derive(Serialize)]
 pub struct Events {
+    /// Whether `visitors` are `uniq` estimates from the daily rollup (counts are exact
+    /// either way; `exact=true` makes visitors exact too).
+    pub visitors_approximate: bool,
     pub from: String,
     pub to: String,
     pub rows: Vec<EventCount>,
@@ -127,24 +156,44 @@ pub async fn events(
     let range = params.range()?;
     let limit = params.int("limit", 1000, 1, 10_000)?;
     let filters = Filters::parse(&params)?;
-    let (start, end) = bounds(&range);
-    let query = state
-        .events
-        .client()
-        .query(&format!(
-            "SELECT name, uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
-             FROM events
-             WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
+    let approximate =
+        VisitorCounts::parse(&params)?.approximate() && rollups::events_answer(&filters);
+    let rows: Vec<EventCountRow> = if approximate {
+        let (conditions, binds) = rollups::event_filters(&filters);
+        let query = state.events.client().query(&format!(
+            "SELECT name, countMerge(events) AS n, uniqMerge(visitors) AS visitors
+             FROM event_counts_daily
+             WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name
              ORDER BY n DESC, name ASC
-             LIMIT ?",
-            filters.ch_sql()
-        ))
-        .bind(start)
-        .bind(end);
-    let query = filters.bind_ch(query).bind(limit);
-    let rows: Vec<EventCountRow> = state.events.fetch_all("events by name", query).await?;
+             LIMIT ?"
+        ));
+        let query = rollups::bind_days(query, &range, &binds).bind(limit);
+        state
+            .events
+            .fetch_all("events by name (rollup)", query)
+            .await?
+    } else {
+        let (start, end) = bounds(&range);
+        let query = state
+            .events
+            .client()
+            .query(&format!(
+                "SELECT name, uniqExact(event_id) AS n, uniqExact(visitor_id) AS visitors
+                 FROM events
+                 WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?){}
+                 GROUP BY name
+                 ORDER BY n DESC, name ASC
+                 LIMIT ?",
+                filters.ch_sql()
+            ))
+            .bind(start)
+            .bind(end);
+        let query = filters.bind_ch(query).bind(limit);
+        state.events.fetch_all("events by name", query).await?
+    };
     Ok(Json(Events {
+        visitors_approximate: approximate,
         from: range.from.to_string(),
         to: range.to.to_string(),
         rows: rows

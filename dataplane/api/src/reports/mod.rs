@@ -15,6 +15,7 @@ mod models;
 mod mrr;
 pub mod openapi;
 mod revenue;
+mod rollups;
 mod spend;
 
 use std::{collections::HashMap, time::Instant};

@@ -30,8 +30,9 @@ use zori_core::{
 
 use super::{
     filters::{Filters, UNKNOWN_COUNTRY},
-    DayRange, Params, ReportError, ReportsState,
+    rollups, DayRange, Params, ReportError, ReportsState,
 };
+use crate::ch::EventStore;
 
 /// Money of one currency, in minor units (`formatted`: the net amount as a decimal string).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,10 +159,10 @@ pub(super) fn dimension_sql(group: Group) -> String {
 /// unattributed) and a payer key (user, else visitor, else email hash, customer, payment).
 /// Parameters: $1 start, $2 end (exclusive), $3 livemode filter (NULL: all).
 ///
-/// Set-based: each payment meets its visitor, identity and user through plain joins, and a
-/// user's first-touch visitor is looked up once per user (the planner memoizes the lateral
-/// lookups by user id); `ft_visitor_id` is a plain column afterwards, so joining it to
-/// `visitors` evaluates nothing again.
+/// Both are stored on the payment row (`cr_*`, migration 0017) and kept current by triggers
+/// whenever a payment, a visitor's first touch / country / device, an identity or a user's
+/// email changes, so a report reads the payments of its range and nothing else: no lookup of
+/// visitors, identities or users per payment.
 macro_rules! paid_in_range {
     () => {
         "
@@ -170,57 +171,41 @@ macro_rules! paid_in_range {
                true AS in_range,
                p.currency, p.visitor_id,
                p.email_hash, p.customer_id,
-               vi.user_id AS visitor_user_id,
-               eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor,
-               p.credit_visitor_id
+               p.cr_visitor_user_id AS visitor_user_id,
+               p.cr_email_user_id AS email_user_id,
+               p.cr_own_visitor AS own_visitor,
+               p.credit_visitor_id,
+               p.cr_visitor_id, p.cr_payer, p.cr_known_visitor, p.cr_channel, p.cr_source,
+               p.cr_medium, p.cr_campaign, p.cr_referrer_host, p.cr_landing_page,
+               p.cr_country, p.cr_device
         FROM payments p
-        LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
-        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
-        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
         WHERE p.paid_at >= $1 AND p.paid_at < $2 AND p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
     )"
     };
 }
 
-/// The payer and the first-touch visitor of each row of `pay`.
+/// The payer and the first-touch visitor of each row of `pay` (stored on the payment).
 macro_rules! resolve {
     () => {
         "
     resolved AS (
-        SELECT pay.*,
-               COALESCE(
-                   pay.credit_visitor_id,
-                   visitor_user_ft.visitor_id,
-                   email_user_ft.visitor_id,
-                   CASE WHEN pay.own_visitor THEN pay.visitor_id END
-               ) AS ft_visitor_id,
-               COALESCE(
-                   'u:' || COALESCE(pay.visitor_user_id, pay.email_user_id)::text,
-                   'v:' || pay.visitor_id,
-                   'e:' || pay.email_hash,
-                   'c:' || pay.customer_id,
-                   'p:' || pay.payment_id::text
-               ) AS payer
+        SELECT pay.*, pay.cr_visitor_id AS ft_visitor_id, pay.cr_payer AS payer
         FROM pay
-        LEFT JOIN LATERAL (
-            SELECT v.visitor_id
-              FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.visitor_user_id
-             ORDER BY v.first_seen_at, v.ft_event_id
-             LIMIT 1
-        ) visitor_user_ft ON true
-        LEFT JOIN LATERAL (
-            SELECT v.visitor_id
-              FROM identities i JOIN visitors v ON v.visitor_id = i.visitor_id
-             WHERE i.user_id = pay.email_user_id
-             ORDER BY v.first_seen_at, v.ft_event_id
-             LIMIT 1
-        ) email_user_ft ON true
     )"
     };
 }
+
+/// The credited visitor's dimensions of a row `r` of `resolved`, as stored on the payment, in
+/// the shape of a `visitors` row `v` (all NULL when the credited visitor is unknown), so that
+/// [`dimension_sql`] and the filters read them as they read `visitors`.
+pub(super) const STORED_V: &str = "CROSS JOIN LATERAL (
+            SELECT r.cr_known_visitor AS visitor_id, r.cr_channel AS ft_channel,
+                   r.cr_source AS ft_source, r.cr_medium AS ft_medium,
+                   r.cr_campaign AS ft_campaign, r.cr_referrer_host AS ft_referrer_host,
+                   r.cr_landing_page AS ft_landing_page, r.cr_country AS country,
+                   r.cr_device AS device
+        ) v";
 
 /// Payments paid in range, resolved to their payer and first-touch visitor (refunds and
 /// disputes on the payment's day). Parameters: $1 start, $2 end (exclusive), $3 livemode.
@@ -239,10 +224,13 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
                 "
     pay AS (
         SELECT p.payment_id, p.paid_at, p.currency, p.visitor_id, p.email_hash, p.customer_id,
-               vi.user_id AS visitor_user_id,
-               eu.user_id AS email_user_id,
-               (ov.visitor_id IS NOT NULL) AS own_visitor,
+               p.cr_visitor_user_id AS visitor_user_id,
+               p.cr_email_user_id AS email_user_id,
+               p.cr_own_visitor AS own_visitor,
                p.credit_visitor_id,
+               p.cr_visitor_id, p.cr_payer, p.cr_known_visitor, p.cr_channel, p.cr_source,
+               p.cr_medium, p.cr_campaign, p.cr_referrer_host, p.cr_landing_page,
+               p.cr_country, p.cr_device,
                m.in_range,
                CASE WHEN m.in_range THEN p.amount ELSE 0 END AS amount,
                m.amount_refunded, m.amount_disputed
@@ -260,9 +248,6 @@ pub(super) fn resolved_payments(refunds_on: RefundsOn) -> String {
                      WHERE d.payment_id = p.payment_id AND d.counts
                        AND d.created_at >= $1 AND d.created_at < $2) AS amount_disputed
         ) m
-        LEFT JOIN visitors ov ON ov.visitor_id = p.visitor_id
-        LEFT JOIN identities vi ON vi.visitor_id = p.visitor_id
-        LEFT JOIN users eu ON p.email_hash IS NOT NULL AND eu.email_hash = p.email_hash
         WHERE p.amount > 0
           AND ($3::boolean IS NULL OR p.livemode = $3::boolean)
           AND (m.in_range OR m.amount_refunded > 0 OR m.amount_disputed > 0)
@@ -314,6 +299,10 @@ pub(super) async fn payers_before(
 
 /// Payments in range, labelled with the group value and filtered by the visitor they are
 /// credited to. Parameters: $1 start, $2 end (exclusive), $3 livemode, then the filters.
+///
+/// Sums by grouping sets (hashed), customers by hashed `DISTINCT`s: `count(DISTINCT payer)`
+/// under grouping sets sorted all payments once per set. Customers are given for the groups
+/// (grouping 1) and the total (grouping 7), 0 on the per-currency rows (never read).
 fn breakdown_sql(group: Group, filters: &Filters, refunds_on: RefundsOn) -> (String, Vec<String>) {
     let dim = dimension_sql(group);
     let (conditions, binds) = filters.pg("v", 4);
@@ -325,18 +314,38 @@ fn breakdown_sql(group: Group, filters: &Filters, refunds_on: RefundsOn) -> (Str
                    (r.ft_visitor_id IS NOT NULL) AS attributed,
                    {dim} AS value
             FROM resolved r
-            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            {STORED_V}
             WHERE true{conditions}
+        ),
+        sums AS (
+            SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
+                   attributed, value, currency,
+                   count(*) FILTER (WHERE in_range)::int8 AS payments,
+                   COALESCE(sum(amount), 0)::int8 AS gross,
+                   COALESCE(sum(amount_refunded), 0)::int8 AS refunded,
+                   COALESCE(sum(amount_disputed), 0)::int8 AS disputed
+            FROM labelled
+            GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))
+        ),
+        group_payers AS (
+            SELECT attributed, value, count(*)::int8 AS customers
+            FROM (SELECT DISTINCT attributed, value, payer FROM labelled WHERE in_range) d
+            GROUP BY attributed, value
+        ),
+        all_payers AS (
+            SELECT count(*)::int8 AS customers
+            FROM (SELECT DISTINCT payer FROM labelled WHERE in_range) d
         )
-        SELECT GROUPING(attributed, value, currency)::int4 AS grouping,
-               attributed, value, currency,
-               count(DISTINCT payer) FILTER (WHERE in_range)::int8 AS customers,
-               count(*) FILTER (WHERE in_range)::int8 AS payments,
-               COALESCE(sum(amount), 0)::int8 AS gross,
-               COALESCE(sum(amount_refunded), 0)::int8 AS refunded,
-               COALESCE(sum(amount_disputed), 0)::int8 AS disputed
-        FROM labelled
-        GROUP BY GROUPING SETS ((attributed, value), (attributed, value, currency), (), (currency))"
+        SELECT s.grouping, s.attributed, s.value, s.currency,
+               (CASE s.grouping WHEN 1 THEN COALESCE(g.customers, 0)
+                                WHEN 7 THEN a.customers
+                                ELSE 0 END)::int8 AS customers,
+               s.payments, s.gross, s.refunded, s.disputed
+        FROM sums s
+        CROSS JOIN all_payers a
+        LEFT JOIN group_payers g ON s.grouping = 1
+             AND g.attributed IS NOT DISTINCT FROM s.attributed
+             AND g.value IS NOT DISTINCT FROM s.value"
     );
     (sql, binds)
 }
@@ -390,6 +399,8 @@ struct Bucket {
 #[derive(Debug, Default)]
 struct Breakdown {
     visitors: BTreeMap<String, i64>,
+    /// Distinct visitors of all groups (a visitor in two groups counts once).
+    visitor_total: i64,
     rows: BTreeMap<String, Bucket>,
     unattributed: Bucket,
     totals: Bucket,
@@ -425,14 +436,40 @@ where
 /// is. A hash or merge join reads each table once whatever the estimates say.
 const VISITORS_SETTINGS: &[&str] = &["SET LOCAL enable_nestloop = off"];
 
-async fn breakdown(
+/// The payment side groups every payment of the range by payer (`count(DISTINCT payer)`, the
+/// latest payers): room to sort 100,000 payments in memory rather than in temporary files.
+const PAYMENTS_SETTINGS: &[&str] = &["SET LOCAL work_mem = '64MB'"];
+
+/// Where visitor counts come from: the ClickHouse visitor rollup (`uniq` estimates, the
+/// default), or PostgreSQL's visitor days (`exact=true`: exact, but reads every visitor
+/// active in range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitorCounts {
+    Rollup,
+    Exact,
+}
+
+impl VisitorCounts {
+    /// `exact=true` asks for exact counts.
+    pub fn parse(params: &Params) -> Result<Self, ReportError> {
+        Ok(match params.bool("exact")? {
+            Some(true) => VisitorCounts::Exact,
+            None | Some(false) => VisitorCounts::Rollup,
+        })
+    }
+
+    pub fn approximate(self) -> bool {
+        self == VisitorCounts::Rollup
+    }
+}
+
+/// Visitors active in range by group value, and their total, from PostgreSQL (exact).
+async fn exact_visitors(
     pool: &PgPool,
     group: Group,
     range: DayRange,
-    livemode: Option<bool>,
     filters: &Filters,
-    refunds_on: RefundsOn,
-) -> Result<Breakdown, ReportError> {
+) -> Result<(BTreeMap<String, i64>, i64), ReportError> {
     let (visitors_sql, visitors_binds) = visitors_sql(group, filters);
     let mut visitors = sqlx::query_as(&visitors_sql)
         .bind(range.from)
@@ -440,6 +477,28 @@ async fn breakdown(
     for b in &visitors_binds {
         visitors = visitors.bind(b);
     }
+    let rows: Vec<(Option<String>, i64)> = fetch_all_local(pool, VISITORS_SETTINGS, visitors)
+        .await
+        .map_err(ReportError::pg("visitors"))?;
+    let groups: BTreeMap<String, i64> = rows
+        .into_iter()
+        .map(|(value, n)| (value.unwrap_or_default(), n))
+        .collect();
+    let total = groups.values().sum();
+    Ok((groups, total))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn breakdown(
+    pool: &PgPool,
+    events: &EventStore,
+    counts: VisitorCounts,
+    group: Group,
+    range: DayRange,
+    livemode: Option<bool>,
+    filters: &Filters,
+    refunds_on: RefundsOn,
+) -> Result<Breakdown, ReportError> {
     let (payments_sql, payments_binds) = breakdown_sql(group, filters, refunds_on);
     let mut payments = sqlx::query_as(&payments_sql)
         .bind(range.start())
@@ -449,26 +508,24 @@ async fn breakdown(
         payments = payments.bind(b);
     }
     // The visitor side and the payment side are independent: run them side by side.
-    let (visitors, groups) = tokio::try_join!(
+    let ((visitors, visitor_total), groups) = tokio::try_join!(
         async {
-            fetch_all_local(pool, VISITORS_SETTINGS, visitors)
-                .await
-                .map_err(ReportError::pg("visitors"))
+            match counts {
+                VisitorCounts::Rollup => rollups::visitors(events, group, range, filters).await,
+                VisitorCounts::Exact => exact_visitors(pool, group, range, filters).await,
+            }
         },
         async {
-            fetch_all_local(pool, &[], payments)
+            fetch_all_local(pool, PAYMENTS_SETTINGS, payments)
                 .await
                 .map_err(ReportError::pg("payments"))
         },
     )?;
-    let visitors: Vec<(Option<String>, i64)> = visitors;
     let groups: Vec<GroupRow> = groups;
 
     let mut out = Breakdown {
-        visitors: visitors
-            .into_iter()
-            .map(|(value, n)| (value.unwrap_or_default(), n))
-            .collect(),
+        visitors,
+        visitor_total,
         ..Breakdown::default()
     };
     for g in groups {
@@ -536,6 +593,9 @@ pub struct Totals {
 pub struct Attribution {
     /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
     pub livemode: Option<bool>,
+    /// Whether visitor counts (and the rates per visitor) are `uniq` estimates from the
+    /// rollup (`exact=true` makes them exact).
+    pub visitors_approximate: bool,
     pub dimension: &'static str,
     pub from: String,
     pub to: String,
@@ -578,8 +638,11 @@ async fn grouped(
     let range = params.range()?;
     let livemode = livemode(&state.pool, params).await?;
     let filters = Filters::parse(params)?;
+    let counts = VisitorCounts::parse(params)?;
     let b = breakdown(
         &state.pool,
+        &state.events,
+        counts,
         group,
         range,
         livemode,
@@ -613,9 +676,10 @@ async fn grouped(
             .then(b.visitors.cmp(&a.visitors))
             .then(a.value.cmp(&b.value))
     });
-    let total_visitors: i64 = b.visitors.values().sum();
+    let total_visitors = b.visitor_total;
     Ok(Attribution {
         livemode,
+        visitors_approximate: counts.approximate(),
         dimension: group.as_str(),
         from: range.from.to_string(),
         to: range.to.to_string(),
@@ -716,6 +780,9 @@ pub struct Change {
 pub struct Overview {
     /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
     pub livemode: Option<bool>,
+    /// Whether visitor counts (and the rates per visitor) are `uniq` estimates from the
+    /// rollup (`exact=true` makes them exact).
+    pub visitors_approximate: bool,
     #[serde(flatten)]
     pub current: Period,
     pub unattributed: UnattributedRevenue,
@@ -772,7 +839,7 @@ fn change(current: &Period, previous: &Period) -> Change {
 }
 
 fn period(range: DayRange, b: Breakdown) -> (Period, Bucket) {
-    let visitors: i64 = b.visitors.values().sum();
+    let visitors = b.visitor_total;
     (
         Period {
             from: range.from.to_string(),
@@ -807,8 +874,11 @@ pub async fn overview(
         }
     };
     let refunds_on = refunds_on(&params)?;
+    let counts = VisitorCounts::parse(&params)?;
     let current = breakdown(
         &state.pool,
+        &state.events,
+        counts,
         Group::All,
         range,
         livemode,
@@ -819,6 +889,8 @@ pub async fn overview(
         let before = range.previous();
         let previous = breakdown(
             &state.pool,
+            &state.events,
+            counts,
             Group::All,
             before,
             livemode,
@@ -833,6 +905,7 @@ pub async fn overview(
     let (current, unattributed) = period(range, current);
     Ok(Json(Overview {
         livemode,
+        visitors_approximate: counts.approximate(),
         change: previous.as_ref().map(|p| change(&current, p)),
         current,
         unattributed: UnattributedRevenue {
@@ -861,8 +934,8 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
         "SELECT r.* FROM resolved r".to_owned()
     } else {
         format!(
-            "SELECT r.* FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
-             WHERE true{conditions}"
+            "SELECT r.* FROM resolved r {STORED_V}
+             WHERE v.visitor_id IS NOT NULL{conditions}"
         )
     };
     format!(
@@ -893,25 +966,12 @@ fn timeseries_by_event_sql(filters: &Filters, conditions: &str) -> String {
     )
 }
 
-#[derive(Serialize)]
-pub struct Timeseries {
-    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
-    pub livemode: Option<bool>,
-    pub from: String,
-    pub to: String,
-    pub currencies: Vec<String>,
-    pub days: Vec<Day>,
-}
-
-pub async fn timeseries(
-    State(state): State<ReportsState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Timeseries>, ReportError> {
-    let params = Params::parse(query)?;
-    let range = params.range()?;
-    let livemode = livemode(&state.pool, &params).await?;
-    let filters = Filters::parse(&params)?;
-
+/// Visitors active on each day of the range, from PostgreSQL's visitor days (exact).
+async fn exact_visitors_by_day(
+    pool: &PgPool,
+    range: DayRange,
+    filters: &Filters,
+) -> Result<BTreeMap<Date, i64>, ReportError> {
     let (conditions, binds) = filters.pg("v", 3);
     let sql = if filters.is_empty() {
         "SELECT day, count(*)::int8 FROM visitor_days WHERE day >= $1 AND day <= $2 GROUP BY day"
@@ -927,9 +987,46 @@ pub async fn timeseries(
         query = query.bind(b);
     }
     let visitors: Vec<(Date, i64)> = query
-        .fetch_all(&state.pool)
+        .fetch_all(pool)
         .await
         .map_err(ReportError::pg("visitor days"))?;
+    Ok(visitors.into_iter().collect())
+}
+
+#[derive(Serialize)]
+pub struct Timeseries {
+    /// The payments counted: `true` live, `false` test mode, `null` both (`livemode=all`).
+    pub livemode: Option<bool>,
+    /// Whether the daily visitor counts are `uniq` estimates from the rollup.
+    pub visitors_approximate: bool,
+    pub from: String,
+    pub to: String,
+    pub currencies: Vec<String>,
+    pub days: Vec<Day>,
+}
+
+pub async fn timeseries(
+    State(state): State<ReportsState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Timeseries>, ReportError> {
+    let params = Params::parse(query)?;
+    let range = params.range()?;
+    let livemode = livemode(&state.pool, &params).await?;
+    let filters = Filters::parse(&params)?;
+    let counts = VisitorCounts::parse(&params)?;
+
+    let visitors: BTreeMap<Date, i64> = match counts {
+        VisitorCounts::Rollup => rollups::visitors_by_day(&state.events, range, &filters)
+            .await?
+            .into_iter()
+            .filter_map(|(day, n)| {
+                Date::parse(&day, &time::format_description::well_known::Iso8601::DATE)
+                    .ok()
+                    .map(|d| (d, n))
+            })
+            .collect(),
+        VisitorCounts::Exact => exact_visitors_by_day(&state.pool, range, &filters).await?,
+    };
 
     // Without filters every payment counts (attributed or not); with filters only those
     // credited to a visitor that matches them.
@@ -951,8 +1048,8 @@ pub async fn timeseries(
                     COALESCE(sum(r.amount), 0)::int8, COALESCE(sum(r.amount_refunded), 0)::int8,
                     COALESCE(sum(r.amount_disputed), 0)::int8
              FROM resolved r
-             JOIN visitors v ON v.visitor_id = r.ft_visitor_id
-             WHERE true{conditions}
+             {STORED_V}
+             WHERE v.visitor_id IS NOT NULL{conditions}
              GROUP BY 1, 2",
             resolved_payments(RefundsOn::Payment)
         )
@@ -969,7 +1066,6 @@ pub async fn timeseries(
         .await
         .map_err(ReportError::pg("payments"))?;
 
-    let visitors: BTreeMap<Date, i64> = visitors.into_iter().collect();
     let currencies: Vec<String> = revenue
         .iter()
         .map(|(_, c, ..)| c.clone())
@@ -1000,6 +1096,7 @@ pub async fn timeseries(
         .collect();
     Ok(Json(Timeseries {
         livemode,
+        visitors_approximate: counts.approximate(),
         from: range.from.to_string(),
         to: range.to.to_string(),
         currencies,
@@ -1071,7 +1168,7 @@ pub async fn customers(
         labelled AS (
             SELECT r.*, v.ft_channel, v.ft_source
             FROM resolved r
-            LEFT JOIN visitors v ON v.visitor_id = r.ft_visitor_id
+            {STORED_V}
             WHERE true{conditions}
         )
         SELECT l.payer, l.currency,
@@ -1090,8 +1187,15 @@ pub async fn customers(
                max(l.ft_source) AS source
         FROM labelled l
         LEFT JOIN users u ON u.user_id = COALESCE(l.visitor_user_id, l.email_user_id)
-        GROUP BY l.payer, l.currency"
+        WHERE l.payer IN (
+            SELECT payer FROM labelled GROUP BY payer
+            ORDER BY max(paid_at) DESC, payer ASC LIMIT ${limit_param}
+        )
+        GROUP BY l.payer, l.currency",
+        limit_param = 4 + binds.len()
     );
+    // Only the `limit` payers shown are grouped and sent: the latest payment first, ties by
+    // payer key (the order the rows are sorted in below).
     let mut query = sqlx::query_as(&sql)
         .bind(range.start())
         .bind(range.end_exclusive())
@@ -1099,8 +1203,8 @@ pub async fn customers(
     for b in &binds {
         query = query.bind(b);
     }
-    let rows: Vec<CustomerRow> = query
-        .fetch_all(&state.pool)
+    let query = query.bind(i64::from(limit));
+    let rows: Vec<CustomerRow> = fetch_all_local(&state.pool, PAYMENTS_SETTINGS, query)
         .await
         .map_err(ReportError::pg("customers"))?;
     let mut by_payer: BTreeMap<String, Customer> = BTreeMap::new();

@@ -283,6 +283,14 @@ pub async fn run(record: &mut Record, events: usize) {
     }
     drop(api);
     drop(ingest);
+    if std::env::var_os("ZORI_BENCH_KEEP").is_some() {
+        // Kept to profile the reports' queries against the same data.
+        record.line(&format!(
+            "Kept (ZORI_BENCH_KEEP): PostgreSQL schema and ClickHouse database {}.",
+            tenant.schema()
+        ));
+        return;
+    }
     let _ = sqlx::PgPool::connect(POSTGRES_URL).await;
     tenant.cleanup().await;
 }
