@@ -244,3 +244,7 @@ CREATE TRIGGER users_recredit_update AFTER UPDATE ON users
 
 -- Payments stored before this migration.
 UPDATE payments SET cr_visitor_id = cr_visitor_id;
+
+-- The payments written recently, which zori-api recomputes every interval: a payment inserted
+-- or linked while another transaction changed its visitor may have missed that change.
+CREATE INDEX payments_updated_at_idx ON payments (updated_at);

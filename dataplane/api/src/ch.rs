@@ -259,7 +259,12 @@ impl EventStore {
         .into_iter()
         .map(|v| v.version)
         .collect();
-        for (version, name, sql) in MIGRATIONS.iter().chain(crate::rollup::CH_MIGRATIONS) {
+        let rollups: &[(u32, &str, &str)] = if self.has_rollups() {
+            crate::rollup::CH_MIGRATIONS
+        } else {
+            &[]
+        };
+        for (version, name, sql) in MIGRATIONS.iter().chain(rollups) {
             if applied.contains(version) {
                 continue;
             }
@@ -305,6 +310,13 @@ impl EventStore {
                 })?;
         }
         Ok(())
+    }
+
+    /// Whether the daily rollups ([`crate::rollup`]) exist: on one server. On a cluster the
+    /// reports read the events themselves (the rollups' materialized views would need a
+    /// replicated form on every node, which is not built yet).
+    pub fn has_rollups(&self) -> bool {
+        matches!(self.topology, Topology::Single)
     }
 
     pub fn client(&self) -> &Client {

@@ -234,6 +234,16 @@ pub struct Config {
     )]
     pub batch_wait: String,
 
+    /// How often the event-count rollup is audited against the events and recently written
+    /// payments' stored credit is recomputed (closing rare races; see docs/api.md).
+    #[arg(
+        long,
+        env = "ZORI_RECONCILE_INTERVAL",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub reconcile_interval: String,
+
     /// Most batches written to the stores at once (1 to 16); the next batch is fetched
     /// meanwhile. Several hide the stores' round trips; every write is idempotent and
     /// order-independent, so they may commit in any order.
@@ -359,6 +369,7 @@ impl fmt::Debug for Config {
             .field("email_salt", &redacted(&self.email_salt))
             .field("batch_size", &self.batch_size)
             .field("batch_wait", &self.batch_wait)
+            .field("reconcile_interval", &self.reconcile_interval)
             .field("batches_in_flight", &self.batches_in_flight)
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
@@ -398,6 +409,7 @@ pub struct Settings {
     pub email_salt: Secret,
     pub batch_size: usize,
     pub batch_wait: Duration,
+    pub reconcile_interval: Duration,
     pub batches_in_flight: usize,
     pub ack_wait: Duration,
     pub max_deliver: i64,
@@ -750,6 +762,12 @@ impl Config {
             "ZORI_BATCH_WAIT",
             Duration::from_millis(10),
         )?;
+        let reconcile_interval = duration(
+            &self.reconcile_interval,
+            "--reconcile-interval",
+            "ZORI_RECONCILE_INTERVAL",
+            Duration::from_millis(100),
+        )?;
         let batches_in_flight: usize = self
             .batches_in_flight
             .trim()
@@ -879,6 +897,7 @@ impl Config {
             email_salt: Secret::new(email_salt),
             batch_size,
             batch_wait,
+            reconcile_interval,
             batches_in_flight,
             ack_wait,
             max_deliver,

@@ -53,6 +53,7 @@ use crate::{
     known::{Known, Skipped},
     metrics::ApiMetrics,
     pg::{self, PgError},
+    reconcile::{self, RollupLock},
     rollup,
 };
 
@@ -91,6 +92,9 @@ pub enum ConsumerError {
     /// The batch's visitor-day rollup rows could not be written.
     #[error(transparent)]
     Rollup(#[from] crate::rollup::RollupError),
+    /// The rollup lock could not be taken.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
 }
 
 /// The two stores a batch goes to.
@@ -101,6 +105,9 @@ pub struct Backends {
     /// What this process committed to PostgreSQL: upserts that cannot change a row are left
     /// out.
     pub known: Arc<Known>,
+    /// Guards the event-count rollup against half-done inserts during its audit (`None` where
+    /// there are no rollups: a ClickHouse cluster).
+    pub rollup_lock: Option<RollupLock>,
 }
 
 /// Rows written by one batch.
@@ -129,11 +136,17 @@ impl Backends {
         let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
         let ((), postgres) = tokio::try_join!(
             async {
-                let result = self
-                    .events
-                    .insert(&plan.events)
-                    .await
-                    .map_err(ConsumerError::from);
+                let insert = self.events.insert(&plan.events);
+                let result = match &self.rollup_lock {
+                    Some(lock) => {
+                        let days = reconcile::days_of(plan.events.iter().map(|e| e.occurred_at));
+                        lock.inserting(days, insert)
+                            .await
+                            .map_err(ConsumerError::from)
+                            .and_then(|r| r.map_err(ConsumerError::from))
+                    }
+                    None => insert.await.map_err(ConsumerError::from),
+                };
                 let _ = inserted_tx.send(());
                 result
             },
@@ -144,8 +157,10 @@ impl Backends {
                     // batch; a set of visitor ids, so a retried batch adds nothing twice. Only
                     // then is the batch remembered as committed: a retry after a failed rollup
                     // insert must write its visitor days again.
-                    rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days)
-                        .await?;
+                    if self.events.has_rollups() {
+                        rollup::write_visitor_days(&self.pool, &self.events, &plan.visitor_days)
+                            .await?;
+                    }
                     self.known.committed(&plan);
                     Ok::<_, ConsumerError>(written)
                 }

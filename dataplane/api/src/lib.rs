@@ -22,6 +22,7 @@ pub mod identity;
 pub mod known;
 pub mod metrics;
 pub mod pg;
+pub mod reconcile;
 pub mod reports;
 pub mod rollup;
 pub mod stripe;
@@ -140,6 +141,16 @@ pub async fn run(
         signal_tx.send_replace(true);
     });
 
+    let rollup_lock = events
+        .has_rollups()
+        .then(|| reconcile::RollupLock::new(pool.clone(), events.database()));
+    let reconcile_task = tokio::spawn(reconcile::run(
+        rollup_lock.clone(),
+        events.clone(),
+        pool.clone(),
+        settings.reconcile_interval,
+        stop_rx.clone(),
+    ));
     let consumer = Consumer {
         client: nats.clone(),
         js,
@@ -149,6 +160,7 @@ pub async fn run(
             events: events.clone(),
             pool: pool.clone(),
             known: Arc::new(known::Known::default()),
+            rollup_lock: rollup_lock.clone(),
         },
         metrics: metrics.clone(),
         batch_size: settings.batch_size,
@@ -213,6 +225,7 @@ pub async fn run(
     // The server returns on shutdown (or failure); make sure the consumer stops as well.
     stop_tx.send_replace(true);
     let consumed = consumer_task.await;
+    reconcile_task.abort();
     nats.flush().await.ok();
     pool.close().await;
     served.map_err(Error::Serve)?;

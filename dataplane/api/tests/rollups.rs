@@ -9,11 +9,16 @@
 
 mod common;
 
+use clap::Parser;
 use common::{
     days_ago, event, identify, insert_payment, net, page_view, range, row, session, visitor,
-    Harness, GOOGLE, TWITTER,
+    Harness, CLICKHOUSE_URL, GOOGLE, NATS_URL, POSTGRES_URL, TWITTER,
 };
 use serde_json::Value;
+use zori_api::{
+    ch::EventStore,
+    reconcile::{self, RollupLock},
+};
 use zori_core::event::StreamMessage;
 
 fn count(report: &Value, key: &str, value: &str, field: &str) -> i64 {
@@ -129,7 +134,7 @@ async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
     assert_reports(&h, "&exact=true", false).await;
     // In the rollups themselves: exactly three events (counts, not estimates), two visitors.
     assert_eq!(
-        h.clickhouse("SELECT countMerge(events) FROM event_counts_daily")
+        h.clickhouse("SELECT sumMerge(events) FROM event_counts_daily")
             .await,
         "3"
     );
@@ -153,6 +158,140 @@ async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
     h.cleanup().await;
 }
 
+/// The tenant's ClickHouse store as zori-api opens it.
+async fn event_store(h: &Harness) -> EventStore {
+    let settings = zori_api::Config::try_parse_from([
+        "zori-api",
+        "--tenant-id",
+        &h.tenant,
+        "--api-token",
+        &h.token,
+        "--postgres-url",
+        POSTGRES_URL,
+        "--clickhouse-url",
+        CLICKHOUSE_URL,
+        "--nats-url",
+        NATS_URL,
+        "--email-salt",
+        &h.salt,
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    EventStore::open(&settings).await.unwrap()
+}
+
+/// Counts another `sumState(1)` for the rollup key of event `id`, as a second insert of the
+/// same event racing the first would.
+async fn count_again(h: &Harness, id: &str) {
+    h.clickhouse(&format!(
+        "INSERT INTO event_counts_daily \
+         SELECT toDate(occurred_at) AS day, name, page_path, country, device, \
+                sumState(toInt64(1)), uniqState(visitor_id) \
+         FROM events WHERE event_id = '{id}' \
+         GROUP BY day, name, page_path, country, device"
+    ))
+    .await;
+}
+
+fn counted(path: &str) -> String {
+    format!("SELECT sumMerge(events) FROM event_counts_daily WHERE page_path = '{path}'")
+}
+
+/// The audit brings the event counts back to the events after a race: an event whose rollup
+/// part was lost (an insert that failed after its rows reached `events`) and an event counted
+/// twice (two batches in flight with the same event, say on two replicas). Here the audit is
+/// called directly (the process's own round is an hour away), so each state is seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_corrects_lost_and_doubled_event_counts() {
+    let h = Harness::start_with(&["--reconcile-interval", "1h"]).await;
+    let (v1, v2) = (visitor(), visitor());
+    let (s1, s2) = (session(), session());
+    let day = days_ago(1);
+    let lost = page_view(&v1, &s1, day, "/lost", &TWITTER);
+    let twice = page_view(
+        &v2,
+        &s2,
+        day + time::Duration::minutes(1),
+        "/twice",
+        &GOOGLE,
+    );
+    let pages = format!("/api/v1/pages?{}", range(7));
+
+    // `lost` reaches `events` while the view feeding the rollup is away.
+    h.clickhouse("DETACH TABLE event_counts_daily_mv").await;
+    h.publish(&lost, lost.id()).await;
+    h.until(&format!("{pages}&exact=true"), |r| {
+        count(r, "path", "/lost", "views") == 1
+    })
+    .await;
+    h.drained().await;
+    h.clickhouse("ATTACH TABLE event_counts_daily_mv").await;
+    h.publish(&twice, twice.id()).await;
+    h.until(&pages, |r| count(r, "path", "/twice", "views") == 1)
+        .await;
+    h.drained().await;
+    count_again(&h, twice.id()).await;
+    assert_eq!(h.clickhouse(&counted("/lost")).await, "0");
+    assert_eq!(h.clickhouse(&counted("/twice")).await, "2");
+
+    let store = event_store(&h).await;
+    let lock = RollupLock::new(h.pool.clone(), store.database());
+    lock.mark(reconcile::days_of([day]));
+    assert_eq!(lock.audit(&store).await.unwrap(), 1);
+    assert!(lock.marked().is_empty());
+    let report = h.report(&pages).await;
+    assert_eq!(count(&report, "path", "/lost", "views"), 1, "{report:#}");
+    assert_eq!(count(&report, "path", "/lost", "visitors"), 1, "{report:#}");
+    assert_eq!(count(&report, "path", "/twice", "views"), 1, "{report:#}");
+    assert_eq!(
+        count(&report, "path", "/twice", "visitors"),
+        1,
+        "{report:#}"
+    );
+    // A day that agrees is left as it is.
+    let rows = h.clickhouse("SELECT count() FROM event_counts_daily").await;
+    lock.mark(reconcile::days_of([day]));
+    lock.audit(&store).await.unwrap();
+    assert_eq!(
+        h.clickhouse("SELECT count() FROM event_counts_daily").await,
+        rows
+    );
+    assert_eq!(h.clickhouse(&counted("/lost")).await, "1");
+    assert_eq!(h.clickhouse(&counted("/twice")).await, "1");
+    h.cleanup().await;
+}
+
+/// The consumer marks the days it writes and zori-api audits them on its own: a count broken
+/// on a day is corrected once any later batch has an event of that day.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_batch_on_the_day_gets_a_broken_count_corrected() {
+    let h = Harness::start_with(&["--reconcile-interval", "200ms"]).await;
+    let (v, s) = (visitor(), session());
+    let day = days_ago(2);
+    let first = page_view(&v, &s, day, "/first", &TWITTER);
+    let pages = format!("/api/v1/pages?{}", range(7));
+    h.publish(&first, first.id()).await;
+    h.until(&pages, |r| count(r, "path", "/first", "views") == 1)
+        .await;
+    h.drained().await;
+    count_again(&h, first.id()).await;
+
+    let later = page_view(&v, &s, day + time::Duration::minutes(3), "/later", &TWITTER);
+    h.publish(&later, later.id()).await;
+    let report = h
+        .until(&pages, |r| {
+            count(r, "path", "/first", "views") == 1 && count(r, "path", "/later", "views") == 1
+        })
+        .await;
+    assert_eq!(
+        count(&report, "path", "/first", "visitors"),
+        1,
+        "{report:#}"
+    );
+    h.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
     let h = Harness::start().await;
@@ -170,7 +309,7 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
                     GROUP BY day, channel, source, medium, campaign, referrer, landing_page, \
                     country, device ORDER BY day, source FORMAT TSV";
     let events_snapshot = "SELECT day, name, page_path, country, device, \
-                           countMerge(events), uniqMerge(visitors) FROM event_counts_daily \
+                           sumMerge(events), uniqMerge(visitors) FROM event_counts_daily \
                            GROUP BY day, name, page_path, country, device \
                            ORDER BY day, name, page_path FORMAT TSV";
     let fed = h.clickhouse(snapshot).await;
@@ -313,6 +452,64 @@ async fn a_late_event_that_moves_a_first_touch_moves_the_payment_credit() {
     assert_eq!(
         customers["rows"][0]["source"], "google.com",
         "{customers:#}"
+    );
+    h.cleanup().await;
+}
+
+/// The race the stored credit cannot see by itself: a payment inserted while another
+/// transaction is changing its visitor's first touch. Neither sees the other's rows before they
+/// commit, so the payment keeps the old credit; the periodic recompute of recent payments
+/// corrects it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_racing_a_first_touch_change_is_recredited() {
+    let h = Harness::start_with(&["--reconcile-interval", "1h"]).await;
+    let v = visitor();
+    let first = page_view(&v, &session(), days_ago(1), "/", &TWITTER);
+    h.publish(&first, first.id()).await;
+    h.drained().await;
+
+    // The consumer's transaction: a late event moved the first touch to Google, not committed.
+    let mut consumer = h.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE visitors SET ft_channel = 'organic_search', ft_source = 'google.com',
+                ft_referrer_host = 'google.com', ft_medium = NULL, ft_campaign = NULL
+         WHERE visitor_id = $1",
+    )
+    .bind(&v)
+    .execute(&mut *consumer)
+    .await
+    .unwrap();
+    // The Stripe webhook's transaction inserts the payment meanwhile and commits first.
+    let payment = insert_payment(&h.pool, days_ago(1), 4900, "usd", 0, Some(&v), None).await;
+    consumer.commit().await.unwrap();
+    let credited = || async {
+        sqlx::query_scalar::<_, String>("SELECT cr_source FROM payments WHERE payment_id = $1")
+            .bind(payment)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(credited().await, "twitter", "the race left the old credit");
+
+    let recomputed = reconcile::recredit_recent(&h.pool, reconcile::RECREDIT_WINDOW)
+        .await
+        .unwrap();
+    assert!(recomputed >= 1);
+    assert_eq!(credited().await, "google.com");
+    let path = format!(
+        "/api/v1/attribution?dimension=source&{}&livemode=all",
+        range(7)
+    );
+    let report = h.report(&path).await;
+    assert_eq!(
+        net(row(&report, "value", "google.com"), "usd"),
+        4900,
+        "{report:#}"
+    );
+    assert_eq!(
+        net(row(&report, "value", "twitter"), "usd"),
+        0,
+        "{report:#}"
     );
     h.cleanup().await;
 }

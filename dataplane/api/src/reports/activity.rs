@@ -75,12 +75,12 @@ pub async fn pages(
     let range = params.range()?;
     let limit = params.int("limit", 50, 1, 1000)?;
     let filters = Filters::parse(&params)?;
-    let approximate =
-        VisitorCounts::parse(&params)?.approximate() && rollups::events_answer(&filters);
+    let approximate = VisitorCounts::parse(&params, &state.events)?.approximate()
+        && rollups::events_answer(&filters);
     let rows: Vec<PageRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT page_path AS path, countMerge(events) AS views, uniqMerge(visitors) AS visitors
+            "SELECT page_path AS path, toUInt64(sumMerge(events)) AS views, uniqMerge(visitors) AS visitors
              FROM event_counts_daily
              WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
@@ -156,12 +156,12 @@ pub async fn events(
     let range = params.range()?;
     let limit = params.int("limit", 1000, 1, 10_000)?;
     let filters = Filters::parse(&params)?;
-    let approximate =
-        VisitorCounts::parse(&params)?.approximate() && rollups::events_answer(&filters);
+    let approximate = VisitorCounts::parse(&params, &state.events)?.approximate()
+        && rollups::events_answer(&filters);
     let rows: Vec<EventCountRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT name, countMerge(events) AS n, uniqMerge(visitors) AS visitors
+            "SELECT name, toUInt64(sumMerge(events)) AS n, uniqMerge(visitors) AS visitors
              FROM event_counts_daily
              WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name

@@ -450,10 +450,12 @@ pub enum VisitorCounts {
 }
 
 impl VisitorCounts {
-    /// `exact=true` asks for exact counts.
-    pub fn parse(params: &Params) -> Result<Self, ReportError> {
+    /// `exact=true` asks for exact counts; without rollups (a ClickHouse cluster) they are
+    /// always exact.
+    pub fn parse(params: &Params, events: &EventStore) -> Result<Self, ReportError> {
         Ok(match params.bool("exact")? {
             Some(true) => VisitorCounts::Exact,
+            None | Some(false) if !events.has_rollups() => VisitorCounts::Exact,
             None | Some(false) => VisitorCounts::Rollup,
         })
     }
@@ -638,7 +640,7 @@ async fn grouped(
     let range = params.range()?;
     let livemode = livemode(&state.pool, params).await?;
     let filters = Filters::parse(params)?;
-    let counts = VisitorCounts::parse(params)?;
+    let counts = VisitorCounts::parse(params, &state.events)?;
     let b = breakdown(
         &state.pool,
         &state.events,
@@ -874,7 +876,7 @@ pub async fn overview(
         }
     };
     let refunds_on = refunds_on(&params)?;
-    let counts = VisitorCounts::parse(&params)?;
+    let counts = VisitorCounts::parse(&params, &state.events)?;
     let current = breakdown(
         &state.pool,
         &state.events,
@@ -1013,7 +1015,7 @@ pub async fn timeseries(
     let range = params.range()?;
     let livemode = livemode(&state.pool, &params).await?;
     let filters = Filters::parse(&params)?;
-    let counts = VisitorCounts::parse(&params)?;
+    let counts = VisitorCounts::parse(&params, &state.events)?;
 
     let visitors: BTreeMap<Date, i64> = match counts {
         VisitorCounts::Rollup => rollups::visitors_by_day(&state.events, range, &filters)

@@ -226,6 +226,7 @@ pub async fn run(record: &mut Record, events: usize) {
         format!("/api/v1/attribution/compare?{range}"),
         format!("/api/v1/spend?{range}"),
         format!("/api/v1/cohorts?{range}"),
+        format!("/api/v1/mrr?{range}"),
         // Pages are /p/0../p/39; every fifth event of a visitor is a signup_click.
         format!("/api/v1/funnel?steps=page:/p/0,event:signup_click,paid&{range}"),
     ];

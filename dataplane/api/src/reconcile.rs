@@ -1,0 +1,306 @@
+//! Keeps what the reports read equal to what the stores hold (issue 13).
+//!
+//! Two derived stores can drift from their sources in rare races; this module closes both.
+//!
+//! - **Event counts** (`event_counts_daily`, see [`crate::rollup`]) are fed by a materialized
+//!   view on every insert into `events`, and the consumer inserts only events `events` does not
+//!   hold yet. Two batches in flight holding the same event (on one replica or on two), or an
+//!   insert that failed after its rows reached `events` but before the view's, would count an
+//!   event twice or not at all. Every insert holds a shared advisory lock
+//!   ([`RollupLock::inserting`]) and then marks the days its events fall on; the audit
+//!   ([`RollupLock::audit`]) takes the lock exclusively, so no insert is half done while it
+//!   reads, compares each marked day's counts with `uniqExact(event_id)` over that day's events,
+//!   and writes the difference (the counts are `sum` states, so a correction may be negative)
+//!   together with the visitors of the corrected keys. Counts are exact again within one audit
+//!   interval of any race; the audit of a day that agrees writes nothing.
+//! - **Stored payment credit** (migration 0017): triggers recompute a payment's credit when it,
+//!   or a visitor, identity or user it depends on, changes. A payment inserted (or linked to a
+//!   visitor) by one transaction while another changes that visitor can still miss the change:
+//!   under read committed neither sees the other's rows before they commit. Every interval the
+//!   payments written in the last hour are recomputed ([`recredit_recent`]), which is the window
+//!   such a race can leave behind (a day's window once at start, for a process that was down).
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime};
+use tokio::sync::watch;
+
+use crate::{
+    ch::{datetime_secs, EventStore},
+    rollup::day_text,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to take the rollup lock in PostgreSQL ({what}): {source}")]
+    Lock {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to audit the event counts of {day} in ClickHouse: {source}")]
+    Audit {
+        day: Date,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error("ClickHouse did not finish the audit of {0} within {1:?}")]
+    AuditTimeout(Date, Duration),
+    #[error("failed to recompute the credit of recent payments in PostgreSQL: {0}")]
+    Recredit(#[source] sqlx::Error),
+}
+
+/// Longest the audit waits for the inserts in flight before giving up until the next round.
+const LOCK_TIMEOUT: &str = "30s";
+
+/// Longest one day's audit may take.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The advisory lock guarding one ClickHouse database's event-count rollup, and the days whose
+/// counts the next audit checks.
+#[derive(Clone)]
+pub struct RollupLock {
+    pool: PgPool,
+    key: i64,
+    dirty: Arc<Mutex<BTreeSet<Date>>>,
+}
+
+/// The lock key of a ClickHouse database: FNV-1a of its name, so every replica of a tenant
+/// (all of which share its PostgreSQL database) takes the same lock and no two tenants do.
+fn lock_key(database: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "zori-rollup:".bytes().chain(database.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+impl RollupLock {
+    pub fn new(pool: PgPool, database: &str) -> Self {
+        Self {
+            pool,
+            key: lock_key(database),
+            dirty: Arc::default(),
+        }
+    }
+
+    /// Marks days for the next audit.
+    pub fn mark(&self, days: impl IntoIterator<Item = Date>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(days);
+    }
+
+    /// Days waiting for the audit.
+    pub fn marked(&self) -> BTreeSet<Date> {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn take_marked(&self) -> BTreeSet<Date> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `insert` (of events on `days`) holding the lock shared, then marks the days, whether
+    /// the insert succeeded or not (a failed insert may have written part of its rows).
+    pub async fn inserting<T>(
+        &self,
+        days: impl IntoIterator<Item = Date>,
+        insert: impl std::future::Future<Output = T>,
+    ) -> Result<T, ReconcileError> {
+        let lock = |what| move |source| ReconcileError::Lock { what, source };
+        let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(self.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(lock("shared lock"))?;
+        let result = insert.await;
+        self.mark(days);
+        // Ending the transaction releases the lock; a failed commit ends the session, which
+        // releases it as well.
+        if let Err(error) = tx.commit().await {
+            tracing::warn!(%error, "failed to release the rollup lock cleanly");
+        }
+        Ok(result)
+    }
+
+    /// Audits the marked days under the exclusive lock; returns the days audited. A day whose
+    /// audit fails stays marked (with the ones not reached).
+    pub async fn audit(&self, events: &EventStore) -> Result<usize, ReconcileError> {
+        let lock = |what| move |source| ReconcileError::Lock { what, source };
+        let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await
+            .map_err(lock("lock timeout"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(lock("exclusive lock"))?;
+        // Taken under the lock: every insert that ended before it has marked its days.
+        let days = self.take_marked();
+        let mut left = days.iter();
+        while let Some(day) = left.next() {
+            if let Err(error) = audit_day(events, *day).await {
+                self.mark(std::iter::once(*day).chain(left.copied()));
+                return Err(error);
+            }
+        }
+        if let Err(error) = tx.commit().await {
+            tracing::warn!(%error, "failed to release the rollup lock cleanly");
+        }
+        Ok(days.len())
+    }
+}
+
+/// Writes the difference between `day`'s counts in `event_counts_daily` and its events (each
+/// event id once), for the keys that differ, with those keys' visitors.
+pub const AUDIT_DAY: &str = "
+INSERT INTO event_counts_daily (day, name, page_path, country, device, events, visitors)
+SELECT day, name, page_path, country, device,
+       sumState(delta) AS events, uniqStateIf(visitor_id, from_events = 1) AS visitors
+FROM (
+    SELECT toDate(occurred_at) AS day, name, page_path, country, device, visitor_id,
+           1 AS from_events, toInt64(0) AS delta
+    FROM events
+    WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+    UNION ALL
+    SELECT toDate(?) AS day, name, page_path, country, device, '' AS visitor_id,
+           0 AS from_events, toInt64(exact) - toInt64(counted) AS delta
+    FROM (
+        SELECT name, page_path, country, device, uniqExact(event_id) AS exact
+        FROM events
+        WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?)
+        GROUP BY name, page_path, country, device
+    ) ALL FULL OUTER JOIN (
+        SELECT name, page_path, country, device, sumMerge(events) AS counted
+        FROM event_counts_daily
+        WHERE day = toDate(?)
+        GROUP BY name, page_path, country, device
+    ) USING (name, page_path, country, device)
+)
+GROUP BY day, name, page_path, country, device
+HAVING sum(delta) != 0";
+
+async fn audit_day(events: &EventStore, day: Date) -> Result<(), ReconcileError> {
+    let start = datetime_secs(day.midnight().assume_utc());
+    let end = datetime_secs(day.next_day().unwrap_or(day).midnight().assume_utc());
+    let text = day_text(day);
+    let query = events
+        .client()
+        .query(AUDIT_DAY)
+        .bind(start)
+        .bind(end)
+        .bind(text.as_str())
+        .bind(start)
+        .bind(end)
+        .bind(text.as_str());
+    match tokio::time::timeout(AUDIT_TIMEOUT, query.execute()).await {
+        Ok(result) => result.map_err(|source| ReconcileError::Audit { day, source }),
+        Err(_) => Err(ReconcileError::AuditTimeout(day, AUDIT_TIMEOUT)),
+    }
+}
+
+/// Recomputes the stored credit of the payments written in the last `window` (see the module
+/// documentation); returns how many.
+pub async fn recredit_recent(pool: &PgPool, window: Duration) -> Result<u64, ReconcileError> {
+    let since = OffsetDateTime::now_utc() - window;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT payment_id FROM payments WHERE updated_at >= $1 ORDER BY payment_id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .map_err(ReconcileError::Recredit)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    sqlx::query("SELECT zori_recredit($1)")
+        .bind(&ids)
+        .execute(pool)
+        .await
+        .map_err(ReconcileError::Recredit)?;
+    Ok(ids.len() as u64)
+}
+
+/// Payments written this long ago or later are recomputed each round.
+pub const RECREDIT_WINDOW: Duration = Duration::from_secs(3600);
+/// The first round's window: covers a process that was down for up to a day.
+pub const FIRST_RECREDIT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Audits the marked days and recomputes recent payments every `interval`, until shutdown; a
+/// failed round is logged and retried at the next.
+pub async fn run(
+    lock: Option<RollupLock>,
+    events: EventStore,
+    pool: PgPool,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut window = FIRST_RECREDIT_WINDOW;
+    loop {
+        if let Some(lock) = &lock {
+            match lock.audit(&events).await {
+                Ok(0) => {}
+                Ok(days) => tracing::debug!(days, "audited the event counts"),
+                Err(error) => tracing::warn!(%error, "event-count audit failed; retrying"),
+            }
+        }
+        match recredit_recent(&pool, window).await {
+            Ok(n) => {
+                tracing::debug!(payments = n, "recomputed the credit of recent payments");
+                window = RECREDIT_WINDOW;
+            }
+            Err(error) => tracing::warn!(%error, "payment credit refresh failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The UTC days `times` fall on.
+pub fn days_of(times: impl IntoIterator<Item = OffsetDateTime>) -> BTreeSet<Date> {
+    times
+        .into_iter()
+        .map(|t| t.to_offset(time::UtcOffset::UTC).date())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::{date, datetime};
+
+    use super::*;
+
+    #[test]
+    fn lock_keys_differ_per_database_and_stay_put() {
+        assert_eq!(lock_key("zori_shop"), lock_key("zori_shop"));
+        assert_ne!(lock_key("zori_shop"), lock_key("zori_blog"));
+    }
+
+    #[test]
+    fn days_are_utc_days() {
+        let days = days_of([
+            datetime!(2026-12-01 23:30 -02:00),
+            datetime!(2026-12-02 00:10 UTC),
+            datetime!(2026-11-30 12:00 UTC),
+        ]);
+        assert_eq!(
+            days.into_iter().collect::<Vec<_>>(),
+            vec![date!(2026 - 11 - 30), date!(2026 - 12 - 02)]
+        );
+    }
+}
