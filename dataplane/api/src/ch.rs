@@ -389,18 +389,22 @@ impl EventStore {
     /// One insert for the whole batch, of the events not stored yet: the daily rollup
     /// ([`crate::rollup`]) counts each inserted row, so an event must be inserted once to be
     /// counted once. (`events` itself would collapse a duplicate on merge either way.)
-    pub async fn insert(&self, events: &[&TrackedEvent]) -> Result<(), ChError> {
+    ///
+    /// Returns how many of `events` were stored already (a sign of a redelivery or a resend).
+    pub async fn insert(&self, events: &[&TrackedEvent]) -> Result<usize, ChError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let stored = self.stored_ids(events).await?;
+        let all = events.len();
         let events: Vec<&TrackedEvent> = events
             .iter()
             .copied()
             .filter(|e| !stored.contains(&e.id))
             .collect();
+        let already = all - events.len();
         if events.is_empty() {
-            return Ok(());
+            return Ok(already);
         }
         let rows = events.len();
         let fail = |source| ChError::Insert { rows, source };
@@ -415,7 +419,7 @@ impl EventStore {
             insert.end().await
         };
         match tokio::time::timeout(REQUEST_TIMEOUT * 2, work).await {
-            Ok(result) => result.map_err(fail),
+            Ok(result) => result.map(|()| already).map_err(fail),
             Err(_) => Err(ChError::Timeout(REQUEST_TIMEOUT * 2, "insert events")),
         }
     }

@@ -122,9 +122,12 @@ pub struct BatchWritten {
 impl Backends {
     /// Writes decoded messages to ClickHouse and, in one transaction, to PostgreSQL, both at
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
+    /// `redelivered`: some message of the batch was delivered before (an earlier attempt may
+    /// have ended half done).
     pub async fn write<'a>(
         &self,
         messages: impl IntoIterator<Item = &'a StreamMessage>,
+        redelivered: bool,
     ) -> Result<BatchWritten, ConsumerError> {
         let mut plan = batch::plan(messages);
         let skipped = self.known.prune(&mut plan);
@@ -140,12 +143,14 @@ impl Backends {
                 let result = match &self.rollup_lock {
                     Some(lock) => {
                         let days = reconcile::days_of(plan.events.iter().map(|e| e.occurred_at));
-                        lock.inserting(days, insert)
-                            .await
-                            .map_err(ConsumerError::from)
-                            .and_then(|r| r.map_err(ConsumerError::from))
+                        lock.inserting(days, insert, |outcome| {
+                            reconcile::suspect(outcome, redelivered)
+                        })
+                        .await
+                        .map_err(ConsumerError::from)
+                        .and_then(|r| r.map(|_| ()).map_err(ConsumerError::from))
                     }
-                    None => insert.await.map_err(ConsumerError::from),
+                    None => insert.await.map(|_| ()).map_err(ConsumerError::from),
                 };
                 let _ = inserted_tx.send(());
                 result
@@ -511,7 +516,12 @@ impl Consumer {
     ) -> Whole {
         let mut retried = false;
         loop {
-            match self.backends.write(items.iter().map(|(_, m)| m)).await {
+            let redelivered = items.iter().any(|(message, _)| delivered(message) > 1);
+            match self
+                .backends
+                .write(items.iter().map(|(_, m)| m), redelivered)
+                .await
+            {
                 Ok(written) => {
                     self.record(&written);
                     for (message, _) in items {
@@ -562,7 +572,12 @@ impl Consumer {
         };
         while let Some((lo, hi)) = todo.pop() {
             let part = &items[lo..hi];
-            let error = match self.backends.write(part.iter().map(|(_, m)| m)).await {
+            let redelivered = part.iter().any(|(message, _)| delivered(message) > 1);
+            let error = match self
+                .backends
+                .write(part.iter().map(|(_, m)| m), redelivered)
+                .await
+            {
                 Ok(written) => {
                     self.record(&written);
                     for (message, _) in part {

@@ -7,7 +7,8 @@
 //!   hold yet. Two batches in flight holding the same event (on one replica or on two), or an
 //!   insert that failed after its rows reached `events` but before the view's, would count an
 //!   event twice or not at all. Every insert holds a shared advisory lock
-//!   ([`RollupLock::inserting`]) and then marks the days its events fall on; the audit
+//!   ([`RollupLock::inserting`]) and then marks the days its events fall on when its outcome
+//!   is suspect ([`suspect`]); each day is also audited once after it ends; the audit
 //!   ([`RollupLock::audit`]) takes the lock exclusively, so no insert is half done while it
 //!   reads, compares each marked day's counts with `uniqExact(event_id)` over that day's events,
 //!   and writes the difference (the counts are `sum` states, so a correction may be negative)
@@ -110,12 +111,13 @@ impl RollupLock {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Runs `insert` (of events on `days`) holding the lock shared, then marks the days, whether
-    /// the insert succeeded or not (a failed insert may have written part of its rows).
+    /// Runs `insert` (of events on `days`) holding the lock shared, then marks the days when
+    /// `suspect` says its outcome may have left a count off (see [`suspect`]).
     pub async fn inserting<T>(
         &self,
         days: impl IntoIterator<Item = Date>,
         insert: impl std::future::Future<Output = T>,
+        suspect: impl FnOnce(&T) -> bool,
     ) -> Result<T, ReconcileError> {
         let lock = |what| move |source| ReconcileError::Lock { what, source };
         let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
@@ -125,7 +127,9 @@ impl RollupLock {
             .await
             .map_err(lock("shared lock"))?;
         let result = insert.await;
-        self.mark(days);
+        if suspect(&result) {
+            self.mark(days);
+        }
         // Ending the transaction releases the lock; a failed commit ends the session, which
         // releases it as well.
         if let Err(error) = tx.commit().await {
@@ -162,6 +166,17 @@ impl RollupLock {
         }
         Ok(days.len())
     }
+}
+
+/// Whether an insert's outcome calls for an audit of its days: it failed (part of its rows may
+/// be in `events` without their counts), some of its events were stored already (a redelivery
+/// or a resend: a copy may be in flight elsewhere), or its batch holds a redelivered message
+/// (an earlier attempt may have ended half done). A clean first insert cannot leave a count off,
+/// except against a copy of the same event inserted at the same moment by another batch, which
+/// only a resend after the stream's duplicate window makes possible: the daily audit of the
+/// previous day covers that.
+pub fn suspect(outcome: &Result<usize, impl std::fmt::Debug>, redelivered: bool) -> bool {
+    redelivered || !matches!(outcome, Ok(0))
 }
 
 /// Writes the difference between `day`'s counts in `event_counts_daily` and its events (each
@@ -249,7 +264,20 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut window = FIRST_RECREDIT_WINDOW;
+    // A start audits today and yesterday (the process before may have stopped half way); then
+    // every day, once it is over, is audited once.
+    let mut today = OffsetDateTime::now_utc().date();
+    if let Some(lock) = &lock {
+        lock.mark([today.previous_day().unwrap_or(today), today]);
+    }
     loop {
+        let now = OffsetDateTime::now_utc().date();
+        if now != today {
+            if let Some(lock) = &lock {
+                lock.mark([today]);
+            }
+            today = now;
+        }
         if let Some(lock) = &lock {
             match lock.audit(&events).await {
                 Ok(0) => {}
@@ -289,6 +317,21 @@ mod tests {
     fn lock_keys_differ_per_database_and_stay_put() {
         assert_eq!(lock_key("zori_shop"), lock_key("zori_shop"));
         assert_ne!(lock_key("zori_shop"), lock_key("zori_blog"));
+    }
+
+    #[test]
+    fn only_a_suspect_insert_calls_for_an_audit() {
+        let clean: Result<usize, String> = Ok(0);
+        assert!(!suspect(&clean, false));
+        assert!(suspect(&clean, true), "a redelivered batch");
+        assert!(
+            suspect(&Ok::<usize, String>(3), false),
+            "events stored already"
+        );
+        assert!(
+            suspect(&Err::<usize, String>("down".into()), false),
+            "a failed insert"
+        );
     }
 
     #[test]
