@@ -391,11 +391,19 @@ impl EventStore {
     /// counted once. (`events` itself would collapse a duplicate on merge either way.)
     ///
     /// Returns how many of `events` were stored already (a sign of a redelivery or a resend).
-    pub async fn insert(&self, events: &[&TrackedEvent]) -> Result<usize, ChError> {
+    ///
+    /// `look_up`: check first which events are stored already (a batch with a redelivered
+    /// message); without it every event is inserted (see [`crate::reconcile`] for what
+    /// corrects the counts of a resent one).
+    pub async fn insert(&self, events: &[&TrackedEvent], look_up: bool) -> Result<usize, ChError> {
         if events.is_empty() {
             return Ok(0);
         }
-        let stored = self.stored_ids(events).await?;
+        let stored = if look_up {
+            self.stored_ids(events).await?
+        } else {
+            std::collections::HashSet::new()
+        };
         let all = events.len();
         let events: Vec<&TrackedEvent> = events
             .iter()

@@ -244,6 +244,16 @@ pub struct Config {
     )]
     pub reconcile_interval: String,
 
+    /// How often at most a day that received events is audited against the event-count rollup
+    /// (a resent event's count is exact again within this time; see docs/api.md).
+    #[arg(
+        long,
+        env = "ZORI_ROLLUP_AUDIT_EVERY",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub rollup_audit_every: String,
+
     /// Most batches written to the stores at once (1 to 16); the next batch is fetched
     /// meanwhile. Several hide the stores' round trips; every write is idempotent and
     /// order-independent, so they may commit in any order.
@@ -370,6 +380,7 @@ impl fmt::Debug for Config {
             .field("batch_size", &self.batch_size)
             .field("batch_wait", &self.batch_wait)
             .field("reconcile_interval", &self.reconcile_interval)
+            .field("rollup_audit_every", &self.rollup_audit_every)
             .field("batches_in_flight", &self.batches_in_flight)
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
@@ -410,6 +421,7 @@ pub struct Settings {
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub reconcile_interval: Duration,
+    pub rollup_audit_every: Duration,
     pub batches_in_flight: usize,
     pub ack_wait: Duration,
     pub max_deliver: i64,
@@ -768,6 +780,12 @@ impl Config {
             "ZORI_RECONCILE_INTERVAL",
             Duration::from_millis(100),
         )?;
+        let rollup_audit_every = duration(
+            &self.rollup_audit_every,
+            "--rollup-audit-every",
+            "ZORI_ROLLUP_AUDIT_EVERY",
+            Duration::ZERO,
+        )?;
         let batches_in_flight: usize = self
             .batches_in_flight
             .trim()
@@ -898,6 +916,7 @@ impl Config {
             batch_size,
             batch_wait,
             reconcile_interval,
+            rollup_audit_every,
             batches_in_flight,
             ack_wait,
             max_deliver,

@@ -122,12 +122,13 @@ pub struct BatchWritten {
 impl Backends {
     /// Writes decoded messages to ClickHouse and, in one transaction, to PostgreSQL, both at
     /// once. Both writes are idempotent, so when one fails the whole batch is simply retried.
-    /// `redelivered`: some message of the batch was delivered before (an earlier attempt may
-    /// have ended half done).
+    /// `look_up`: an earlier attempt may have stored part of the batch (a message was delivered
+    /// before, or this process's own attempt failed): ClickHouse is asked which events it holds
+    /// already, and the days are audited at the next round.
     pub async fn write<'a>(
         &self,
         messages: impl IntoIterator<Item = &'a StreamMessage>,
-        redelivered: bool,
+        look_up: bool,
     ) -> Result<BatchWritten, ConsumerError> {
         let mut plan = batch::plan(messages);
         let skipped = self.known.prune(&mut plan);
@@ -139,16 +140,14 @@ impl Backends {
         let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
         let ((), postgres) = tokio::try_join!(
             async {
-                let insert = self.events.insert(&plan.events);
+                let insert = self.events.insert(&plan.events, look_up);
                 let result = match &self.rollup_lock {
                     Some(lock) => {
                         let days = reconcile::days_of(plan.events.iter().map(|e| e.occurred_at));
-                        lock.inserting(days, insert, |outcome| {
-                            reconcile::suspect(outcome, redelivered)
-                        })
-                        .await
-                        .map_err(ConsumerError::from)
-                        .and_then(|r| r.map(|_| ()).map_err(ConsumerError::from))
+                        lock.inserting(days, insert, |outcome| reconcile::suspect(outcome, look_up))
+                            .await
+                            .map_err(ConsumerError::from)
+                            .and_then(|r| r.map(|_| ()).map_err(ConsumerError::from))
                     }
                     None => insert.await.map(|_| ()).map_err(ConsumerError::from),
                 };
@@ -515,11 +514,13 @@ impl Consumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Whole {
         let mut retried = false;
+        let redelivered = items.iter().any(|(message, _)| delivered(message) > 1);
+        // After a failed attempt, part of the batch may be stored: look up from then on.
+        let mut look_up = redelivered;
         loop {
-            let redelivered = items.iter().any(|(message, _)| delivered(message) > 1);
             match self
                 .backends
-                .write(items.iter().map(|(_, m)| m), redelivered)
+                .write(items.iter().map(|(_, m)| m), look_up)
                 .await
             {
                 Ok(written) => {
@@ -533,6 +534,7 @@ impl Consumer {
                     return Whole::Written;
                 }
                 Err(error) => {
+                    look_up = true;
                     self.metrics.batch_failures.inc();
                     tracing::warn!(%error, messages = items.len(), "failed to write batch");
                     if self.backends.ping().await.is_ok() {
@@ -572,12 +574,8 @@ impl Consumer {
         };
         while let Some((lo, hi)) = todo.pop() {
             let part = &items[lo..hi];
-            let redelivered = part.iter().any(|(message, _)| delivered(message) > 1);
-            let error = match self
-                .backends
-                .write(part.iter().map(|(_, m)| m), redelivered)
-                .await
-            {
+            // Isolating follows a failed write of the whole batch: part of it may be stored.
+            let error = match self.backends.write(part.iter().map(|(_, m)| m), true).await {
                 Ok(written) => {
                     self.record(&written);
                     for (message, _) in part {

@@ -141,9 +141,9 @@ pub async fn run(
         signal_tx.send_replace(true);
     });
 
-    let rollup_lock = events
-        .has_rollups()
-        .then(|| reconcile::RollupLock::new(pool.clone(), events.database()));
+    let rollup_lock = events.has_rollups().then(|| {
+        reconcile::RollupLock::new(pool.clone(), events.database(), settings.rollup_audit_every)
+    });
     let reconcile_task = tokio::spawn(reconcile::run(
         rollup_lock.clone(),
         events.clone(),

@@ -4,11 +4,14 @@
 //!
 //! - **Event counts** (`event_counts_daily`, see [`crate::rollup`]) are fed by a materialized
 //!   view on every insert into `events`, and the consumer inserts only events `events` does not
-//!   hold yet. Two batches in flight holding the same event (on one replica or on two), or an
+//!   hold yet (it looks them up only for a batch with a redelivered message: the look-up reads
+//!   more the larger the table, and a first delivery is new unless resent after the stream's
+//!   duplicate window). Such a resend, two batches in flight holding the same event, or an
 //!   insert that failed after its rows reached `events` but before the view's, would count an
 //!   event twice or not at all. Every insert holds a shared advisory lock
-//!   ([`RollupLock::inserting`]) and then marks the days its events fall on when its outcome
-//!   is suspect ([`suspect`]); each day is also audited once after it ends; the audit
+//!   ([`RollupLock::inserting`]) and then marks the days its events fall on: for the next round
+//!   when its outcome is suspect ([`suspect`]), else for a round within `--rollup-audit-every`
+//!   (10 minutes); each day is also audited once after it ends; the audit
 //!   ([`RollupLock::audit`]) takes the lock exclusively, so no insert is half done while it
 //!   reads, compares each marked day's counts with `uniqExact(event_id)` over that day's events,
 //!   and writes the difference (the counts are `sum` states, so a correction may be negative)
@@ -22,9 +25,9 @@
 //!   such a race can leave behind (a day's window once at start, for a process that was down).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sqlx::PgPool;
@@ -62,13 +65,24 @@ const LOCK_TIMEOUT: &str = "30s";
 /// Longest one day's audit may take.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The advisory lock guarding one ClickHouse database's event-count rollup, and the days whose
-/// counts the next audit checks.
+/// The advisory lock guarding one ClickHouse database's event-count rollup, and the days the
+/// next audits check.
 #[derive(Clone)]
 pub struct RollupLock {
     pool: PgPool,
     key: i64,
-    dirty: Arc<Mutex<BTreeSet<Date>>>,
+    marks: Arc<Mutex<Marks>>,
+    every: Duration,
+}
+
+#[derive(Default)]
+struct Marks {
+    /// Days the next round audits: a suspect insert touched them (or a start, or a day's end).
+    due: BTreeSet<Date>,
+    /// Days that received events since their last audit; audited at most once per `every`.
+    written: BTreeSet<Date>,
+    /// When each recently audited day was audited.
+    audited: HashMap<Date, Instant>,
 }
 
 /// The lock key of a ClickHouse database: FNV-1a of its name, so every replica of a tenant
@@ -83,32 +97,58 @@ fn lock_key(database: &str) -> i64 {
 }
 
 impl RollupLock {
-    pub fn new(pool: PgPool, database: &str) -> Self {
+    /// `every`: how often at most a day that only received clean inserts is audited.
+    pub fn new(pool: PgPool, database: &str, every: Duration) -> Self {
         Self {
             pool,
             key: lock_key(database),
-            dirty: Arc::default(),
+            marks: Arc::default(),
+            every,
         }
+    }
+
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks days for the next audit.
     pub fn mark(&self, days: impl IntoIterator<Item = Date>) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(days);
+        self.marks().due.extend(days);
     }
 
-    /// Days waiting for the audit.
+    /// Records days that received events: each is audited within `every`.
+    pub fn wrote(&self, days: impl IntoIterator<Item = Date>) {
+        self.marks().written.extend(days);
+    }
+
+    /// Days waiting for an audit.
     pub fn marked(&self) -> BTreeSet<Date> {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let marks = self.marks();
+        marks.due.union(&marks.written).copied().collect()
     }
 
-    fn take_marked(&self) -> BTreeSet<Date> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+    /// The days to audit now, taken out of the marks.
+    fn take_due(&self) -> BTreeSet<Date> {
+        let every = self.every;
+        let mut marks = self.marks();
+        let marks = &mut *marks;
+        marks.audited.retain(|_, at| at.elapsed() < every);
+        let ready: Vec<Date> = marks
+            .written
+            .iter()
+            .filter(|day| !marks.audited.contains_key(day))
+            .copied()
+            .collect();
+        for day in &ready {
+            marks.written.remove(day);
+        }
+        let mut due = std::mem::take(&mut marks.due);
+        due.extend(ready);
+        due
+    }
+
+    fn audited(&self, day: Date) {
+        self.marks().audited.insert(day, Instant::now());
     }
 
     /// Runs `insert` (of events on `days`) holding the lock shared, then marks the days when
@@ -129,6 +169,8 @@ impl RollupLock {
         let result = insert.await;
         if suspect(&result) {
             self.mark(days);
+        } else {
+            self.wrote(days);
         }
         // Ending the transaction releases the lock; a failed commit ends the session, which
         // releases it as well.
@@ -153,13 +195,14 @@ impl RollupLock {
             .await
             .map_err(lock("exclusive lock"))?;
         // Taken under the lock: every insert that ended before it has marked its days.
-        let days = self.take_marked();
+        let days = self.take_due();
         let mut left = days.iter();
         while let Some(day) = left.next() {
             if let Err(error) = audit_day(events, *day).await {
                 self.mark(std::iter::once(*day).chain(left.copied()));
                 return Err(error);
             }
+            self.audited(*day);
         }
         if let Err(error) = tx.commit().await {
             tracing::warn!(%error, "failed to release the rollup lock cleanly");
@@ -168,13 +211,12 @@ impl RollupLock {
     }
 }
 
-/// Whether an insert's outcome calls for an audit of its days: it failed (part of its rows may
-/// be in `events` without their counts), some of its events were stored already (a redelivery
-/// or a resend: a copy may be in flight elsewhere), or its batch holds a redelivered message
-/// (an earlier attempt may have ended half done). A clean first insert cannot leave a count off,
-/// except against a copy of the same event inserted at the same moment by another batch, which
-/// only a resend after the stream's duplicate window makes possible: the daily audit of the
-/// previous day covers that.
+/// Whether an insert's outcome calls for an audit of its days at the next round: it failed
+/// (part of its rows may be in `events` without their counts), some of its events were stored
+/// already, or its batch holds a redelivered message (an earlier attempt may have ended half
+/// done). Other days that received events are audited within `every`: that covers a resend after
+/// the stream's duplicate window (a first delivery, inserted without a look-up) and two copies of
+/// one event inserted at the same moment.
 pub fn suspect(outcome: &Result<usize, impl std::fmt::Debug>, redelivered: bool) -> bool {
     redelivered || !matches!(outcome, Ok(0))
 }
