@@ -14,7 +14,10 @@ use zori_core::{
     event::{RawEvent, StreamMessage, Subjects, TrackedEvent},
 };
 use zori_e2e::{free_port, Process, Tenant, CLICKHOUSE_URL, NATS_URL, SITE_ORIGIN};
-use zori_service::jetstream::{desired_config, ensure_stream, StreamLimits};
+use zori_service::{
+    clickhouse::Topology,
+    jetstream::{desired_config, ensure_stream, StreamLimits},
+};
 
 use crate::{ingest::tracker_event, Record};
 
@@ -203,35 +206,48 @@ async fn bare_fetch_ack(
     elapsed
 }
 
-pub async fn run(record: &mut Record) {
-    let nats = async_nats::connect(NATS_URL).await.expect("NATS is up");
-    let js = jetstream::new(nats.clone());
-    let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
-
-    let fetch_ack = bare_fetch_ack(&nats, &js, &events).await;
-    let (one, tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
-    tenant.cleanup().await;
-    let (three, tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
-
-    // The bare insert goes into a table of the consumer's own schema, in the last tenant.
+/// The reference: the same rows inserted with the `clickhouse` crate over HTTP RowBinary,
+/// [`BATCH`] rows per insert, into a table of the consumer's own `events` schema in a fresh
+/// database. Run first, on a ClickHouse not yet busy merging the drains' parts.
+async fn bare_insert(events: &[TrackedEvent]) -> Duration {
+    let tenant = Tenant::new("benchb");
     let ch = clickhouse::Client::default()
         .with_url(CLICKHOUSE_URL)
-        .with_compression(clickhouse::Compression::None)
-        .with_database(tenant.schema());
-    ch.query("CREATE TABLE bench_raw AS events")
+        .with_compression(clickhouse::Compression::None);
+    let schema = zori_api::ch::schema_statements(&Topology::Single, &tenant.schema())
+        .expect("schema statements of one server");
+    ch.query(&format!("CREATE DATABASE {}", tenant.schema()))
         .execute()
         .await
-        .expect("create bench table");
+        .expect("create bench database");
+    let ch = ch.with_database(tenant.schema());
+    for statement in schema {
+        ch.query(&statement).execute().await.expect("create events");
+    }
     let rows: Vec<EventRow> = events.iter().map(EventRow::from_event).collect();
     let started = Instant::now();
     for chunk in rows.chunks(BATCH) {
-        let mut insert = ch.insert::<EventRow>("bench_raw").expect("insert");
+        let mut insert = ch.insert::<EventRow>("events").expect("insert");
         for row in chunk {
             insert.write(row).await.expect("write row");
         }
         insert.end().await.expect("end insert");
     }
-    let bare = started.elapsed();
+    let elapsed = started.elapsed();
+    tenant.cleanup().await;
+    elapsed
+}
+
+pub async fn run(record: &mut Record) {
+    let nats = async_nats::connect(NATS_URL).await.expect("NATS is up");
+    let js = jetstream::new(nats.clone());
+    let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
+
+    let bare = bare_insert(&events).await;
+    let fetch_ack = bare_fetch_ack(&nats, &js, &events).await;
+    let (one, tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
+    tenant.cleanup().await;
+    let (three, tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
     tenant.cleanup().await;
 
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
