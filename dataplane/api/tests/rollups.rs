@@ -11,10 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use common::{
     days_ago, event, identify, insert_payment, net, page_view, range, row, session, visitor,
-    Harness, CLICKHOUSE_URL, GOOGLE, NATS_URL, POSTGRES_URL, TWITTER,
+    Harness, GOOGLE, TWITTER,
 };
 use serde_json::Value;
 use zori_api::{
@@ -168,25 +167,7 @@ async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
 
 /// The tenant's ClickHouse store as zori-api opens it.
 async fn event_store(h: &Harness) -> EventStore {
-    let settings = zori_api::Config::try_parse_from([
-        "zori-api",
-        "--tenant-id",
-        &h.tenant,
-        "--api-token",
-        &h.token,
-        "--postgres-url",
-        POSTGRES_URL,
-        "--clickhouse-url",
-        CLICKHOUSE_URL,
-        "--nats-url",
-        NATS_URL,
-        "--email-salt",
-        &h.salt,
-    ])
-    .unwrap()
-    .validate()
-    .unwrap();
-    EventStore::open(&settings).await.unwrap()
+    EventStore::open(&h.settings).await.unwrap()
 }
 
 /// Counts another `sumState(1)` for the rollup key of event `id`, as a second insert of the

@@ -49,6 +49,8 @@ pub struct Harness {
     pub js: jetstream::Context,
     /// Connected with `search_path` = the tenant schema.
     pub pool: PgPool,
+    /// What `run` was started with.
+    pub settings: zori_api::Settings,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), zori_api::Error>>>,
     cleaned: bool,
@@ -98,6 +100,7 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let started_with = settings.clone();
         let task = tokio::spawn(zori_api::run(settings, listener, async move {
             let _ = stop_rx.await;
         }));
@@ -130,6 +133,7 @@ impl Harness {
             .await
             .unwrap();
         Harness {
+            settings: started_with,
             subjects: Subjects::for_tenant(&tenant),
             tenant,
             schema,
