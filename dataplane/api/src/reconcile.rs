@@ -226,7 +226,7 @@ pub fn suspect(outcome: &Result<usize, impl std::fmt::Debug>, redelivered: bool)
 pub const AUDIT_DAY: &str = "
 INSERT INTO event_counts_daily (day, name, page_path, country, device, events, visitors)
 SELECT day, name, page_path, country, device,
-       sumState(delta) AS events, uniqHLL12StateIf(visitor_id, from_events = 1) AS visitors
+       sumState(delta) AS events, uniqStateIf(visitor_id, from_events = 1) AS visitors
 FROM (
     SELECT toDate(occurred_at) AS day, name, page_path, country, device, visitor_id,
            1 AS from_events, toInt64(0) AS delta
@@ -306,6 +306,13 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut window = FIRST_RECREDIT_WINDOW;
+    // A predecessor killed mid-insert took its lock with it, but ClickHouse may still finish that
+    // insert for up to twice the request timeout; an audit reading meanwhile could see its
+    // events without their counts and correct them away. So the first audit waits that long (at
+    // most one audit period); the redelivered batch marks its days again in any case.
+    let started = Instant::now();
+    let grace =
+        (crate::ch::REQUEST_TIMEOUT * 2).min(lock.as_ref().map_or(Duration::ZERO, |l| l.every));
     // A start audits today and yesterday (the process before may have stopped half way); then
     // every day, once it is over, is audited once.
     let mut today = OffsetDateTime::now_utc().date();
@@ -320,7 +327,7 @@ pub async fn run(
             }
             today = now;
         }
-        if let Some(lock) = &lock {
+        if let Some(lock) = lock.as_ref().filter(|_| started.elapsed() >= grace) {
             match lock.audit(&events).await {
                 Ok(0) => {}
                 Ok(days) => tracing::debug!(days, "audited the event counts"),

@@ -66,7 +66,7 @@ pub const CH_MIGRATIONS: &[(u32, &str, &str)] = &[
             country String,
             device String,
             events AggregateFunction(sum, Int64),
-            visitors AggregateFunction(uniqHLL12, String)
+            visitors AggregateFunction(uniq, String)
         )
         ENGINE = AggregatingMergeTree()
         PARTITION BY toYYYYMM(day)
@@ -77,7 +77,7 @@ pub const CH_MIGRATIONS: &[(u32, &str, &str)] = &[
         "event_counts_daily_mv",
         "CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_daily_mv TO event_counts_daily AS
          SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                sumState(toInt64(1)) AS events, uniqHLL12State(visitor_id) AS visitors
+                sumState(toInt64(1)) AS events, uniqState(visitor_id) AS visitors
          FROM events
          GROUP BY day, name, page_path, country, device",
     ),
@@ -86,7 +86,7 @@ pub const CH_MIGRATIONS: &[(u32, &str, &str)] = &[
         "event_counts_daily_backfill",
         "INSERT INTO event_counts_daily
          SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                sumState(toInt64(1)) AS events, uniqHLL12State(visitor_id) AS visitors
+                sumState(toInt64(1)) AS events, uniqState(visitor_id) AS visitors
          FROM (SELECT * FROM events LIMIT 1 BY event_id)
          GROUP BY day, name, page_path, country, device",
     ),
