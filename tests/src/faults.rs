@@ -157,10 +157,14 @@ impl Drop for Owned {
     }
 }
 
-fn log_file(name: &str, port: u16) -> std::fs::File {
+fn log_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::File::create(dir.join(format!("{name}-{port}.log"))).unwrap()
+    dir
+}
+
+fn log_file(name: &str, port: u16) -> std::fs::File {
+    std::fs::File::create(log_dir().join(format!("{name}-{port}.log"))).unwrap()
 }
 
 async fn wait_for_port(port: u16, what: &str, timeout: Duration) {
@@ -464,8 +468,8 @@ impl ClickHouseCluster {
             dir.join("config.xml"),
             format!(
                 "<?xml version=\"1.0\"?><yandex>\
-                 <logger><level>information</level><log>{logs}/server.log</log>\
-                 <errorlog>{logs}/error.log</errorlog></logger>\
+                 <logger><level>information</level><log>{logs}/clickhouse-cluster-{http_port}-server.log</log>\
+                 <errorlog>{logs}/clickhouse-cluster-{http_port}-error.log</errorlog></logger>\
                  <http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>\
                  <interserver_http_port>{interserver_port}</interserver_http_port>\
                  <interserver_http_host>127.0.0.1</interserver_http_host>\
@@ -482,7 +486,8 @@ impl ClickHouseCluster {
                  <macros><shard>01</shard><replica>r1</replica></macros>\
                  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\
                  </yandex>",
-                logs = path("logs"),
+                // Outside the temporary directory, so they outlive a failed test.
+                logs = log_dir().display(),
                 data = path("data"),
                 tmp = path("tmp"),
                 user_files = path("user_files"),
@@ -503,12 +508,46 @@ impl ClickHouseCluster {
             .spawn()
             .expect("clickhouse-server is installed (scripts/services.sh)");
         let server = Owned(server);
-        wait_for_port(http_port, "clickhouse-server", Duration::from_secs(60)).await;
-        ClickHouseCluster {
+        let cluster = ClickHouseCluster {
             http_port,
             dir,
             server: Some(server),
             zookeeper: Some(zookeeper),
+        };
+        cluster.wait_until_ready(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Waits until the server runs `ON CLUSTER` DDL (its ZooKeeper session and distributed DDL
+    /// worker are up): an open port alone is not such a server yet.
+    async fn wait_until_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        loop {
+            let answer = client
+                .post(self.url())
+                .body(format!(
+                    "CREATE DATABASE IF NOT EXISTS zori_ready ON CLUSTER {}",
+                    Self::NAME
+                ))
+                .send()
+                .await;
+            let last = match answer {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => format!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                ),
+                Err(error) => error.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "clickhouse-server on port {} is not ready after {timeout:?}: {last}; \
+                 see target/e2e-logs",
+                self.http_port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -67,6 +67,18 @@ fn owner_table(database: &str, topology: &Topology) -> Result<Vec<String>, Click
     }
 }
 
+/// `error` and its causes, so that "error sending request" says why (refused, reset, timed out).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
 fn is_identifier(name: &str) -> bool {
     super::postgres::is_identifier(name)
 }
@@ -87,6 +99,10 @@ impl ClickHouseBackend {
     ) -> Result<Self, ClickHouseError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Below ClickHouse's `keep_alive_timeout` (3 s on 18.16, 10 s later): a pooled
+            // connection the server is closing would fail the next statement with "connection
+            // closed before message completed".
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| ClickHouseError::Server {
                 url: url.to_owned(),
@@ -116,9 +132,9 @@ impl ClickHouseBackend {
         if let Some(user) = &self.user {
             request = request.basic_auth(user, self.password.as_deref());
         }
-        let response = request.send().await.map_err(|e| e.to_string())?;
+        let response = request.send().await.map_err(|e| with_causes(&e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| e.to_string())?;
+        let body = response.text().await.map_err(|e| with_causes(&e))?;
         if status.is_success() {
             Ok(body)
         } else {
