@@ -226,7 +226,7 @@ pub fn suspect(outcome: &Result<usize, impl std::fmt::Debug>, redelivered: bool)
 pub const AUDIT_DAY: &str = "
 INSERT INTO event_counts_daily (day, name, page_path, country, device, events, visitors)
 SELECT day, name, page_path, country, device,
-       sumState(delta) AS events, uniqStateIf(visitor_id, from_events = 1) AS visitors
+       sumState(delta) AS events, uniqCombinedStateIf(14)(visitor_id, from_events = 1) AS visitors
 FROM (
     SELECT toDate(occurred_at) AS day, name, page_path, country, device, visitor_id,
            1 AS from_events, toInt64(0) AS delta

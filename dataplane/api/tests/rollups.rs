@@ -176,7 +176,7 @@ async fn count_again(h: &Harness, id: &str) {
     h.clickhouse(&format!(
         "INSERT INTO event_counts_daily \
          SELECT toDate(occurred_at) AS day, name, page_path, country, device, \
-                sumState(toInt64(1)), uniqState(visitor_id) \
+                sumState(toInt64(1)), uniqCombinedState(14)(visitor_id) \
          FROM events WHERE event_id = '{id}' \
          GROUP BY day, name, page_path, country, device"
     ))
@@ -303,7 +303,7 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
                     GROUP BY day, channel, source, medium, campaign, referrer, landing_page, \
                     country, device ORDER BY day, source FORMAT TSV";
     let events_snapshot = "SELECT day, name, page_path, country, device, \
-                           sumMerge(events), uniqMerge(visitors) FROM event_counts_daily \
+                           sumMerge(events), uniqCombinedMerge(14)(visitors) FROM event_counts_daily \
                            GROUP BY day, name, page_path, country, device \
                            ORDER BY day, name, page_path FORMAT TSV";
     let fed = h.clickhouse(snapshot).await;

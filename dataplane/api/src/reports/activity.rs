@@ -80,7 +80,7 @@ pub async fn pages(
     let rows: Vec<PageRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT page_path AS path, toUInt64(sumMerge(events)) AS views, uniqMerge(visitors) AS visitors
+            "SELECT page_path AS path, toUInt64(sumMerge(events)) AS views, uniqCombinedMerge(14)(visitors) AS visitors
              FROM event_counts_daily
              WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
@@ -161,7 +161,7 @@ pub async fn events(
     let rows: Vec<EventCountRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT name, toUInt64(sumMerge(events)) AS n, uniqMerge(visitors) AS visitors
+            "SELECT name, toUInt64(sumMerge(events)) AS n, uniqCombinedMerge(14)(visitors) AS visitors
              FROM event_counts_daily
              WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name
