@@ -65,6 +65,13 @@ const LOCK_TIMEOUT: &str = "30s";
 /// Longest one day's audit may take.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How [`RollupLock::take`] holds the lock: inserts share it, the audit holds it alone.
+#[derive(Clone, Copy)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
 /// The advisory lock guarding one ClickHouse database's event-count rollup, and the days the
 /// next audits check.
 #[derive(Clone)]
@@ -151,6 +158,32 @@ impl RollupLock {
         self.marks().audited.insert(day, Instant::now());
     }
 
+    /// Takes the lock in a transaction of its own; ending the transaction releases it. The
+    /// exclusive side gives up after [`LOCK_TIMEOUT`] rather than wait behind a stuck insert.
+    async fn take(
+        &self,
+        mode: Mode,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ReconcileError> {
+        let lock = |what| move |source| ReconcileError::Lock { what, source };
+        let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
+        let (what, sql) = match mode {
+            Mode::Shared => ("shared lock", "SELECT pg_advisory_xact_lock_shared($1)"),
+            Mode::Exclusive => {
+                sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(lock("lock timeout"))?;
+                ("exclusive lock", "SELECT pg_advisory_xact_lock($1)")
+            }
+        };
+        sqlx::query(sql)
+            .bind(self.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(lock(what))?;
+        Ok(tx)
+    }
+
     /// Runs `insert` (of events on `days`) holding the lock shared, then marks the days when
     /// `suspect` says its outcome may have left a count off (see [`suspect`]).
     pub async fn inserting<T>(
@@ -159,13 +192,7 @@ impl RollupLock {
         insert: impl std::future::Future<Output = T>,
         suspect: impl FnOnce(&T) -> bool,
     ) -> Result<T, ReconcileError> {
-        let lock = |what| move |source| ReconcileError::Lock { what, source };
-        let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(self.key)
-            .execute(&mut *tx)
-            .await
-            .map_err(lock("shared lock"))?;
+        let tx = self.take(Mode::Shared).await?;
         let result = insert.await;
         if suspect(&result) {
             self.mark(days);
@@ -183,17 +210,7 @@ impl RollupLock {
     /// Audits the marked days under the exclusive lock; returns the days audited. A day whose
     /// audit fails stays marked (with the ones not reached).
     pub async fn audit(&self, events: &EventStore) -> Result<usize, ReconcileError> {
-        let lock = |what| move |source| ReconcileError::Lock { what, source };
-        let mut tx = self.pool.begin().await.map_err(lock("begin"))?;
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            .execute(&mut *tx)
-            .await
-            .map_err(lock("lock timeout"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.key)
-            .execute(&mut *tx)
-            .await
-            .map_err(lock("exclusive lock"))?;
+        let tx = self.take(Mode::Exclusive).await?;
         // Taken under the lock: every insert that ended before it has marked its days.
         let days = self.take_due();
         let mut left = days.iter();
