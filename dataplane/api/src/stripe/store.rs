@@ -383,12 +383,18 @@ async fn apply(conn: &mut PgConnection, observation: &Observation) -> Result<App
         .as_ref()
         .map(|allocation| allocation.invoice_id.as_str());
     let rows: Vec<PaymentRow> = sqlx::query_as(&format!(
+        // One set of ids looked up by index, then the payments by primary key: an `OR` of
+        // the two conditions on `payments` made PostgreSQL scan the whole table (and JIT-compile
+        // the scan) on every webhook, 0.24 s at 37,000 payments and growing with them.
         "SELECT {PAYMENT_COLUMNS} FROM payments p \
-         WHERE p.payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = ANY($1)) \
-            OR (p.payment_id IN (SELECT payment_id FROM payment_aliases WHERE alias = $2) \
-                AND p.amount_source IN ('invoice', 'checkout_session') \
-                AND NOT EXISTS (SELECT 1 FROM invoice_allocations a \
-                                WHERE a.payment_id = p.payment_id)) \
+         WHERE p.payment_id IN ( \
+            SELECT payment_id FROM payment_aliases WHERE alias = ANY($1) \
+            UNION \
+            SELECT q.payment_id FROM payment_aliases pa JOIN payments q USING (payment_id) \
+            WHERE pa.alias = $2 \
+              AND q.amount_source IN ('invoice', 'checkout_session') \
+              AND NOT EXISTS (SELECT 1 FROM invoice_allocations a \
+                              WHERE a.payment_id = q.payment_id)) \
          ORDER BY p.payment_id \
          FOR UPDATE"
     ))
