@@ -453,6 +453,54 @@ async fn a_late_event_that_moves_a_first_touch_moves_the_payment_credit() {
     h.cleanup().await;
 }
 
+/// The periodic recompute touches every recently written payment; one whose credit stays the
+/// same must not be rewritten (migration 0019), or a burst of webhooks is rewritten each round.
+/// A changed credit is still written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recompute_that_changes_nothing_writes_nothing() {
+    let h = Harness::start_with(&["--reconcile-interval", "1h"]).await;
+    let v = visitor();
+    let s = session();
+    let view = page_view(&v, &s, days_ago(1), "/", &TWITTER);
+    h.publish(&view, view.id()).await;
+    h.drained().await;
+    let payment = insert_payment(&h.pool, days_ago(1), 4900, "usd", 0, Some(&v), None).await;
+    let version = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT xmin::text, cr_source FROM payments WHERE payment_id = $1",
+        )
+        .bind(payment)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+    };
+    let before = version().await;
+    assert_eq!(before.1, "twitter");
+    let since = time::OffsetDateTime::now_utc() - reconcile::RECREDIT_OVERLAP;
+    assert_eq!(reconcile::recredit_since(&h.pool, since).await.unwrap(), 1);
+    assert_eq!(version().await, before, "an unchanged credit was rewritten");
+
+    // Changed behind the triggers' back (as a racing transaction leaves it): written.
+    sqlx::query("ALTER TABLE visitors DISABLE TRIGGER USER")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE visitors SET ft_source = 'google.com' WHERE visitor_id = $1")
+        .bind(&v)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE visitors ENABLE TRIGGER USER")
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(reconcile::recredit_since(&h.pool, since).await.unwrap(), 1);
+    let after = version().await;
+    assert_ne!(after.0, before.0);
+    assert_eq!(after.1, "google.com");
+    h.cleanup().await;
+}
+
 /// The race the stored credit cannot see by itself: a payment inserted while another
 /// transaction is changing its visitor's first touch. Neither sees the other's rows before they
 /// commit, so the payment keeps the old credit; the periodic recompute of recent payments
@@ -488,9 +536,12 @@ async fn a_payment_racing_a_first_touch_change_is_recredited() {
     };
     assert_eq!(credited().await, "twitter", "the race left the old credit");
 
-    let recomputed = reconcile::recredit_recent(&h.pool, reconcile::RECREDIT_WINDOW)
-        .await
-        .unwrap();
+    let recomputed = reconcile::recredit_since(
+        &h.pool,
+        time::OffsetDateTime::now_utc() - reconcile::RECREDIT_OVERLAP,
+    )
+    .await
+    .unwrap();
     assert!(recomputed >= 1);
     assert_eq!(credited().await, "google.com");
     let path = format!(
