@@ -124,13 +124,7 @@ async fn events_land_in_clickhouse_and_visitors_in_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_published_twice_counts_once_everywhere() {
-    let h = Harness::start_with(&[
-        "--reconcile-interval",
-        "200ms",
-        "--rollup-audit-every",
-        "0s",
-    ])
-    .await;
+    let h = Harness::auditing_every_round().await;
     let v = visitor();
     let s = session();
     let view = page_view(&v, &s, days_ago(1), "/", &TWITTER);

@@ -107,13 +107,7 @@ async fn assert_reports(h: &Harness, extra: &str, approximate: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
-    let h = Harness::start_with(&[
-        "--rollup-audit-every",
-        "0s",
-        "--reconcile-interval",
-        "200ms",
-    ])
-    .await;
+    let h = Harness::auditing_every_round().await;
     let messages = messages();
     for m in &messages {
         h.publish(m, m.id()).await;
@@ -256,13 +250,7 @@ async fn the_audit_corrects_lost_and_doubled_event_counts() {
 /// day are both corrected.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resent_event_gets_its_day_audited() {
-    let h = Harness::start_with(&[
-        "--reconcile-interval",
-        "200ms",
-        "--rollup-audit-every",
-        "0s",
-    ])
-    .await;
+    let h = Harness::auditing_every_round().await;
     let (v, s) = (visitor(), session());
     let day = days_ago(2);
     let first = page_view(&v, &s, day, "/first", &TWITTER);

@@ -61,6 +61,18 @@ impl Harness {
         Self::start_with(&[]).await
     }
 
+    /// Starts `run` auditing the event-count rollup of every day that received events, five
+    /// times a second (in production: suspect days each minute, the others within 10 minutes).
+    pub async fn auditing_every_round() -> Self {
+        Self::start_with(&[
+            "--reconcile-interval",
+            "200ms",
+            "--rollup-audit-every",
+            "0s",
+        ])
+        .await
+    }
+
     /// Starts `run` with the default test settings plus `extra` flags.
     pub async fn start_with(extra: &[&str]) -> Self {
         zori_service::telemetry::init("warn,zori_api=info");

@@ -216,6 +216,7 @@ pub async fn run(record: &mut Record, events: usize) {
             .await
             .expect("vacuum");
     }
+    pool.close().await;
 
     let from = (now - time::Duration::days(29)).date();
     let range = format!("from={from}&to={}", now.date());
@@ -305,7 +306,6 @@ pub async fn run(record: &mut Record, events: usize) {
         ));
         return;
     }
-    drop(pool);
     tenant.cleanup().await;
 }
 

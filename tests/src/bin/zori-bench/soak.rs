@@ -127,29 +127,27 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The tenant's `zori-api` consumer as the server reports it now.
+async fn consumer_info(stream: &jetstream::stream::Stream) -> jetstream::consumer::Info {
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("zori-api").await.expect("consumer");
+    consumer.info().await.expect("consumer info").clone()
+}
+
 /// Stream sequence up to which the consumer acknowledged every message (one message per event).
 async fn acknowledged(js: &jetstream::Context, tenant: &Tenant) -> u64 {
     let stream = js.get_stream(tenant.stream()).await.expect("stream");
-    let mut consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("zori-api").await.expect("consumer");
-    consumer
-        .info()
-        .await
-        .expect("consumer info")
-        .ack_floor
-        .stream_sequence
+    consumer_info(&stream).await.ack_floor.stream_sequence
 }
 
-/// Waits until the consumer acknowledged everything; returns when that was.
-async fn drained(js: &jetstream::Context, tenant: &Tenant, limit: Duration) -> Instant {
+/// Waits until the consumer acknowledged everything.
+async fn drained(js: &jetstream::Context, tenant: &Tenant, limit: Duration) {
     let stream = js.get_stream(tenant.stream()).await.expect("stream");
     let started = Instant::now();
     loop {
-        let mut consumer: jetstream::consumer::PullConsumer =
-            stream.get_consumer("zori-api").await.expect("consumer");
-        let info = consumer.info().await.expect("consumer info");
+        let info = consumer_info(&stream).await;
         if info.num_pending == 0 && info.num_ack_pending == 0 {
-            return Instant::now();
+            return;
         }
         assert!(
             started.elapsed() < limit,
