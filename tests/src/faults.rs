@@ -178,6 +178,33 @@ async fn wait_for_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
+/// Waits until ZooKeeper on `port` serves requests, not only accepts connections: its `srvr`
+/// command names its mode only then. ClickHouse 18.16 started against a ZooKeeper that is not
+/// serving yet can crash (a segmentation fault in `zkutil::ZooKeeper::createImpl`, 27 ms after
+/// "Ready for connections", seen in target/e2e-logs).
+async fn wait_for_zookeeper(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
+            let mut answer = String::new();
+            if stream.write_all(b"srvr").await.is_ok()
+                && stream.read_to_string(&mut answer).await.is_ok()
+            {
+                if answer.contains("Mode:") {
+                    return;
+                }
+                last = answer;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zookeeper on port {port} is not serving after {timeout:?}: {last:?}; see target/e2e-logs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The test's own `nats-server` with JetStream, on its own port and store directory (which
 /// survives [`NatsServer::kill`], as a restarted server's disk does).
 pub struct NatsServer {
@@ -454,7 +481,7 @@ impl ClickHouseCluster {
             .spawn()
             .expect("java and zookeeper are installed (scripts/services.sh)");
         let zookeeper = Owned(zookeeper);
-        wait_for_port(zk_port, "zookeeper", Duration::from_secs(60)).await;
+        wait_for_zookeeper(zk_port, Duration::from_secs(60)).await;
 
         std::fs::write(
             dir.join("users.xml"),
@@ -522,25 +549,11 @@ impl ClickHouseCluster {
     /// worker are up): an open port alone is not such a server yet.
     async fn wait_until_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let client = reqwest::Client::new();
-        loop {
-            let answer = client
-                .post(self.url())
-                .body(format!(
-                    "CREATE DATABASE IF NOT EXISTS zori_ready ON CLUSTER {}",
-                    Self::NAME
-                ))
-                .send()
-                .await;
-            let last = match answer {
-                Ok(response) if response.status().is_success() => return,
-                Ok(response) => format!(
-                    "{}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                ),
-                Err(error) => error.to_string(),
-            };
+        let ddl = format!(
+            "CREATE DATABASE IF NOT EXISTS zori_ready ON CLUSTER {}",
+            Self::NAME
+        );
+        while let Err(last) = self.try_query(&ddl).await {
             assert!(
                 Instant::now() < deadline,
                 "clickhouse-server on port {} is not ready after {timeout:?}: {last}; \
@@ -557,16 +570,27 @@ impl ClickHouseCluster {
 
     /// Runs `sql` on the server; panics unless it answers 200.
     pub async fn query(&self, sql: &str) -> String {
+        self.try_query(sql)
+            .await
+            .unwrap_or_else(|error| panic!("{sql} → {error}"))
+    }
+
+    /// Runs `sql` on the server: its answer, or why there is none (no connection, or the
+    /// status and body of an answer other than 200).
+    async fn try_query(&self, sql: &str) -> Result<String, String> {
         let response = reqwest::Client::new()
             .post(self.url())
             .body(sql.to_owned())
             .send()
             .await
-            .expect("the test's clickhouse-server answers");
+            .map_err(|e| format!("the test's clickhouse-server does not answer: {e}"))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{sql} → {status}: {body}");
-        body
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
     }
 }
 
