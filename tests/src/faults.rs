@@ -523,37 +523,50 @@ impl ClickHouseCluster {
             ),
         )
         .unwrap();
-        let log = log_file("clickhouse-cluster", http_port);
-        let server = Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                dir.join("config.xml").display()
-            ))
-            .current_dir(&dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("clickhouse-server is installed (scripts/services.sh)");
-        let server = Owned(server);
-        let cluster = ClickHouseCluster {
+        let mut cluster = ClickHouseCluster {
+            server: Some(Self::spawn_server(&dir, http_port)),
             http_port,
             dir,
-            server: Some(server),
             zookeeper: Some(zookeeper),
         };
         cluster.wait_until_ready(Duration::from_secs(60)).await;
         cluster
     }
 
+    fn spawn_server(dir: &std::path::Path, http_port: u16) -> Owned {
+        let log = log_file("clickhouse-cluster", http_port);
+        let server = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
+            .current_dir(dir)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("clickhouse-server is installed (scripts/services.sh)");
+        Owned(server)
+    }
+
     /// Waits until the server runs `ON CLUSTER` DDL (its ZooKeeper session and distributed DDL
     /// worker are up): an open port alone is not such a server yet.
-    async fn wait_until_ready(&self, timeout: Duration) {
+    /// ClickHouse 18.16 sometimes crashes right after start (a segmentation fault in
+    /// `zkutil::ZooKeeper::createImpl` in its DDL worker, seen in target/e2e-logs): the server is
+    /// then started again.
+    async fn wait_until_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let ddl = format!(
             "CREATE DATABASE IF NOT EXISTS zori_ready ON CLUSTER {}",
             Self::NAME
         );
         while let Err(last) = self.try_query(&ddl).await {
+            let exited = self
+                .server
+                .as_mut()
+                .is_some_and(|s| matches!(s.0.try_wait(), Ok(Some(_))));
+            if exited {
+                self.server = Some(Self::spawn_server(&self.dir, self.http_port));
+            }
             assert!(
                 Instant::now() < deadline,
                 "clickhouse-server on port {} is not ready after {timeout:?}: {last}; \
