@@ -348,6 +348,47 @@ async fn filters_apply_to_every_report() {
     h.cleanup().await;
 }
 
+/// The customers page reads the newest payments until it has `limit` payers: a payer owning
+/// the newest payments many times over must not crowd out the next payers, and payers whose
+/// latest payments tie are ordered by payer key, as the full grouping orders them.
+#[tokio::test(flavor = "multi_thread")]
+async fn customers_page_past_a_payer_with_many_recent_payments() {
+    let h = Harness::start().await;
+    let base = visitor();
+    let (regular, second, third) = (visitor(), visitor(), visitor());
+    let (tie_a, tie_b) = (format!("{base}-a"), format!("{base}-b"));
+    for minute in 0..10 {
+        let at = days_ago(1) + time::Duration::minutes(minute);
+        insert_payment(&h.pool, at, 100, "usd", 0, Some(&regular), None).await;
+    }
+    insert_payment(&h.pool, days_ago(2), 2000, "usd", 0, Some(&second), None).await;
+    insert_payment(&h.pool, days_ago(3), 3000, "usd", 0, Some(&third), None).await;
+    let tie = days_ago(4);
+    insert_payment(&h.pool, tie, 5000, "usd", 0, Some(&tie_b), None).await;
+    insert_payment(&h.pool, tie, 4000, "usd", 0, Some(&tie_a), None).await;
+    let page = |limit: usize| {
+        let h = &h;
+        async move {
+            let c = h
+                .report(&format!("/api/v1/customers?{}&limit={limit}", range(7)))
+                .await;
+            c["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r["payments"].as_i64().unwrap(), net(Some(r), "usd")))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = [(10, 1000), (1, 2000), (1, 3000), (1, 4000), (1, 5000)];
+    // limit 1 reads four payments, all the regular's; limit 2 needs a second read.
+    for limit in 1..=5 {
+        assert_eq!(page(limit).await, all[..limit], "limit {limit}");
+    }
+    assert_eq!(page(50).await, all);
+    h.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn countries_devices_previous_period_and_live() {
     let World { h, .. } = world().await;

@@ -420,13 +420,33 @@ where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
     let mut tx = pool.begin().await?;
+    configure(&mut tx, settings).await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// JIT off (see [`fetch_all_local`]), then the extra `SET LOCAL` statements given.
+async fn configure(tx: &mut sqlx::PgConnection, settings: &[&str]) -> Result<(), sqlx::Error> {
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     for setting in settings {
         sqlx::query(setting).execute(&mut *tx).await?;
     }
-    let rows = query.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(rows)
+    Ok(())
+}
+
+/// A read-only transaction whose statements all see one snapshot, configured as
+/// [`fetch_all_local`]'s, for a report made of several queries.
+async fn snapshot(
+    pool: &PgPool,
+    settings: &[&str],
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    configure(&mut tx, settings).await?;
+    Ok(tx)
 }
 
 /// The visitor side joins every visitor active in range to its `visitors` row. When the
@@ -1152,6 +1172,65 @@ struct CustomerRow {
     source: Option<String>,
 }
 
+/// The `limit` payers whose latest payment in `labelled` (a `WITH` clause defining it over the
+/// usual parameters `$1`-`$3` and `binds`) is the most recent, ties by payer key: the order
+/// [`customers`] shows. A payer's first row in the order (newest payment, then payer) is its
+/// latest payment, so the first `limit` payers to appear are the page. PostgreSQL reads them
+/// along `payments_paid_at_idx`, sorting only within equal payment times (an incremental sort),
+/// or, when the times tie a lot, keeps the top rows of one pass (a top-N sort); either way the
+/// work follows the page shown, not the payments grouped. When a few payers own most of the
+/// newest payments, the read doubles until enough payers, or every payment of the range, were
+/// read.
+async fn latest_payers(
+    tx: &mut sqlx::PgConnection,
+    labelled: &str,
+    range: &DayRange,
+    livemode: Option<bool>,
+    binds: &[String],
+    limit: i64,
+) -> Result<Vec<String>, ReportError> {
+    #[derive(sqlx::FromRow)]
+    struct Payer {
+        payer: String,
+    }
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let sql = format!(
+        "{labelled}
+        SELECT payer FROM labelled ORDER BY paid_at DESC, payer ASC LIMIT ${}",
+        4 + binds.len()
+    );
+    let mut read = limit.saturating_mul(4).max(1);
+    loop {
+        let mut query = sqlx::query_as::<_, Payer>(&sql)
+            .bind(range.start())
+            .bind(range.end_exclusive())
+            .bind(livemode);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query
+            .bind(i64::try_from(read).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(ReportError::pg("latest payers"))?;
+        let complete = rows.len() < read;
+        let mut seen = BTreeSet::new();
+        let mut payers = Vec::new();
+        for row in rows {
+            if payers.len() == limit {
+                break;
+            }
+            if seen.insert(row.payer.clone()) {
+                payers.push(row.payer);
+            }
+        }
+        if complete || payers.len() == limit {
+            return Ok(payers);
+        }
+        read = read.saturating_mul(2);
+    }
+}
+
 /// Payers of payments in range, most recent payment first.
 pub async fn customers(
     State(state): State<ReportsState>,
@@ -1163,16 +1242,33 @@ pub async fn customers(
     let filters = Filters::parse(&params)?;
     let limit = params.int("limit", 50, 1, 1000)?;
     let (conditions, binds) = filters.pg("v", 4);
-    // Grouped by payer and currency straight from the payments: no join multiplies amounts.
     let resolved = resolved_payments(RefundsOn::Payment);
-    let sql = format!(
+    let labelled = format!(
         "WITH {resolved},
         labelled AS (
             SELECT r.*, v.ft_channel, v.ft_source
             FROM resolved r
             {STORED_V}
             WHERE true{conditions}
-        )
+        )"
+    );
+    // Both reads see one snapshot: a payment committed between them cannot make the page's
+    // payers differ from the payers it sums.
+    let mut tx = snapshot(&state.pool, PAYMENTS_SETTINGS)
+        .await
+        .map_err(ReportError::pg("customers"))?;
+    let payers = latest_payers(
+        &mut tx,
+        &labelled,
+        &range,
+        livemode,
+        &binds,
+        i64::from(limit),
+    )
+    .await?;
+    // Grouped by payer and currency straight from the payments: no join multiplies amounts.
+    let sql = format!(
+        "{labelled}
         SELECT l.payer, l.currency,
                count(*)::int8 AS payments,
                COALESCE(sum(l.amount), 0)::int8 AS gross,
@@ -1189,15 +1285,10 @@ pub async fn customers(
                max(l.ft_source) AS source
         FROM labelled l
         LEFT JOIN users u ON u.user_id = COALESCE(l.visitor_user_id, l.email_user_id)
-        WHERE l.payer IN (
-            SELECT payer FROM labelled GROUP BY payer
-            ORDER BY max(paid_at) DESC, payer ASC LIMIT ${limit_param}
-        )
+        WHERE l.payer IN (SELECT unnest(${payers_param}::text[]))
         GROUP BY l.payer, l.currency",
-        limit_param = 4 + binds.len()
+        payers_param = 4 + binds.len()
     );
-    // Only the `limit` payers shown are grouped and sent: the latest payment first, ties by
-    // payer key (the order the rows are sorted in below).
     let mut query = sqlx::query_as(&sql)
         .bind(range.start())
         .bind(range.end_exclusive())
@@ -1205,10 +1296,12 @@ pub async fn customers(
     for b in &binds {
         query = query.bind(b);
     }
-    let query = query.bind(i64::from(limit));
-    let rows: Vec<CustomerRow> = fetch_all_local(&state.pool, PAYMENTS_SETTINGS, query)
+    let rows: Vec<CustomerRow> = query
+        .bind(&payers)
+        .fetch_all(&mut *tx)
         .await
         .map_err(ReportError::pg("customers"))?;
+    tx.commit().await.map_err(ReportError::pg("customers"))?;
     let mut by_payer: BTreeMap<String, Customer> = BTreeMap::new();
     for r in rows {
         let money = Money::new(r.currency, r.payments, r.gross, r.refunded, r.disputed);

@@ -67,13 +67,20 @@ struct ValueCount {
     n: u64,
 }
 
+/// Each group's visitors and all of them, as one row.
 #[derive(Debug, Row, Deserialize)]
-struct Count {
-    n: u64,
+struct GroupCounts {
+    values: Vec<String>,
+    counts: Vec<u64>,
+    total: u64,
 }
 
 /// Visitors active in range by group value, and all of them (a visitor whose value changed
 /// counts in each group it had, once in the total).
+///
+/// One pass over the rollup rows: each group's states are merged once into a group state, and
+/// the total merges those few group states, not every row again (a second query over the rows
+/// cost as much as the grouping itself: 45-70 ms of ClickHouse at 10M events).
 pub async fn visitors(
     events: &EventStore,
     group: Group,
@@ -81,54 +88,35 @@ pub async fn visitors(
     filters: &Filters,
 ) -> Result<(BTreeMap<String, i64>, i64), ReportError> {
     let (conditions, binds) = visitor_filters(filters);
-    let from = day_text(range.from);
-    let to = day_text(range.to);
-    let total = async {
-        let query = events
-            .client()
-            .query(&format!(
-                "SELECT uniqMerge(visitors) AS n FROM visitors_daily
-                 WHERE day >= toDate(?) AND day <= toDate(?){conditions}"
-            ))
-            .bind(from.as_str())
-            .bind(to.as_str());
-        let rows: Vec<Count> = events
-            .fetch_all("visitor total (rollup)", bind_all(query, &binds))
-            .await?;
-        Ok::<_, ReportError>(rows.first().map_or(0, |r| r.n as i64))
+    let query = events
+        .client()
+        .query(&format!(
+            "SELECT groupArray(value) AS values, groupArray(finalizeAggregation(state)) AS counts,
+                    uniqMerge(state) AS total
+             FROM (
+                SELECT {} AS value, uniqMergeState(visitors) AS state FROM visitors_daily
+                WHERE day >= toDate(?) AND day <= toDate(?){conditions}
+                GROUP BY value
+             )",
+            group_column(group)
+        ))
+        .bind(day_text(range.from).as_str())
+        .bind(day_text(range.to).as_str());
+    let rows: Vec<GroupCounts> = events
+        .fetch_all("visitors by group (rollup)", bind_all(query, &binds))
+        .await?;
+    let Some(counts) = rows.into_iter().next() else {
+        return Ok((BTreeMap::new(), 0));
     };
-    if group == Group::All {
-        let total = total.await?;
-        let groups = if total > 0 {
-            BTreeMap::from([("all".to_owned(), total)])
-        } else {
-            BTreeMap::new()
-        };
-        return Ok((groups, total));
-    }
-    let grouped = async {
-        let query = events
-            .client()
-            .query(&format!(
-                "SELECT {} AS value, uniqMerge(visitors) AS n FROM visitors_daily
-                 WHERE day >= toDate(?) AND day <= toDate(?){conditions}
-                 GROUP BY value",
-                group_column(group)
-            ))
-            .bind(from.as_str())
-            .bind(to.as_str());
-        let rows: Vec<ValueCount> = events
-            .fetch_all("visitors by group (rollup)", bind_all(query, &binds))
-            .await?;
-        Ok::<_, ReportError>(rows)
-    };
-    let (rows, total) = tokio::try_join!(grouped, total)?;
     Ok((
-        rows.into_iter()
-            .filter(|r| r.n > 0)
-            .map(|r| (r.value, r.n as i64))
+        counts
+            .values
+            .into_iter()
+            .zip(counts.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(value, n)| (value, n as i64))
             .collect(),
-        total,
+        counts.total as i64,
     ))
 }
 

@@ -155,13 +155,16 @@ pub async fn run(record: &mut Record, events: usize) {
         })
         .await;
     let ingest_time = seeding.elapsed();
-    let created = now.unix_timestamp();
+    // Payments spread over the range, newest first, as a shop's would be (all at one second, the
+    // newest-payers page of `customers` would have to sort every payment's payer).
+    let spread = 29 * 86_400 / scale.payments.max(1) as i64;
     stream::iter(0..scale.payments)
         .for_each_concurrent(8, |i| {
             let http = http.clone();
             let base = api.base_url.clone();
             let secret = tenant.stripe_secret.clone();
             async move {
+                let created = now.unix_timestamp() - i as i64 * spread;
                 let body = checkout(i, created, scale.visitors);
                 // Signed when sent, as Stripe does: seeding a large run takes longer than the
                 // 300 s signature tolerance.
