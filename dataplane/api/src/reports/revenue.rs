@@ -449,21 +449,6 @@ async fn snapshot(
     Ok(tx)
 }
 
-/// Binds what every payments query takes (see [`resolved_payments`]): `$1` start, `$2` end
-/// (exclusive), `$3` livemode, then the filters' values in order.
-pub(super) fn bind_payments<'q, T>(
-    query: QueryAs<'q, Postgres, T, PgArguments>,
-    range: &DayRange,
-    livemode: Option<bool>,
-    binds: &'q [String],
-) -> QueryAs<'q, Postgres, T, PgArguments> {
-    let query = query
-        .bind(range.start())
-        .bind(range.end_exclusive())
-        .bind(livemode);
-    binds.iter().fold(query, |query, b| query.bind(b))
-}
-
 /// The visitor side joins every visitor active in range to its `visitors` row. When the
 /// tables' statistics lag behind (a fresh tenant, before autovacuum's first ANALYZE), the
 /// planner takes the ~100,000 active visitors for a few hundred and probes `visitors` once per
@@ -537,12 +522,13 @@ async fn breakdown(
     refunds_on: RefundsOn,
 ) -> Result<Breakdown, ReportError> {
     let (payments_sql, payments_binds) = breakdown_sql(group, filters, refunds_on);
-    let payments = bind_payments(
-        sqlx::query_as(&payments_sql),
-        &range,
-        livemode,
-        &payments_binds,
-    );
+    let mut payments = sqlx::query_as(&payments_sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &payments_binds {
+        payments = payments.bind(b);
+    }
     // The visitor side and the payment side are independent: run them side by side.
     let ((visitors, visitor_total), groups) = tokio::try_join!(
         async {
@@ -1090,11 +1076,17 @@ pub async fn timeseries(
             resolved_payments(RefundsOn::Payment)
         )
     };
-    let revenue: Vec<(Date, String, i64, i64, i64, i64)> =
-        bind_payments(sqlx::query_as(&sql), &range, livemode, &binds)
-            .fetch_all(&state.pool)
-            .await
-            .map_err(ReportError::pg("payments"))?;
+    let mut query = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let revenue: Vec<(Date, String, i64, i64, i64, i64)> = query
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("payments"))?;
 
     let currencies: Vec<String> = revenue
         .iter()
@@ -1195,12 +1187,13 @@ async fn latest_payers(
     range: &DayRange,
     livemode: Option<bool>,
     binds: &[String],
-    limit: usize,
+    limit: i64,
 ) -> Result<Vec<String>, ReportError> {
     #[derive(sqlx::FromRow)]
     struct Payer {
         payer: String,
     }
+    let limit = usize::try_from(limit).unwrap_or(0);
     let sql = format!(
         "{labelled}
         SELECT payer FROM labelled ORDER BY paid_at DESC, payer ASC LIMIT ${}",
@@ -1208,7 +1201,14 @@ async fn latest_payers(
     );
     let mut read = limit.saturating_mul(4).max(1);
     loop {
-        let rows = bind_payments(sqlx::query_as::<_, Payer>(&sql), range, livemode, binds)
+        let mut query = sqlx::query_as::<_, Payer>(&sql)
+            .bind(range.start())
+            .bind(range.end_exclusive())
+            .bind(livemode);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query
             .bind(i64::try_from(read).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await
@@ -1257,8 +1257,15 @@ pub async fn customers(
     let mut tx = snapshot(&state.pool, PAYMENTS_SETTINGS)
         .await
         .map_err(ReportError::pg("customers"))?;
-    let payers =
-        latest_payers(&mut tx, &labelled, &range, livemode, &binds, limit as usize).await?;
+    let payers = latest_payers(
+        &mut tx,
+        &labelled,
+        &range,
+        livemode,
+        &binds,
+        i64::from(limit),
+    )
+    .await?;
     // Grouped by payer and currency straight from the payments: no join multiplies amounts.
     let sql = format!(
         "{labelled}
@@ -1282,7 +1289,14 @@ pub async fn customers(
         GROUP BY l.payer, l.currency",
         payers_param = 4 + binds.len()
     );
-    let rows: Vec<CustomerRow> = bind_payments(sqlx::query_as(&sql), &range, livemode, &binds)
+    let mut query = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows: Vec<CustomerRow> = query
         .bind(&payers)
         .fetch_all(&mut *tx)
         .await

@@ -14,7 +14,7 @@ use zori_core::{
 use super::PaymentToCredit;
 use crate::reports::{
     filters::Filters,
-    revenue::{bind_payments, fetch_all_local, RESOLVED_PAYMENTS},
+    revenue::{fetch_all_local, RESOLVED_PAYMENTS},
     DayRange, ReportError,
 };
 
@@ -98,7 +98,13 @@ pub(super) async fn load_history(
     lookback: Duration,
 ) -> Result<History, ReportError> {
     let (sql, binds) = payments_sql(filters);
-    let query = bind_payments(sqlx::query_as(&sql), &range, livemode, &binds);
+    let mut query = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        query = query.bind(b);
+    }
     let rows: Vec<PaymentRow> = fetch_all_local(pool, &[], query)
         .await
         .map_err(ReportError::pg("payments"))?;

@@ -24,7 +24,7 @@ use self::import::{from_csv, from_json, SpendRow};
 use super::{
     filters::Filters,
     models::Credited,
-    revenue::{bind_payments, livemode, payers_before, RESOLVED_PAYMENTS},
+    revenue::{livemode, payers_before, RESOLVED_PAYMENTS},
     Params, ReportError, ReportsState,
 };
 
@@ -251,11 +251,17 @@ pub async fn report(
          FROM resolved r JOIN visitors v ON v.visitor_id = r.ft_visitor_id
          WHERE true{conditions}"
     );
-    let payments: Vec<(String, String, String, String, String, i64)> =
-        bind_payments(sqlx::query_as(&sql), &range, livemode, &binds)
-            .fetch_all(&state.pool)
-            .await
-            .map_err(ReportError::pg("payments"))?;
+    let mut q = sqlx::query_as(&sql)
+        .bind(range.start())
+        .bind(range.end_exclusive())
+        .bind(livemode);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let payments: Vec<(String, String, String, String, String, i64)> = q
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ReportError::pg("payments"))?;
 
     // Payers seen before the range are not new.
     let earlier = payers_before(&state.pool, range.start(), livemode).await?;
