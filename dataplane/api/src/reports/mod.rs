@@ -17,6 +17,7 @@ pub mod openapi;
 mod revenue;
 mod rollups;
 mod spend;
+mod tally;
 
 use std::{collections::HashMap, time::Instant};
 
