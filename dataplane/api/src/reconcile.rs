@@ -2,7 +2,7 @@
 //!
 //! Two derived stores can drift from their sources in rare races; this module closes both.
 //!
-//! - **Event counts** (`event_counts_daily`, see [`crate::rollup`]) are fed by a materialized
+//! - **Event counts** (`event_counts_daily_v2`, see [`crate::rollup`]) are fed by a materialized
 //!   view on every insert into `events`, and the consumer inserts only events `events` does not
 //!   hold yet (it looks them up only for a batch with a redelivered message: the look-up reads
 //!   more the larger the table, and a first delivery is new unless resent after the stream's
@@ -242,12 +242,12 @@ pub fn suspect(outcome: &Result<usize, impl std::fmt::Debug>, redelivered: bool)
     redelivered || !matches!(outcome, Ok(0))
 }
 
-/// Writes the difference between `day`'s counts in `event_counts_daily` and its events (each
+/// Writes the difference between `day`'s counts in `event_counts_daily_v2` and its events (each
 /// event id once), for the keys that differ, with those keys' visitors.
 pub const AUDIT_DAY: &str = "
-INSERT INTO event_counts_daily (day, name, page_path, country, device, events, visitors)
+INSERT INTO event_counts_daily_v2 (day, name, page_path, country, device, events, visitors)
 SELECT day, name, page_path, country, device,
-       sumState(delta) AS events, uniqCombinedStateIf(14)(visitor_id, from_events = 1) AS visitors
+       sumState(delta) AS events, uniqCombinedStateIf(12)(visitor_id, from_events = 1) AS visitors
 FROM (
     SELECT toDate(occurred_at) AS day, name, page_path, country, device, visitor_id,
            1 AS from_events, toInt64(0) AS delta
@@ -263,7 +263,7 @@ FROM (
         GROUP BY name, page_path, country, device
     ) ALL FULL OUTER JOIN (
         SELECT name, page_path, country, device, sumMerge(events) AS counted
-        FROM event_counts_daily
+        FROM event_counts_daily_v2
         WHERE day = toDate(?)
         GROUP BY name, page_path, country, device
     ) USING (name, page_path, country, device)

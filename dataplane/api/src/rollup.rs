@@ -3,11 +3,12 @@
 //! Two ClickHouse `AggregatingMergeTree` tables, one row per UTC day and combination of the
 //! values a report groups or filters by:
 //!
-//! - `event_counts_daily` (day, event name, page path, the event's country and device):
-//!   `sum` states of events (exact) and `uniqCombined(14)` states of visitor ids (exact up to
-//!   1,024 visitors, then a fixed 12 KiB sketch whose merge costs the same however many
-//!   visitors it holds: a page's visitors over 30 days merge about four times faster than with
-//!   `uniq`, whose states grow to 65,536 hashes). Fed by a materialized
+//! - `event_counts_daily_v2` (day, event name, page path, the event's country and device):
+//!   `sum` states of events (exact) and `uniqCombined(12)` states of visitor ids (exact up to
+//!   256 visitors, then a fixed 3 KiB sketch whose merge costs the same however many visitors
+//!   it holds; reading the 30 days of a 1M-event tenant's pages takes a third of the time
+//!   `uniqCombined(14)`'s 12 KiB sketches took, and `uniq`'s states grow to 65,536 hashes).
+//!   Fed by a materialized
 //!   view on every insert into `events`; the consumer inserts only events `events` does not
 //!   hold yet ([`crate::ch::EventStore::insert`]), so a redelivered message or an event sent
 //!   twice is counted once.
@@ -18,8 +19,8 @@
 //!   per (day, visitor) of the batch into `visitor_days_in` (a `Null` table), whose materialized
 //!   view aggregates it. A set of ids: a redelivered message adds an id already there.
 //!
-//! Event and page-view counts are exact. Visitor counts are estimates (`uniqCombined(14)`:
-//! exact up to 1,024, a standard error of 0.8 % beyond; `uniq` in `visitors_daily`: exact for
+//! Event and page-view counts are exact. Visitor counts are estimates (`uniqCombined(12)`:
+//! exact up to 256, a standard error of about 1.6 % beyond; `uniq` in `visitors_daily`: exact for
 //! small sets, within about 1 % beyond tens of thousands), which the reports say
 //! (`visitors_approximate`; `exact=true` reads PostgreSQL / the events instead). A visitor
 //! whose first touch or latest country / device changes after some of its days were rolled up
@@ -28,7 +29,10 @@
 //! credited visitor's dimensions, migration 0017). Money never comes from here.
 //!
 //! Both tables are backfilled from `events` when their migration runs, after their feed
-//! exists (events are read once per event id).
+//! exists (events are read once per event id). An event the consumer inserts between a feed's
+//! creation and its backfill is counted twice until the audit ([`crate::reconcile`]) corrects
+//! its day; zori-api migrates before it consumes, so only a replica of the previous version
+//! still running during a rollout can insert in that moment.
 
 use clickhouse::Row;
 use serde::Serialize;
@@ -59,47 +63,63 @@ pub enum RollupError {
 /// ClickHouse schema steps of the rollups, applied after `events` (see [`crate::ch`]).
 pub const CH_MIGRATIONS: &[(u32, &str, &str)] = &[
     // 2-4 were an earlier `events_daily` counting events as `uniqHLL12` estimates; replaced
-    // by `event_counts_daily` (9-12), which counts them exactly.
-    (
-        9,
-        "event_counts_daily",
-        "CREATE TABLE IF NOT EXISTS event_counts_daily (
-            day Date,
-            name String,
-            page_path String,
-            country String,
-            device String,
-            events AggregateFunction(sum, Int64),
-            visitors AggregateFunction(uniqCombined(14), String)
-        )
-        ENGINE = AggregatingMergeTree()
-        PARTITION BY toYYYYMM(day)
-        ORDER BY (day, name, page_path, country, device)",
-    ),
-    (
-        10,
-        "event_counts_daily_mv",
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_daily_mv TO event_counts_daily AS
-         SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                sumState(toInt64(1)) AS events, uniqCombinedState(14)(visitor_id) AS visitors
-         FROM events
-         GROUP BY day, name, page_path, country, device",
-    ),
-    (
-        11,
-        "event_counts_daily_backfill",
-        "INSERT INTO event_counts_daily
-         SELECT toDate(occurred_at) AS day, name, page_path, country, device,
-                sumState(toInt64(1)) AS events, uniqCombinedState(14)(visitor_id) AS visitors
-         FROM (SELECT * FROM events LIMIT 1 BY event_id)
-         GROUP BY day, name, page_path, country, device",
-    ),
+    // by `event_counts_daily` (9-12), which counts them exactly. That table kept
+    // `uniqCombined(14)` visitor states, whose reading bounded the pages and events reports
+    // (docs/benchmarks.md); 14-18 replace it by `event_counts_daily_v2`, the same with
+    // `uniqCombined(12)`. A tenant created since never builds the first table: 9-11 do nothing.
+    (9, "event_counts_daily", "SELECT 1"),
+    (10, "event_counts_daily_mv", "SELECT 1"),
+    (11, "event_counts_daily_backfill", "SELECT 1"),
     (
         12,
         "drop_events_daily_mv",
         "DROP TABLE IF EXISTS events_daily_mv",
     ),
     (13, "drop_events_daily", "DROP TABLE IF EXISTS events_daily"),
+    (
+        14,
+        "event_counts_daily_v2",
+        "CREATE TABLE IF NOT EXISTS event_counts_daily_v2 (
+            day Date,
+            name String,
+            page_path String,
+            country String,
+            device String,
+            events AggregateFunction(sum, Int64),
+            visitors AggregateFunction(uniqCombined(12), String)
+        )
+        ENGINE = AggregatingMergeTree()
+        PARTITION BY toYYYYMM(day)
+        ORDER BY (day, name, page_path, country, device)",
+    ),
+    (
+        15,
+        "event_counts_daily_v2_mv",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_daily_v2_mv TO event_counts_daily_v2 AS
+         SELECT toDate(occurred_at) AS day, name, page_path, country, device,
+                sumState(toInt64(1)) AS events, uniqCombinedState(12)(visitor_id) AS visitors
+         FROM events
+         GROUP BY day, name, page_path, country, device",
+    ),
+    (
+        16,
+        "event_counts_daily_v2_backfill",
+        "INSERT INTO event_counts_daily_v2
+         SELECT toDate(occurred_at) AS day, name, page_path, country, device,
+                sumState(toInt64(1)) AS events, uniqCombinedState(12)(visitor_id) AS visitors
+         FROM (SELECT * FROM events LIMIT 1 BY event_id)
+         GROUP BY day, name, page_path, country, device",
+    ),
+    (
+        17,
+        "drop_event_counts_daily_mv",
+        "DROP TABLE IF EXISTS event_counts_daily_mv",
+    ),
+    (
+        18,
+        "drop_event_counts_daily",
+        "DROP TABLE IF EXISTS event_counts_daily",
+    ),
     (
         5,
         "visitors_daily",

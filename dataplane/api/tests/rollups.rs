@@ -2,8 +2,9 @@
 //! services: a message delivered several times counts once (event counts stay exact), the
 //! reports say their visitor counts are estimates (and are exact on request), filters the
 //! rollups cannot answer read the events, the backfill of existing events gives what the
-//! consumer wrote, and a payment's stored credit moves when a late event moves its visitor's
-//! first touch or when another device of its payer turns out to be the earliest.
+//! consumer wrote, an upgraded tenant keeps its counts, and a payment's stored credit moves
+//! when a late event moves its visitor's first touch or when another device of its payer turns
+//! out to be the earliest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,7 +136,7 @@ async fn a_message_delivered_three_times_counts_once_in_the_rollups() {
     assert_reports(&h, "&exact=true", false).await;
     // In the rollups themselves: exactly three events (counts, not estimates), two visitors.
     assert_eq!(
-        h.clickhouse("SELECT sumMerge(events) FROM event_counts_daily")
+        h.clickhouse("SELECT sumMerge(events) FROM event_counts_daily_v2")
             .await,
         "3"
     );
@@ -168,9 +169,9 @@ async fn event_store(h: &Harness) -> EventStore {
 /// same event racing the first would.
 async fn count_again(h: &Harness, id: &str) {
     h.clickhouse(&format!(
-        "INSERT INTO event_counts_daily \
+        "INSERT INTO event_counts_daily_v2 \
          SELECT toDate(occurred_at) AS day, name, page_path, country, device, \
-                sumState(toInt64(1)), uniqCombinedState(14)(visitor_id) \
+                sumState(toInt64(1)), uniqCombinedState(12)(visitor_id) \
          FROM events WHERE event_id = '{id}' \
          GROUP BY day, name, page_path, country, device"
     ))
@@ -178,7 +179,7 @@ async fn count_again(h: &Harness, id: &str) {
 }
 
 fn counted(path: &str) -> String {
-    format!("SELECT sumMerge(events) FROM event_counts_daily WHERE page_path = '{path}'")
+    format!("SELECT sumMerge(events) FROM event_counts_daily_v2 WHERE page_path = '{path}'")
 }
 
 /// The audit brings the event counts back to the events after a race: an event whose rollup
@@ -202,14 +203,14 @@ async fn the_audit_corrects_lost_and_doubled_event_counts() {
     let pages = format!("/api/v1/pages?{}", range(7));
 
     // `lost` reaches `events` while the view feeding the rollup is away.
-    h.clickhouse("DETACH TABLE event_counts_daily_mv").await;
+    h.clickhouse("DETACH TABLE event_counts_daily_v2_mv").await;
     h.publish(&lost, lost.id()).await;
     h.until(&format!("{pages}&exact=true"), |r| {
         count(r, "path", "/lost", "views") == 1
     })
     .await;
     h.drained().await;
-    h.clickhouse("ATTACH TABLE event_counts_daily_mv").await;
+    h.clickhouse("ATTACH TABLE event_counts_daily_v2_mv").await;
     h.publish(&twice, twice.id()).await;
     h.until(&pages, |r| count(r, "path", "/twice", "views") == 1)
         .await;
@@ -233,11 +234,14 @@ async fn the_audit_corrects_lost_and_doubled_event_counts() {
         "{report:#}"
     );
     // A day that agrees is left as it is.
-    let rows = h.clickhouse("SELECT count() FROM event_counts_daily").await;
+    let rows = h
+        .clickhouse("SELECT count() FROM event_counts_daily_v2")
+        .await;
     lock.mark(reconcile::days_of([day]));
     lock.audit(&store).await.unwrap();
     assert_eq!(
-        h.clickhouse("SELECT count() FROM event_counts_daily").await,
+        h.clickhouse("SELECT count() FROM event_counts_daily_v2")
+            .await,
         rows
     );
     assert_eq!(h.clickhouse(&counted("/lost")).await, "1");
@@ -291,7 +295,7 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
                     GROUP BY day, channel, source, medium, campaign, referrer, landing_page, \
                     country, device ORDER BY day, source FORMAT TSV";
     let events_snapshot = "SELECT day, name, page_path, country, device, \
-                           sumMerge(events), uniqCombinedMerge(14)(visitors) FROM event_counts_daily \
+                           sumMerge(events), uniqCombinedMerge(12)(visitors) FROM event_counts_daily_v2 \
                            GROUP BY day, name, page_path, country, device \
                            ORDER BY day, name, page_path FORMAT TSV";
     let fed = h.clickhouse(snapshot).await;
@@ -300,7 +304,7 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
 
     // As for a tenant whose events predate the rollups: empty them, run the backfill steps.
     h.clickhouse("TRUNCATE TABLE visitors_daily").await;
-    h.clickhouse("TRUNCATE TABLE event_counts_daily").await;
+    h.clickhouse("TRUNCATE TABLE event_counts_daily_v2").await;
     assert_eq!(h.clickhouse(snapshot).await, "");
     for (_, name, sql) in zori_api::rollup::CH_MIGRATIONS {
         if name.ends_with("_backfill") {
@@ -310,6 +314,87 @@ async fn the_backfill_of_existing_events_matches_what_the_consumer_rolled_up() {
     assert_eq!(h.clickhouse(snapshot).await, fed);
     assert_eq!(h.clickhouse(events_snapshot).await, fed_events);
     assert_reports(&h, "", true).await;
+    h.cleanup().await;
+}
+
+/// The first event-count rollup (migrations 9-11 before they became no-ops), as a tenant
+/// created before `event_counts_daily_v2` holds it.
+const FIRST_EVENT_COUNTS: [&str; 3] = [
+    "CREATE TABLE event_counts_daily (
+        day Date, name String, page_path String, country String, device String,
+        events AggregateFunction(sum, Int64),
+        visitors AggregateFunction(uniqCombined(14), String))
+     ENGINE = AggregatingMergeTree() PARTITION BY toYYYYMM(day)
+     ORDER BY (day, name, page_path, country, device)",
+    "CREATE MATERIALIZED VIEW event_counts_daily_mv TO event_counts_daily AS
+     SELECT toDate(occurred_at) AS day, name, page_path, country, device,
+            sumState(toInt64(1)) AS events, uniqCombinedState(14)(visitor_id) AS visitors
+     FROM events GROUP BY day, name, page_path, country, device",
+    "INSERT INTO event_counts_daily
+     SELECT toDate(occurred_at) AS day, name, page_path, country, device,
+            sumState(toInt64(1)) AS events, uniqCombinedState(14)(visitor_id) AS visitors
+     FROM (SELECT * FROM events LIMIT 1 BY event_id)
+     GROUP BY day, name, page_path, country, device",
+];
+
+/// A tenant upgraded from the first event-count rollup: its next start moves the counts to
+/// `event_counts_daily_v2` (same counts and visitors), drops the first table and its view, and
+/// an event consumed after the upgrade is counted once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_tenant_keeps_its_event_counts_in_the_new_rollup() {
+    let h = Harness::start().await;
+    for m in &messages() {
+        h.publish(m, m.id()).await;
+    }
+    h.until(&format!("/api/v1/events?{}", range(7)), |r| {
+        count(r, "name", "page_view", "count") == 2
+    })
+    .await;
+    h.drained().await;
+    let snapshot = "SELECT day, name, page_path, country, device, sumMerge(events), \
+                    uniqCombinedMerge(12)(visitors) FROM event_counts_daily_v2 \
+                    GROUP BY day, name, page_path, country, device \
+                    ORDER BY day, name, page_path FORMAT TSV";
+    let fed = h.clickhouse(snapshot).await;
+    assert_eq!(fed.lines().count(), 3, "{fed}");
+
+    // Back to the schema of a tenant created before version 14.
+    h.clickhouse("DROP TABLE event_counts_daily_v2_mv").await;
+    h.clickhouse("DROP TABLE event_counts_daily_v2").await;
+    for sql in FIRST_EVENT_COUNTS {
+        h.clickhouse(sql).await;
+    }
+    for sql in [
+        "CREATE TABLE applied_before AS zori_migrations",
+        "INSERT INTO applied_before SELECT * FROM zori_migrations WHERE version < 14",
+        "DROP TABLE zori_migrations",
+        "RENAME TABLE applied_before TO zori_migrations",
+    ] {
+        h.clickhouse(sql).await;
+    }
+
+    event_store(&h).await;
+    assert_eq!(h.clickhouse(snapshot).await, fed);
+    assert_eq!(
+        h.clickhouse(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() \
+                      AND name LIKE 'event_counts_daily%' FORMAT TSV"
+        )
+        .await,
+        "2",
+        "only event_counts_daily_v2 and its view are left"
+    );
+    assert_reports(&h, "", true).await;
+
+    let (v, s) = (visitor(), session());
+    let later = page_view(&v, &s, days_ago(1), "/after-upgrade", &GOOGLE);
+    h.publish(&later, later.id()).await;
+    h.until(&format!("/api/v1/pages?{}", range(7)), |r| {
+        count(r, "path", "/after-upgrade", "views") == 1
+    })
+    .await;
+    h.drained().await;
+    assert_eq!(h.clickhouse(&counted("/after-upgrade")).await, "1");
     h.cleanup().await;
 }
 

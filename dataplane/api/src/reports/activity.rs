@@ -80,8 +80,8 @@ pub async fn pages(
     let rows: Vec<PageRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT page_path AS path, toUInt64(sumMerge(events)) AS views, uniqCombinedMerge(14)(visitors) AS visitors
-             FROM event_counts_daily
+            "SELECT page_path AS path, toUInt64(sumMerge(events)) AS views, uniqCombinedMerge(12)(visitors) AS visitors
+             FROM event_counts_daily_v2
              WHERE name = 'page_view' AND day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY page_path
              ORDER BY views DESC, path ASC
@@ -161,8 +161,8 @@ pub async fn events(
     let rows: Vec<EventCountRow> = if approximate {
         let (conditions, binds) = rollups::event_filters(&filters);
         let query = state.events.client().query(&format!(
-            "SELECT name, toUInt64(sumMerge(events)) AS n, uniqCombinedMerge(14)(visitors) AS visitors
-             FROM event_counts_daily
+            "SELECT name, toUInt64(sumMerge(events)) AS n, uniqCombinedMerge(12)(visitors) AS visitors
+             FROM event_counts_daily_v2
              WHERE day >= toDate(?) AND day <= toDate(?){conditions}
              GROUP BY name
              ORDER BY n DESC, name ASC

@@ -148,8 +148,8 @@ pub fn events_answer(filters: &Filters) -> bool {
     filters.channel.is_none() && filters.source.is_none()
 }
 
-/// Conditions of the country / device filters on `event_counts_daily` (the event's own values, as
-/// the raw event reports filter), with their values.
+/// Conditions of the country / device filters on `event_counts_daily_v2` (the event's own
+/// values, as the raw event reports filter), with their values.
 pub fn event_filters(filters: &Filters) -> (String, Vec<String>) {
     let mut sql = String::new();
     let mut binds = Vec::new();
@@ -168,7 +168,7 @@ pub fn event_filters(filters: &Filters) -> (String, Vec<String>) {
     (sql, binds)
 }
 
-/// Binds the day range and then `binds` to a query reading `event_counts_daily`.
+/// Binds the day range and then `binds` to a query reading `event_counts_daily_v2`.
 pub fn bind_days(query: Query, range: &DayRange, binds: &[String]) -> Query {
     let query = query
         .bind(day_text(range.from).as_str())
