@@ -58,22 +58,22 @@ pub(super) struct Totals {
 
 #[derive(Default)]
 struct Group {
+    /// Payers of the group's payments in range.
     payers: HashSet<u32>,
-    payments: i64,
     money: BTreeMap<String, Cents>,
 }
 
 impl Group {
+    /// Adds `payment`. `payer` is its payer's id when it was paid in range (it then counts as a
+    /// payment and its payer as a customer); `None` for a payment outside the range whose
+    /// refund or dispute falls in it (money only).
     fn add(&mut self, payment: &Payment<'_>, payer: Option<u32>) {
-        if let Some(payer) = payer {
-            self.payers.insert(payer);
-            self.payments = self.payments.saturating_add(1);
-        }
         let cents = match self.money.get_mut(payment.currency) {
             Some(cents) => cents,
             None => self.money.entry(payment.currency.to_owned()).or_default(),
         };
-        if payment.in_range {
+        if let Some(payer) = payer {
+            self.payers.insert(payer);
             cents.payments = cents.payments.saturating_add(1);
         }
         cents.gross = cents.gross.saturating_add(payment.amount);
@@ -84,7 +84,10 @@ impl Group {
     fn finish(self) -> Sums {
         Sums {
             customers: i64::try_from(self.payers.len()).unwrap_or(i64::MAX),
-            payments: self.payments,
+            payments: self
+                .money
+                .values()
+                .fold(0_i64, |n, cents| n.saturating_add(cents.payments)),
             money: self.money,
         }
     }

@@ -208,8 +208,9 @@ async fn bare_fetch_ack(
 
 /// The reference: the same rows inserted with the `clickhouse` crate over HTTP RowBinary,
 /// [`BATCH`] rows per insert, into a table of the consumer's own `events` schema in a fresh
-/// database. Run first, on a ClickHouse not yet busy merging the drains' parts.
-async fn bare_insert(events: &[TrackedEvent]) -> Duration {
+/// database. Run first, on a ClickHouse not yet busy merging the drains' parts, and again
+/// last; the database is dropped by the caller after every timed run.
+async fn bare_insert(events: &[TrackedEvent]) -> (Duration, Tenant) {
     let tenant = Tenant::new("benchb");
     let ch = clickhouse::Client::default()
         .with_url(CLICKHOUSE_URL)
@@ -233,9 +234,7 @@ async fn bare_insert(events: &[TrackedEvent]) -> Duration {
         }
         insert.end().await.expect("end insert");
     }
-    let elapsed = started.elapsed();
-    tenant.cleanup().await;
-    elapsed
+    (started.elapsed(), tenant)
 }
 
 pub async fn run(record: &mut Record) {
@@ -243,13 +242,14 @@ pub async fn run(record: &mut Record) {
     let js = jetstream::new(nats.clone());
     let events = tracked_events(EVENTS, VISITORS, time::Duration::days(20));
 
-    let bare = bare_insert(&events).await;
+    // No database is dropped until every run is timed: on a filesystem without a journal (this
+    // machine's ext4), creating a file right after many were deleted scans the deleted inodes
+    // for minutes, and ClickHouse creates some 200 files per insert (docs/benchmarks.md).
+    let (bare, bare_tenant) = bare_insert(&events).await;
     let fetch_ack = bare_fetch_ack(&nats, &js, &events).await;
-    let (one, tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
-    tenant.cleanup().await;
-    let (three, tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
-    tenant.cleanup().await;
-
+    let (one, one_tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
+    let (three, three_tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
+    let (bare_after, bare_after_tenant) = bare_insert(&events).await;
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
     record.line(&format!(
         "| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare | start s | total s |"
@@ -266,6 +266,12 @@ pub async fn run(record: &mut Record) {
         rate(fetch_ack) / rate(bare),
         fetch_ack.as_secs_f64()
     ));
+    record.line(&format!(
+        "| bare RowBinary insert again, after the drains (not the reference) | {:.0} | {:.2} | – | {:.2} |",
+        rate(bare_after),
+        rate(bare_after) / rate(bare),
+        bare_after.as_secs_f64()
+    ));
     for (in_flight, drain) in [(1, &one), (3, &three)] {
         record.line(&format!(
             "| zori-api, {in_flight} batch(es) in flight (both stores, from process start) | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -274,5 +280,15 @@ pub async fn run(record: &mut Record) {
             drain.start.as_secs_f64(),
             drain.elapsed.as_secs_f64(),
         ));
+    }
+    let tenants = [bare_tenant, one_tenant, three_tenant, bare_after_tenant];
+    if std::env::var_os("ZORI_BENCH_KEEP").is_some() {
+        // For runs back to back: dropping is what slows the next run's file creation.
+        let kept: Vec<String> = tenants.iter().map(Tenant::schema).collect();
+        record.line(&format!("Kept (ZORI_BENCH_KEEP): {}.", kept.join(", ")));
+    } else {
+        for tenant in tenants {
+            tenant.cleanup().await;
+        }
     }
 }

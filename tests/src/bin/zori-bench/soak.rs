@@ -295,10 +295,16 @@ pub async fn run(record: &mut Record) {
             })
         })
         .collect();
+    // The consumer's backlog (messages not yet delivered) at the end of every minute.
+    let stream = js.get_stream(tenant.stream()).await.expect("stream");
+    let mut backlog = Vec::new();
     while Instant::now() < end {
         let t = started.elapsed().as_secs_f64();
         for (m, (_, pid)) in memory.iter_mut().zip(&pids) {
             m.samples.push((t, rss(*pid)));
+        }
+        if t >= 60.0 * (backlog.len() + 1) as f64 {
+            backlog.push(consumer_info(&stream).await.num_pending);
         }
         tokio::time::sleep(SAMPLE).await;
     }
@@ -370,6 +376,11 @@ pub async fn run(record: &mut Record) {
     ));
     record.line(&format!(
         "| visitors sent / in PostgreSQL | {visitors} / {pg_visitors} |"
+    ));
+    let backlog: Vec<String> = backlog.iter().map(u64::to_string).collect();
+    record.line(&format!(
+        "| consumer backlog at the end of each minute (messages) | {} |",
+        backlog.join(" / ")
     ));
     for m in &memory {
         let first = m.samples.first().map_or(0, |s| s.1);
