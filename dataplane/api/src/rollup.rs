@@ -8,10 +8,9 @@
 //!   256 visitors, then a fixed 3 KiB sketch whose merge costs the same however many visitors
 //!   it holds; reading the 30 days of a 1M-event tenant's pages takes a third of the time
 //!   `uniqCombined(14)`'s 12 KiB sketches took, and `uniq`'s states grow to 65,536 hashes).
-//!   Fed by a materialized
-//!   view on every insert into `events`; the consumer inserts only events `events` does not
-//!   hold yet ([`crate::ch::EventStore::insert`]), so a redelivered message or an event sent
-//!   twice is counted once.
+//!   Fed by a materialized view on every insert into `events`; the consumer inserts only
+//!   events `events` does not hold yet ([`crate::ch::EventStore::insert`]), so a redelivered
+//!   message or an event sent twice is counted once.
 //! - `visitors_daily` (day, the visitor's first-touch channel, source, medium, campaign,
 //!   referrer, landing page, and its latest country and device): `uniq` of visitor ids. Fed by
 //!   the consumer: after a batch's PostgreSQL transaction it reads the first touch and latest

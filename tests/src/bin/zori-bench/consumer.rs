@@ -83,17 +83,19 @@ pub async fn publish_all(js: &jetstream::Context, tenant: &Tenant, events: &[Tra
 }
 
 pub async fn create_stream(js: &jetstream::Context, tenant: &Tenant) {
+    ensure_stream(js, stream_config(tenant))
+        .await
+        .expect("create stream");
+}
+
+/// The tenant stream as the operator makes it (work-queue retention), 8 GiB.
+fn stream_config(tenant: &Tenant) -> jetstream::stream::Config {
     let subjects = Subjects::for_tenant(&tenant.id);
     let limits = StreamLimits {
         max_bytes: 8 << 30,
         ..StreamLimits::default()
     };
-    ensure_stream(
-        js,
-        desired_config(&subjects.stream, vec![subjects.wildcard], &limits),
-    )
-    .await
-    .expect("create stream");
+    desired_config(&subjects.stream, vec![subjects.wildcard], &limits)
 }
 
 /// How one drain by `zori-api` went.
@@ -144,13 +146,11 @@ async fn drain(
         .with_url(CLICKHOUSE_URL)
         .with_compression(clickhouse::Compression::None)
         .with_database(tenant.schema());
-    let rows = ch
-        .query("SELECT uniqExact(event_id) AS n FROM events")
-        .fetch_one::<Count>()
-        .await
-        .expect("count events")
-        .n;
-    assert_eq!(rows, events.len() as u64, "every event once in ClickHouse");
+    assert_eq!(
+        distinct_events(&ch).await,
+        events.len() as u64,
+        "every event once in ClickHouse"
+    );
     let pool = sqlx::PgPool::connect(zori_e2e::POSTGRES_URL)
         .await
         .expect("PostgreSQL is up");
@@ -177,26 +177,11 @@ async fn bare_fetch_ack(
     publish_all(js, &tenant, events).await;
     let stream = js.get_stream(tenant.stream()).await.expect("stream");
     let started = Instant::now();
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some("bare".to_owned()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            max_ack_pending: (BATCH * 8) as i64,
-            ..Default::default()
-        })
-        .await
-        .expect("create consumer");
+    let consumer = bare_consumer(&stream, Acks::Each).await;
     let mut seen = 0;
     while seen < events.len() {
-        let mut batch = consumer
-            .batch()
-            .max_messages(BATCH)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .expect("fetch");
-        while let Some(message) = batch.next().await {
-            message.expect("message").ack().await.expect("ack");
+        for message in fetch_batch(&consumer).await {
+            message.ack().await.expect("ack");
             seen += 1;
         }
     }
@@ -206,12 +191,159 @@ async fn bare_fetch_ack(
     elapsed
 }
 
-/// The reference: the same rows inserted with the `clickhouse` crate over HTTP RowBinary,
-/// [`BATCH`] rows per insert, into a table of the consumer's own `events` schema in a fresh
-/// database. Run first, on a ClickHouse not yet busy merging the drains' parts, and again
-/// last; the database is dropped by the caller after every timed run.
-async fn bare_insert(events: &[TrackedEvent]) -> (Duration, Tenant) {
-    let tenant = Tenant::new("benchb");
+/// How the bare pipeline acknowledges.
+#[derive(Clone, Copy, PartialEq)]
+enum Acks {
+    /// Every message (`AckPolicy::Explicit`), as `zori-api` does.
+    Each,
+    /// The last message of each batch, batches acknowledged in stream order (`AckPolicy::All`).
+    Cumulative,
+}
+
+/// The raw limit of any consumer of this stream on this machine: fetch batches of [`BATCH`],
+/// decode each message (`zori_api::wire`), insert the batch's rows into a fresh `events` table
+/// over RowBinary, then acknowledge; up to three batches written while the next is fetched, as
+/// `zori-api` does by default. No PostgreSQL, no rollups, no retries.
+async fn bare_pipeline(
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    events: &[TrackedEvent],
+    acks: Acks,
+) -> (Duration, Tenant) {
+    let (tenant, ch) = bare_database("benchp").await;
+    let mut config = stream_config(&tenant);
+    if acks == Acks::Cumulative {
+        // A work-queue stream refuses any ack policy but explicit (JetStream error 10098);
+        // interest retention also removes what every consumer acknowledged.
+        config.retention = jetstream::stream::RetentionPolicy::Interest;
+    }
+    ensure_stream(js, config).await.expect("create stream");
+    let stream = js.get_stream(tenant.stream()).await.expect("stream");
+    // The consumer first: an interest stream drops what no consumer is interested in.
+    let consumer = bare_consumer(&stream, acks).await;
+    publish_all(js, &tenant, events).await;
+    let started = Instant::now();
+    // Oldest first, so cumulative acks never cover a batch still being written.
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut seen = 0;
+    while seen < events.len() {
+        let messages = fetch_batch(&consumer).await;
+        seen += messages.len();
+        if in_flight.len() >= 3 {
+            if let Some(oldest) = in_flight.pop_front() {
+                ack_bare(oldest, acks).await;
+            }
+        }
+        let ch = ch.clone();
+        in_flight.push_back(tokio::spawn(async move {
+            let mut insert = ch.insert::<EventRow>("events").expect("insert");
+            for message in &messages {
+                match zori_api::wire::stream_message(&message.payload).expect("decode") {
+                    StreamMessage::Event(event) => insert
+                        .write(&EventRow::from_event(&event))
+                        .await
+                        .expect("write row"),
+                    StreamMessage::Identify(_) => unreachable!("the bench publishes events"),
+                }
+            }
+            insert.end().await.expect("end insert");
+            messages
+        }));
+    }
+    for batch in in_flight {
+        ack_bare(batch, acks).await;
+    }
+    nats.flush().await.expect("flush acks");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        distinct_events(&ch).await,
+        events.len() as u64,
+        "every event once in the bare pipeline"
+    );
+    // The server applies acks after it received them: wait for it (outside the timing).
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("bare").await.expect("consumer");
+    let waiting = Instant::now();
+    while consumer
+        .info()
+        .await
+        .expect("consumer info")
+        .num_ack_pending
+        > 0
+    {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "every message acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (elapsed, tenant)
+}
+
+/// Distinct event ids in the database's `events`.
+async fn distinct_events(ch: &clickhouse::Client) -> u64 {
+    ch.query("SELECT uniqExact(event_id) AS n FROM events")
+        .fetch_one::<Count>()
+        .await
+        .expect("count events")
+        .n
+}
+
+/// The durable pull consumer of the bare runs.
+async fn bare_consumer(
+    stream: &jetstream::stream::Stream,
+    acks: Acks,
+) -> jetstream::consumer::PullConsumer {
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("bare".to_owned()),
+            ack_policy: match acks {
+                Acks::Each => jetstream::consumer::AckPolicy::Explicit,
+                Acks::Cumulative => jetstream::consumer::AckPolicy::All,
+            },
+            max_ack_pending: (BATCH * 8) as i64,
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer")
+}
+
+/// Up to [`BATCH`] messages, waiting at most a second.
+async fn fetch_batch(consumer: &jetstream::consumer::PullConsumer) -> Vec<jetstream::Message> {
+    let mut fetched = consumer
+        .batch()
+        .max_messages(BATCH)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut messages = Vec::with_capacity(BATCH);
+    while let Some(message) = fetched.next().await {
+        messages.push(message.expect("message"));
+    }
+    messages
+}
+
+/// Waits for a bare pipeline batch to be inserted, then acknowledges it.
+async fn ack_bare(batch: tokio::task::JoinHandle<Vec<jetstream::Message>>, acks: Acks) {
+    let messages = batch.await.expect("bare insert task");
+    match acks {
+        Acks::Each => {
+            for message in &messages {
+                message.ack().await.expect("ack");
+            }
+        }
+        Acks::Cumulative => {
+            if let Some(last) = messages.last() {
+                last.ack().await.expect("ack");
+            }
+        }
+    }
+}
+
+/// A fresh database holding only the consumer's `events` table (no rollup views).
+async fn bare_database(prefix: &str) -> (Tenant, clickhouse::Client) {
+    let tenant = Tenant::new(prefix);
     let ch = clickhouse::Client::default()
         .with_url(CLICKHOUSE_URL)
         .with_compression(clickhouse::Compression::None);
@@ -225,6 +357,15 @@ async fn bare_insert(events: &[TrackedEvent]) -> (Duration, Tenant) {
     for statement in schema {
         ch.query(&statement).execute().await.expect("create events");
     }
+    (tenant, ch)
+}
+
+/// The reference: the same rows inserted with the `clickhouse` crate over HTTP RowBinary,
+/// [`BATCH`] rows per insert, into a table of the consumer's own `events` schema in a fresh
+/// database. Run first, on a ClickHouse not yet busy merging the drains' parts, and again
+/// last; the database is dropped by the caller after every timed run.
+async fn bare_insert(events: &[TrackedEvent]) -> (Duration, Tenant) {
+    let (tenant, ch) = bare_database("benchb").await;
     let rows: Vec<EventRow> = events.iter().map(EventRow::from_event).collect();
     let started = Instant::now();
     for chunk in rows.chunks(BATCH) {
@@ -247,6 +388,9 @@ pub async fn run(record: &mut Record) {
     // for minutes, and ClickHouse creates some 200 files per insert (docs/benchmarks.md).
     let (bare, bare_tenant) = bare_insert(&events).await;
     let fetch_ack = bare_fetch_ack(&nats, &js, &events).await;
+    let (pipeline, pipeline_tenant) = bare_pipeline(&nats, &js, &events, Acks::Each).await;
+    let (cumulative, cumulative_tenant) =
+        bare_pipeline(&nats, &js, &events, Acks::Cumulative).await;
     let (one, one_tenant) = drain(&js, &events, &["--batches-in-flight", "1"]).await;
     let (three, three_tenant) = drain(&js, &events, &["--batches-in-flight", "3"]).await;
     let (bare_after, bare_after_tenant) = bare_insert(&events).await;
@@ -255,23 +399,35 @@ pub async fn run(record: &mut Record) {
         "| run ({EVENTS} events, {VISITORS} visitors) | rows/s | ratio to bare | start s | total s |"
     ));
     record.line("|---|---:|---:|---:|---:|");
-    record.line(&format!(
-        "| bare RowBinary insert, batches of {BATCH} | {:.0} | 1.00 | – | {:.2} |",
-        rate(bare),
-        bare.as_secs_f64()
-    ));
-    record.line(&format!(
-        "| bare JetStream fetch + ack, batches of {BATCH} | {:.0} | {:.2} | – | {:.2} |",
-        rate(fetch_ack),
-        rate(fetch_ack) / rate(bare),
-        fetch_ack.as_secs_f64()
-    ));
-    record.line(&format!(
-        "| bare RowBinary insert again, after the drains (not the reference) | {:.0} | {:.2} | – | {:.2} |",
-        rate(bare_after),
-        rate(bare_after) / rate(bare),
-        bare_after.as_secs_f64()
-    ));
+    let bare_runs = [
+        (format!("bare RowBinary insert, batches of {BATCH}"), bare),
+        (
+            format!("bare JetStream fetch + ack, batches of {BATCH}"),
+            fetch_ack,
+        ),
+        (
+            "bare pipeline: fetch, decode, insert, ack, 3 batches in flight (no PostgreSQL, no rollups)"
+                .to_owned(),
+            pipeline,
+        ),
+        (
+            "the same, acknowledging each batch's last message (`AckPolicy::All`, interest stream)"
+                .to_owned(),
+            cumulative,
+        ),
+        (
+            "bare RowBinary insert again, after the drains (not the reference)".to_owned(),
+            bare_after,
+        ),
+    ];
+    for (run, took) in bare_runs {
+        record.line(&format!(
+            "| {run} | {:.0} | {:.2} | – | {:.2} |",
+            rate(took),
+            rate(took) / rate(bare),
+            took.as_secs_f64()
+        ));
+    }
     for (in_flight, drain) in [(1, &one), (3, &three)] {
         record.line(&format!(
             "| zori-api, {in_flight} batch(es) in flight (both stores, from process start) | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -281,9 +437,21 @@ pub async fn run(record: &mut Record) {
             drain.elapsed.as_secs_f64(),
         ));
     }
-    let tenants = [bare_tenant, one_tenant, three_tenant, bare_after_tenant];
+    let tenants = [
+        bare_tenant,
+        pipeline_tenant,
+        cumulative_tenant,
+        one_tenant,
+        three_tenant,
+        bare_after_tenant,
+    ];
     if std::env::var_os("ZORI_BENCH_KEEP").is_some() {
-        // For runs back to back: dropping is what slows the next run's file creation.
+        // For runs back to back: dropping databases is what slows the next run's file
+        // creation. The streams go (a few files each): JetStream reserves each one's byte
+        // limit, so kept streams would soon refuse the next run's.
+        for tenant in &tenants {
+            let _ = js.delete_stream(tenant.stream()).await;
+        }
         let kept: Vec<String> = tenants.iter().map(Tenant::schema).collect();
         record.line(&format!("Kept (ZORI_BENCH_KEEP): {}.", kept.join(", ")));
     } else {
