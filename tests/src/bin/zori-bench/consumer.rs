@@ -124,21 +124,7 @@ async fn drain(
         Process::start_profile("zori-api", crate::profile(), port, &tenant.api_args(port)).await;
     let start = started.elapsed();
     let stream = js.get_stream(tenant.stream()).await.expect("stream");
-    loop {
-        let mut consumer: jetstream::consumer::PullConsumer =
-            stream.get_consumer("zori-api").await.expect("consumer");
-        let info = consumer.info().await.expect("consumer info");
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "consumer stalled: {} pending, {} unacknowledged",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    caught_up(&stream, "zori-api", Duration::from_secs(600)).await;
     let elapsed = started.elapsed();
     drop(api);
 
@@ -261,23 +247,29 @@ async fn bare_pipeline(
         "every event once in the bare pipeline"
     );
     // The server applies acks after it received them: wait for it (outside the timing).
-    let mut consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("bare").await.expect("consumer");
-    let waiting = Instant::now();
-    while consumer
-        .info()
-        .await
-        .expect("consumer info")
-        .num_ack_pending
-        > 0
-    {
+    caught_up(&stream, "bare", Duration::from_secs(10)).await;
+    (elapsed, tenant)
+}
+
+/// Waits until the durable `consumer` has nothing left to deliver and nothing unacknowledged;
+/// panics after `limit`.
+pub async fn caught_up(stream: &jetstream::stream::Stream, consumer: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut handle: jetstream::consumer::PullConsumer =
+            stream.get_consumer(consumer).await.expect("consumer");
+        let info = handle.info().await.expect("consumer info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
         assert!(
-            waiting.elapsed() < Duration::from_secs(10),
-            "every message acknowledged"
+            started.elapsed() < limit,
+            "consumer {consumer} did not catch up within {limit:?}: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (elapsed, tenant)
 }
 
 /// Distinct event ids in the database's `events`.

@@ -143,20 +143,7 @@ async fn acknowledged(js: &jetstream::Context, tenant: &Tenant) -> u64 {
 /// Waits until the consumer acknowledged everything.
 async fn drained(js: &jetstream::Context, tenant: &Tenant, limit: Duration) {
     let stream = js.get_stream(tenant.stream()).await.expect("stream");
-    let started = Instant::now();
-    loop {
-        let info = consumer_info(&stream).await;
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "consumer did not catch up within {limit:?}: {} pending, {} unacknowledged",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::consumer::caught_up(&stream, "zori-api", limit).await;
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
